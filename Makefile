@@ -1,0 +1,37 @@
+# The two quick-start commands: `make demo` and `make test`. Both install what they need.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test unit integration lab bench setup clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
+	  echo "installing python3-venv"; apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); }
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+## Run the main job: a local fake world, the daemon, and queries through the real socketmap protocol.
+demo: $(STAMP)
+	$(BIN)/python -m mxsec.devtools.demo
+
+## Run every test: unit, integration (local servers), lab (namespaces).
+test: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider tests
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider tests/unit
+
+integration: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider tests/integration
+
+## Side-by-side benchmark against postfix-mta-sts-resolver (needs root: it creates a network namespace).
+bench: $(STAMP)
+	$(BIN)/python bench/socketmap.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -1,0 +1,229 @@
+"""The ``mxsec`` command tree. Parses options, calls a front-end, prints.
+
+Exit status (interface.md): 0 success; 1 the command ran and found problems; 2 usage error or unreadable input,
+with a one-line message on stderr and no traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sys
+import time
+
+import click
+
+from mxsec import __version__
+from mxsec.errors import MxsecError
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"mxsec: {message}", err=True)
+    sys.exit(code)
+
+
+def _guarded(fn):
+    """Turn our own errors (and stray OS errors) into one line on stderr and exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MxsecError as exc:
+            _fail(str(exc))
+        except OSError as exc:
+            _fail(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+
+    return wrapper
+
+
+def network_options(fn):
+    """Options shared by every command that touches the network (interface.md)."""
+    options = [
+        click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                     help="TOML file (default /etc/mxsec/mxsec.toml if present); a postfix-mta-sts-resolver "
+                          "YAML file is accepted too."),
+        click.option("--nameserver", "nameservers", multiple=True, metavar="IP[:PORT]",
+                     help="Validating resolver to query instead of /etc/resolv.conf (repeatable)."),
+        click.option("--ca-file", type=click.Path(dir_okay=False),
+                     help="PEM trust roots replacing the system store (policy fetch, SMTP checks)."),
+        click.option("--timeout", type=click.FloatRange(min=0.1), help="Per-operation time limit, seconds."),
+        click.option("--allow-address", "allow_addresses", multiple=True, metavar="CIDR",
+                     help="Let policy hosts/MXes in this range be contacted although loopback/private "
+                          "(repeatable)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _load(config_path, **overrides):
+    from mxsec.config import apply_overrides, load_config
+
+    config = load_config(config_path)
+    clean = {k: v for k, v in overrides.items() if v not in (None, (), [])}
+    for key in ("nameservers", "allow_addresses", "listen"):
+        if key in clean:
+            clean[key] = list(clean[key])
+    return apply_overrides(config, **clean), clean
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - optional speed-up
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mxsec")
+def main() -> None:
+    """mxsec: MTA-STS, DANE and TLSRPT for both ends of SMTP."""
+
+
+@main.command()
+@click.option("--listen", multiple=True, metavar="ADDR",
+              help="HOST:PORT, [IPv6]:PORT or unix:/path (repeatable; default 127.0.0.1:8461).")
+@click.option("--cache", "cache", metavar="URL",
+              help="sqlite:///path (default), memory://, redis://..., postgresql://...")
+@click.option("--metrics-listen", metavar="HOST:PORT", help="Serve Prometheus metrics on /metrics here.")
+@click.option("--log-format", type=click.Choice(["json", "text"]), help="Log format (default json).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Log level.")
+@network_options
+@_guarded
+def daemon(listen, cache, metrics_listen, log_format, log_level, config_path, nameservers, ca_file, timeout,
+           allow_addresses):
+    """Serve TLS policy to Postfix over socketmap (map names: postfix, QUERY, tlsrpt, QUERYwithTLSRPT)."""
+    from mxsec.daemon.app import run_daemon
+    from mxsec.logs import setup_logging
+
+    config, overrides = _load(
+        config_path, listen=listen, cache=cache, nameservers=nameservers, ca_file=ca_file, timeout=timeout,
+        allow_addresses=allow_addresses, metrics_listen=metrics_listen, log_format=log_format,
+        log_level=log_level,
+    )
+    setup_logging(config.log.level, config.log.format)
+    _use_uvloop()
+    asyncio.run(run_daemon(config, config_path, overrides))
+
+
+@main.command()
+@click.argument("domain")
+@click.option("--map", "map_name", default="postfix", show_default=True,
+              help="Map name, i.e. reply dialect: postfix, QUERY, tlsrpt, QUERYwithTLSRPT or a configured zone.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--cache", "cache", metavar="URL", help="Cache to read and update (default: the daemon's).")
+@click.option("--no-cache", is_flag=True, help="Resolve from scratch with an empty in-memory cache.")
+@network_options
+@_guarded
+def query(domain, map_name, as_json, cache, no_cache, config_path, nameservers, ca_file, timeout,
+          allow_addresses):
+    """Print the reply the daemon would give for DOMAIN, then why."""
+    from mxsec.daemon.app import build_service, make_zones
+    from mxsec.daemon.replies import NOTFOUND, format_reply
+    from mxsec.daemon.server import NotApplicable, policy_domain_from_key
+    from mxsec.errors import ParseError
+    from mxsec.store import MemoryStore, open_store
+
+    config, _ = _load(config_path, cache=cache, nameservers=nameservers, ca_file=ca_file, timeout=timeout,
+                      allow_addresses=allow_addresses)
+    zone = make_zones(config).get(map_name)
+    if zone is None:
+        _fail(f"unknown map name {map_name!r}")
+    try:
+        policy_domain = policy_domain_from_key(domain)
+    except NotApplicable as exc:
+        policy_domain = None
+        reason = str(exc)
+    except ParseError as exc:
+        _fail(f"{domain!r} is not a domain name: {exc}")
+    except Exception as exc:  # RequestError for malformed brackets
+        _fail(f"{domain!r} is not a domain name: {exc}")
+
+    if policy_domain is None:
+        reply, verdict = NOTFOUND, None
+    else:
+        store = MemoryStore()
+        if not no_cache:
+            try:
+                store = open_store(config.cache.url)
+            except MxsecError:
+                if cache:
+                    raise
+                store = MemoryStore()  # the daemon's cache is not readable by this user: resolve afresh
+
+        async def run():
+            service = build_service(config, store=store)
+            service.load()
+            try:
+                return await service.lookup(policy_domain)
+            finally:
+                await service.fetcher.aclose()
+                store.close()
+
+        verdict = asyncio.run(run())
+        reply = format_reply(verdict, zone)
+
+    if as_json:
+        click.echo(json.dumps(_query_json(domain, policy_domain, reply, verdict), sort_keys=False))
+        return
+    click.echo(reply)
+    if verdict is None:
+        click.echo(f"  why: {reason}; no MTA-STS policy applies")
+        return
+    for note in verdict.notes:
+        click.echo(f"  why: {note}")
+    if verdict.failure:
+        click.echo(f"  last problem (RFC 8460 result type): {verdict.failure}")
+
+
+def _query_json(key: str, domain: str | None, reply: str, verdict) -> dict:
+    mta_sts = None
+    if verdict is not None and verdict.policy is not None:
+        p = verdict.policy
+        mta_sts = {
+            "policy_id": verdict.policy_id,
+            "mode": p.mode,
+            "max_age": p.max_age,
+            "mx": list(p.mx),
+            "policy_string": list(p.lines),
+            "expires_at": _iso(verdict.expires_at),
+            "warnings": list(p.warnings),
+        }
+    return {
+        "domain": domain if domain is not None else key,
+        "reply": reply,
+        "mta_sts": mta_sts,
+        "dane": None,
+        "source": verdict.source if verdict is not None else "none",
+        "failure": verdict.failure if verdict is not None else None,
+        "notes": list(verdict.notes) if verdict is not None else [],
+    }
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+@main.command("migrate-config")
+@click.argument("yaml_file", type=click.File("r"))
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the TOML here instead of stdout.")
+@_guarded
+def migrate_config(yaml_file, output):
+    """Translate a postfix-mta-sts-resolver YAML config (mta-sts-daemon.yml) into mxsec TOML."""
+    from mxsec.config import migrate_config as migrate
+
+    text = migrate(yaml_file.read())
+    if output:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        click.echo(text, nl=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,212 @@
+"""Wiring: configuration → adapters → service → listeners; signals; reload; shutdown.
+
+``build_service`` is shared by ``mxsec daemon`` and ``mxsec query`` so both give the same answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+from mxsec.config import Config, load_config, parse_listen
+from mxsec.daemon.refresh import Refresher
+from mxsec.daemon.replies import Zone
+from mxsec.daemon.server import SocketmapServer, _listen_key
+from mxsec.daemon.service import PolicyService, ServiceSettings
+from mxsec.errors import ConfigError
+from mxsec.logs import setup_logging
+from mxsec.net.dns import DnsClient, DnsSettings, parse_nameserver
+from mxsec.net.guard import AddressGuard
+from mxsec.net.https import HttpsSettings, PolicyFetcher
+from mxsec.store import open_store
+from mxsec.sts.cache import RefreshTiming
+
+log = logging.getLogger("mxsec.daemon")
+
+#: the map names every daemon answers, with their reply dialect (interface.md)
+BUILTIN_MAPS = {"postfix": "postfix", "QUERY": "postfix", "tlsrpt": "tlsrpt", "QUERYwithTLSRPT": "tlsrpt"}
+
+
+def make_zones(config: Config) -> dict[str, Zone]:
+    default = config.daemon.default_zone
+    zones = {
+        name: Zone(
+            dialect=dialect,  # the tlsrpt dialect is never served under "postfix" (interface.md)
+            strict_testing=default.strict_testing,
+            require_sni=default.require_sni,
+        )
+        for name, dialect in BUILTIN_MAPS.items()
+    }
+    for name, zone in config.daemon.zones.items():
+        zones[name] = Zone(
+            dialect="tlsrpt" if zone.tlsrpt else "postfix",
+            strict_testing=zone.strict_testing,
+            require_sni=zone.require_sni,
+        )
+    return zones
+
+
+def make_adapters(config: Config):
+    try:
+        nameservers = [parse_nameserver(n) for n in config.dns.nameservers]
+    except ValueError as exc:
+        raise ConfigError(f"dns.nameservers: {exc}") from None
+    try:
+        guard = AddressGuard(config.net.allow_addresses)
+    except ValueError as exc:
+        raise ConfigError(f"net.allow_addresses: {exc}") from None
+    if config.tls.ca_file is not None:
+        try:
+            with open(config.tls.ca_file, "rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"tls.ca_file: cannot read {config.tls.ca_file}: {exc.strerror}") from None
+    dns = DnsClient(DnsSettings(nameservers=nameservers, timeout=config.dns.timeout))
+    fetcher = PolicyFetcher(
+        HttpsSettings(timeout=config.https.timeout, ca_file=config.tls.ca_file, max_body=config.https.max_body),
+        dns,
+        guard,
+    )
+    return dns, fetcher
+
+
+def service_settings(config: Config) -> ServiceSettings:
+    r = config.refresh
+    return ServiceSettings(
+        lookup_timeout=config.daemon.lookup_timeout,
+        fail_retry=r.fail_retry,
+        negative_ttl=r.negative_ttl,
+        timing=RefreshTiming(recheck_after=r.recheck_after, force_fetch_after=r.force_fetch_after),
+    )
+
+
+def build_service(config: Config, store=None) -> PolicyService:
+    dns, fetcher = make_adapters(config)
+    if store is None:
+        store = open_store(config.cache.url)
+    return PolicyService(dns=dns, fetcher=fetcher, store=store, settings=service_settings(config))
+
+
+@dataclass
+class Daemon:
+    config: Config
+    config_path: str | None
+    overrides: dict
+    service: PolicyService | None = None
+    server: SocketmapServer | None = None
+    refresher: Refresher | None = None
+    metrics: tuple | None = None
+
+    async def start(self) -> None:
+        config = self.config
+        self.service = build_service(config)
+        loaded = self.service.load()
+        log.info("cache loaded", extra={"policies": loaded, "cache": _redact(config.cache.url)})
+        self.server = SocketmapServer(
+            self.service,
+            make_zones(config),
+            max_connections=config.daemon.max_connections,
+            unix_mode=config.daemon.unix_mode,
+        )
+        for addr in config.daemon.listen:
+            try:
+                await self.server.listen(parse_listen(addr))
+            except OSError as exc:
+                raise ConfigError(f"cannot listen on {addr}: {exc.strerror or exc}") from None
+        if config.refresh.enabled:
+            self.refresher = Refresher(
+                self.service, tick=min(config.refresh.interval, 60.0), concurrency=config.refresh.concurrency
+            )
+            self.refresher.start()
+        if config.metrics.listen:
+            from mxsec.daemon.metrics import start_metrics
+
+            m = parse_listen(config.metrics.listen)
+            if m.kind != "tcp":
+                raise ConfigError("metrics.listen must be HOST:PORT")
+            try:
+                self.metrics = start_metrics(self.server, m.host, m.port)
+            except OSError as exc:
+                raise ConfigError(f"cannot listen on {config.metrics.listen}: {exc.strerror or exc}") from None
+
+    async def reload(self) -> None:
+        """SIGHUP: re-read the configuration and apply what can change without a restart."""
+        from mxsec.config import apply_overrides
+
+        try:
+            new = apply_overrides(load_config(self.config_path), **self.overrides)
+            dns, fetcher = make_adapters(new)
+        except ConfigError as exc:
+            log.error("reload failed; keeping the running configuration", extra={"error": str(exc)})
+            return
+        old = self.config
+        setup_logging(new.log.level, new.log.format)
+        old_fetcher = self.service.fetcher
+        self.service.reconfigure(dns=dns, fetcher=fetcher, settings=service_settings(new))
+        await old_fetcher.aclose()
+        self.server.zones = make_zones(new)
+        self.server.max_connections = new.daemon.max_connections
+        self.server.clear_memo()
+        wanted = {}
+        for addr in new.daemon.listen:
+            try:
+                parsed = parse_listen(addr)
+            except ConfigError as exc:
+                log.error("reload: bad listen address", extra={"error": str(exc)})
+                continue
+            wanted[_listen_key(parsed)] = parsed
+        for key in list(self.server.servers):
+            if key not in wanted:
+                await self.server.unlisten(key)
+        for key, parsed in wanted.items():
+            if key not in self.server.servers:
+                try:
+                    await self.server.listen(parsed)
+                except OSError as exc:
+                    log.error("reload: cannot listen", extra={"listen": key, "error": str(exc)})
+        if new.cache.url != old.cache.url:
+            log.warning("cache.url changed; takes effect on restart", extra={"cache": _redact(new.cache.url)})
+        self.config = new
+        log.info("configuration reloaded")
+
+    async def stop(self) -> None:
+        timeout = self.config.daemon.shutdown_timeout
+        if self.server is not None:
+            await self.server.close(timeout)
+        if self.refresher is not None:
+            await self.refresher.stop()
+        if self.metrics is not None:
+            self.metrics[0].shutdown()
+        if self.service is not None:
+            await self.service.aclose()
+            await self.service.fetcher.aclose()
+            self.service.store.close()
+        log.info("stopped")
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return scheme + "://***@" + rest.split("@", 1)[1]
+    return url
+
+
+async def run_daemon(config: Config, config_path: str | None, overrides: dict) -> None:
+    daemon = Daemon(config, config_path, overrides)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reloads: list[asyncio.Task] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: reloads.append(asyncio.ensure_future(daemon.reload())))
+    try:
+        await daemon.start()
+        log.info("ready", extra={"listen": list(daemon.server.servers)})
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        for task in reloads:
+            await asyncio.gather(task, return_exceptions=True)
+        await daemon.stop()

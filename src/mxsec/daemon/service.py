@@ -1,0 +1,378 @@
+"""The policy service: MTA-STS resolution with a cache, single-flight, rate limits and time budgets.
+
+Composition only: the rules live in :mod:`mxsec.sts` (pure), the I/O in :mod:`mxsec.net` and
+:mod:`mxsec.store`. One instance serves the socketmap server, ``mxsec query`` and the refresher.
+
+* Cached policies live in memory (``self.entries``) in front of the store; the store is written through on
+  every change, so a restart, or a ``kill -9``, loses nothing that was ever served.
+* Single-flight: concurrent lookups of one domain share one resolution (one TXT lookup, at most one fetch).
+* Bounded concurrency: at most ``concurrency`` resolutions run at once; the others wait their turn.
+* STS-B-11: after a failed fetch, no new fetch for the same domain and id for ``fail_retry`` seconds.
+* Time budget: a caller waits at most ``lookup_timeout`` seconds; the resolution itself goes on in the
+  background and its result is cached for the next caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from mxsec.errors import ParseError
+from mxsec.store.base import CacheEntry, PolicyStore
+from mxsec.sts.cache import (
+    CacheTimes,
+    FailureMark,
+    Refresh,
+    RefreshTiming,
+    Step,
+    next_step,
+    refresh_due,
+    usable,
+)
+from mxsec.sts.policy import StsPolicy, parse_policy
+from mxsec.sts.record import RecordSelection, select_record
+from mxsec.sts.results import result_type_for
+from mxsec.verdict import Verdict
+
+log = logging.getLogger("mxsec.daemon")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    lookup_timeout: float = 30.0
+    concurrency: int = 256
+    fail_retry: float = 300.0
+    negative_ttl: float = 300.0
+    #: how long a DNS lookup error is remembered as "no policy" (kept short: errors are transient)
+    error_ttl: float = 30.0
+    timing: RefreshTiming = RefreshTiming()
+
+
+@dataclass(slots=True)
+class Cached:
+    """A cached policy: the stored entry and its parsed form."""
+
+    entry: CacheEntry
+    policy: StsPolicy
+
+    @property
+    def times(self) -> CacheTimes:
+        e = self.entry
+        return CacheTimes(e.policy_id, e.fetched_at, e.expires_at, e.checked_at)
+
+
+def _times(cached: Cached | None) -> CacheTimes | None:
+    return cached.times if cached is not None else None
+
+
+class PolicyService:
+    def __init__(
+        self,
+        *,
+        dns,
+        fetcher,
+        store: PolicyStore,
+        settings: ServiceSettings = ServiceSettings(),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.dns = dns
+        self.fetcher = fetcher
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.entries: dict[str, Cached] = {}
+        #: domain → (unix time until which "no policy" stands, verdict to give meanwhile)
+        self.negatives: dict[str, tuple[float, Verdict]] = {}
+        self.failures: dict[str, FailureMark] = {}
+        self.inflight: dict[str, asyncio.Future] = {}
+        self._sem = asyncio.Semaphore(settings.concurrency)
+        #: called with a domain whenever what the service would answer for it changes
+        self.listeners: list[Callable[[str], None]] = []
+        self.counters: Counter[str] = Counter()
+        self.fetch_outcomes: Counter[str] = Counter()
+
+    # -- start-up -------------------------------------------------------------------------------------------
+    def load(self) -> int:
+        """Fill the memory table from the store; entries that expired or no longer parse are dropped."""
+        now = self.clock()
+        loaded = 0
+        for entry in self.store.load_all():
+            if entry.expires_at <= now:
+                self.store.delete(entry.domain)
+                continue
+            try:
+                policy = parse_policy(entry.body)
+            except ParseError:
+                self.store.delete(entry.domain)
+                continue
+            self.entries[entry.domain] = Cached(entry, policy)
+            loaded += 1
+        return loaded
+
+    def reconfigure(self, *, dns=None, fetcher=None, settings: ServiceSettings | None = None) -> None:
+        if dns is not None:
+            self.dns = dns
+        if fetcher is not None:
+            self.fetcher = fetcher
+        if settings is not None:
+            if settings.concurrency != self.settings.concurrency:
+                self._sem = asyncio.Semaphore(settings.concurrency)
+            self.settings = settings
+        self.negatives.clear()
+        for domain in list(self.entries):
+            self._changed(domain)
+
+    # -- answers ---------------------------------------------------------------------------------------------
+    def cached_verdict(self, domain: str, now: float | None = None) -> Verdict | None:
+        """The answer known without any I/O, or ``None`` when a resolution is needed."""
+        now = self.clock() if now is None else now
+        cached = self.entries.get(domain)
+        if cached is not None and now < cached.entry.expires_at:
+            return self._verdict(cached, "cache")
+        negative = self.negatives.get(domain)
+        if negative is not None:
+            if now < negative[0]:
+                return negative[1]
+            del self.negatives[domain]
+        return None
+
+    async def lookup(self, domain: str) -> Verdict:
+        """The verdict for ``domain``: from memory when known, else resolved within the time budget."""
+        verdict = self.cached_verdict(domain)
+        if verdict is not None:
+            self.counters["cache_hits"] += 1
+            return verdict
+        self.counters["cache_misses"] += 1
+        return await self.resolve(domain, wait=self.settings.lookup_timeout)
+
+    async def resolve(self, domain: str, *, force_fetch: bool = False, wait: float | None = None) -> Verdict:
+        """Resolve now (single-flight). With ``wait``, give up waiting after that many seconds."""
+        fut = self.inflight.get(domain)
+        if fut is None:
+            fut = asyncio.ensure_future(self._resolve(domain, force_fetch))
+            self.inflight[domain] = fut
+
+            def _done(f: asyncio.Future, domain=domain) -> None:
+                if self.inflight.get(domain) is f:
+                    del self.inflight[domain]
+                if not f.cancelled() and f.exception() is not None:
+                    log.error("resolution crashed", extra={"domain": domain, "error": repr(f.exception())})
+
+            fut.add_done_callback(_done)
+        else:
+            self.counters["single_flight_joins"] += 1
+        if wait is None:
+            return await asyncio.shield(fut)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), wait)
+        except asyncio.TimeoutError:
+            self.counters["lookup_timeouts"] += 1
+            log.warning(
+                "lookup exceeded its time budget; answered without MTA-STS, resolution continues",
+                extra={"domain": domain, "budget": wait},
+            )
+            return Verdict(
+                domain,
+                source="none",
+                failure="sts-policy-fetch-error",
+                notes=(f"resolution still running after {wait:g}s; answered as no policy (RFC 8461 §3.3)",),
+            )
+
+    # -- the resolution ------------------------------------------------------------------------------------
+    async def _resolve(self, domain: str, force_fetch: bool) -> Verdict:
+        async with self._sem:
+            try:
+                return await self._resolve_now(domain, force_fetch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug or an adapter failure: never take the daemon down
+                log.exception("resolution failed", extra={"domain": domain})
+                cached = self.entries.get(domain)
+                if cached is not None and usable(cached.times, self.clock()):
+                    return self._verdict(cached, "cache", note=f"internal error ({exc!r}); kept cached policy")
+                return Verdict(domain, notes=(f"internal error: {exc!r}",))
+
+    async def _resolve_now(self, domain: str, force_fetch: bool) -> Verdict:
+        self.counters["resolutions"] += 1
+        txt = await self.dns.txt("_mta-sts." + domain)
+        now = self.clock()
+        cached = self.entries.get(domain)
+        selection: RecordSelection | None
+        if txt.status == "ok":
+            selection = select_record(list(txt.records))
+        elif txt.status in ("nxdomain", "nodata"):
+            selection = RecordSelection(None, "no-record")
+        else:
+            selection = None
+        step = next_step(
+            _times(cached),
+            selection,
+            now,
+            last_failure=self.failures.get(domain),
+            force_fetch=force_fetch,
+            retry_after=self.settings.fail_retry,
+        )
+
+        if step is Step.SERVE_CACHED:
+            assert cached is not None
+            if selection is not None and selection.record is not None:
+                # STS-D-2: same id, the cached policy is current.
+                cached.entry = replace(cached.entry, checked_at=now)
+                self._persist(cached.entry)
+                return self._verdict(cached, "cache", note=f"TXT id {selection.record.id} unchanged")
+            why = txt.error if selection is None else selection.problem
+            # STS-A-10 / STS-D-3: a missing or broken TXT record does not remove a usable cached policy.
+            return self._verdict(cached, "cache", note=f"TXT record unusable ({why}); cached policy kept")
+
+        if step is Step.NO_POLICY:
+            if cached is not None:  # present but expired: useless from now on
+                self._forget(domain)
+            if selection is None:
+                note = f"TXT lookup for _mta-sts.{domain} failed: {txt.error}"
+                return self._negative(domain, now, self.settings.error_ttl, note)
+            note = {"no-record": "no _mta-sts TXT record"}.get(selection.problem or "", selection.problem)
+            return self._negative(domain, now, self.settings.negative_ttl, f"no MTA-STS policy: {note}")
+
+        if step is Step.FETCH_HELD_BACK:
+            mark = self.failures[domain]
+            note = (
+                f"fetch for id {mark.policy_id} failed {now - mark.failed_at:.0f}s ago ({mark.detail}); "
+                "not retried yet (RFC 8461 §3.3)"
+            )
+            if cached is not None and usable(cached.times, now):
+                return self._verdict(cached, "cache", note=note, failure=mark.result_type)
+            until = mark.failed_at + self.settings.fail_retry
+            return self._negative(domain, now, until - now, note, failure=mark.result_type)
+
+        # Step.FETCH
+        assert selection is not None and selection.record is not None
+        record = selection.record
+        outcome = await self.fetcher.fetch(domain)
+        now = self.clock()
+        if outcome.ok:
+            try:
+                policy = parse_policy(outcome.body)
+            except ParseError as exc:
+                return self._fetch_failed(domain, record.id, now, "sts-policy-invalid", f"policy invalid: {exc}")
+            entry = CacheEntry(
+                domain=domain,
+                policy_id=record.id,
+                body=outcome.body.decode("utf-8"),
+                fetched_at=now,
+                expires_at=now + policy.max_age,
+                checked_at=now,
+                mode=policy.mode,
+            )
+            fresh = Cached(entry, policy)
+            changed = cached is None or cached.entry.body != entry.body or cached.entry.policy_id != record.id
+            self.entries[domain] = fresh
+            self.failures.pop(domain, None)
+            self.negatives.pop(domain, None)
+            self._persist(entry)
+            self.fetch_outcomes["ok"] += 1
+            if changed:
+                log.info(
+                    "policy fetched",
+                    extra={"domain": domain, "policy_id": record.id, "mode": policy.mode, "max_age": policy.max_age},
+                )
+            for warning in policy.warnings:
+                log.warning("policy accepted with a warning", extra={"domain": domain, "warning": warning})
+            self._changed(domain)
+            return self._verdict(fresh, "fetched")
+        problem = outcome.problem
+        result_type = result_type_for(problem).value if problem is not None else "sts-policy-fetch-error"
+        return self._fetch_failed(domain, record.id, now, result_type, outcome.detail)
+
+    def _fetch_failed(self, domain: str, policy_id: str, now: float, result_type: str, detail: str) -> Verdict:
+        self.fetch_outcomes[result_type] += 1
+        self.failures[domain] = FailureMark(policy_id, now, result_type, detail)
+        cached = self.entries.get(domain)
+        keep = cached is not None and usable(cached.times, now)
+        extra = {"domain": domain, "policy_id": policy_id, "result_type": result_type, "detail": detail}
+        if keep:
+            assert cached is not None
+            extra["expires_in"] = round(cached.entry.expires_at - now)
+            # STS-D-7: alert, unless the cached policy is mode none.
+            level = logging.INFO if cached.policy.mode == "none" else logging.WARNING
+            extra["alert"] = level == logging.WARNING
+            log.log(level, "policy fetch failed; cached policy kept", extra=extra)
+            return self._verdict(cached, "cache", note=f"fetch failed ({detail}); cached policy kept",
+                                 failure=result_type)
+        log.warning("policy fetch failed; no cached policy, delivering without MTA-STS", extra=extra)
+        return self._negative(domain, now, self.settings.fail_retry, f"policy fetch failed: {detail}",
+                              failure=result_type)
+
+    # -- helpers ------------------------------------------------------------------------------------------
+    def _verdict(self, cached: Cached, source: str, *, note: str | None = None, failure: str | None = None) -> Verdict:
+        e = cached.entry
+        notes = [f"MTA-STS policy id {e.policy_id}, mode {cached.policy.mode}, "
+                 f"fetched {time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(e.fetched_at))}"]
+        if note:
+            notes.append(note)
+        return Verdict(
+            domain=e.domain,
+            policy=cached.policy,
+            policy_id=e.policy_id,
+            source=source,
+            expires_at=e.expires_at,
+            failure=failure,
+            notes=tuple(notes),
+        )
+
+    def _negative(self, domain: str, now: float, ttl: float, note: str, failure: str | None = None) -> Verdict:
+        until = now + max(ttl, 0.0)
+        verdict = Verdict(domain, source="none", expires_at=until, failure=failure, notes=(note,))
+        self.negatives[domain] = (until, verdict)
+        self._changed(domain)
+        return verdict
+
+    def _persist(self, entry: CacheEntry) -> None:
+        try:
+            self.store.put(entry)
+        except Exception:
+            log.exception("cache store write failed; the policy stays cached in memory", extra={"domain": entry.domain})
+
+    def _forget(self, domain: str) -> None:
+        self.entries.pop(domain, None)
+        try:
+            self.store.delete(domain)
+        except Exception:
+            log.exception("cache store delete failed", extra={"domain": domain})
+        self._changed(domain)
+
+    def _changed(self, domain: str) -> None:
+        for listener in self.listeners:
+            listener(domain)
+
+    # -- proactive refresh (STS-D-5..D-7) -----------------------------------------------------------------
+    def due_for_refresh(self, now: float | None = None) -> list[tuple[str, Refresh]]:
+        now = self.clock() if now is None else now
+        due = []
+        for domain, cached in self.entries.items():
+            if domain in self.inflight:
+                continue
+            action = refresh_due(cached.times, now, self.settings.timing)
+            if action is not Refresh.NOTHING:
+                due.append((domain, action))
+        return due
+
+    def expire(self, now: float | None = None) -> list[str]:
+        """Drop cached policies past their lifetime (they can no longer be served)."""
+        now = self.clock() if now is None else now
+        gone = [d for d, c in self.entries.items() if c.entry.expires_at <= now and d not in self.inflight]
+        for domain in gone:
+            log.warning("cached policy expired without a successful refresh",
+                        extra={"domain": domain, "alert": True})
+            self._forget(domain)
+        return gone
+
+    async def aclose(self) -> None:
+        pending = list(self.inflight.values())
+        for fut in pending:
+            fut.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)

@@ -1,0 +1,35 @@
+"""The verdict for one destination domain, as facts (pure; no I/O).
+
+A verdict says which policy applies to mail for a domain and where it came from. Front-ends turn it into a
+Postfix reply (``daemon/replies.py``), JSON (``mxsec query --json``) or a checker finding. DANE joins this
+module when it lands: DANE > MTA-STS > none (RFC 8461 §2, STS-G-1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mxsec.sts.policy import StsPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    domain: str
+    #: the MTA-STS policy that applies (any mode), or ``None`` when the domain has none we can use
+    policy: StsPolicy | None = None
+    #: TXT id the policy was fetched under
+    policy_id: str | None = None
+    #: ``fetched`` (resolved just now), ``cache`` (served from the cache), ``none`` (no policy)
+    source: str = "none"
+    #: when the cached policy stops being usable (unix time), if any
+    expires_at: float | None = None
+    #: RFC 8460 result type of the last problem met while resolving (fetch error, invalid policy...)
+    failure: str | None = None
+    #: human-readable lines explaining the verdict, most important first
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    #: a temporary failure that must not be turned into a downgrade (``TEMP`` reply)
+    temp_reason: str | None = None
+
+    @property
+    def mode(self) -> str | None:
+        return self.policy.mode if self.policy is not None else None

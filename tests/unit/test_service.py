@@ -1,0 +1,237 @@
+"""PolicyService with in-process fakes: cache rules, single-flight, rate limit, time budget, refresh."""
+
+import asyncio
+from dataclasses import dataclass
+
+import pytest
+
+from mxsec.daemon.refresh import Refresher
+from mxsec.daemon.service import PolicyService, ServiceSettings
+from mxsec.net.dns import TxtAnswer
+from mxsec.store.memory import MemoryStore
+from mxsec.sts.cache import RefreshTiming
+from mxsec.sts.results import FetchProblem
+
+ENFORCE = b"version: STSv1\nmode: enforce\nmx: mail.example.com\nmax_age: 86400\n"
+
+
+@dataclass
+class Outcome:
+    body: bytes | None = None
+    problem: FetchProblem | None = None
+    detail: str = ""
+
+    @property
+    def ok(self):
+        return self.problem is None
+
+
+class FakeDns:
+    def __init__(self):
+        self.txt_records = {}
+        self.calls = 0
+        self.delay = 0.0
+
+    async def txt(self, name):
+        self.calls += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        value = self.txt_records.get(name)
+        if value is None:
+            return TxtAnswer("nxdomain")
+        if value == "error":
+            return TxtAnswer("error", error="SERVFAIL")
+        return TxtAnswer("ok", tuple(value))
+
+
+class FakeFetcher:
+    def __init__(self):
+        self.outcomes = {}
+        self.calls = 0
+        self.delay = 0.0
+
+    async def fetch(self, domain):
+        self.calls += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return self.outcomes.get(domain, Outcome(problem=FetchProblem("http-status"), detail="HTTP 404"))
+
+    async def aclose(self):
+        pass
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1_700_000_000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def world():
+    dns, fetcher, clock, store = FakeDns(), FakeFetcher(), Clock(), MemoryStore()
+    dns.txt_records["_mta-sts.example.com"] = ["v=STSv1; id=one"]
+    fetcher.outcomes["example.com"] = Outcome(ENFORCE)
+    settings = ServiceSettings(lookup_timeout=2.0, timing=RefreshTiming(recheck_after=3600, force_fetch_after=86400))
+    service = PolicyService(dns=dns, fetcher=fetcher, store=store, settings=settings, clock=clock)
+    return service, dns, fetcher, clock, store
+
+
+def problem(name):
+    return FetchProblem(name)
+
+
+async def test_fetch_then_serve_from_cache(world):
+    service, dns, fetcher, clock, store = world
+    v = await service.lookup("example.com")
+    assert (v.source, v.mode, v.policy_id) == ("fetched", "enforce", "one")
+    v2 = await service.lookup("example.com")
+    assert v2.source == "cache" and fetcher.calls == 1 and dns.calls == 1
+    assert store.get("example.com").policy_id == "one"
+
+
+async def test_single_flight_one_txt_one_fetch_for_concurrent_queries(world):
+    service, dns, fetcher, *_ = world
+    fetcher.delay = 0.05
+    verdicts = await asyncio.gather(*(service.lookup("example.com") for _ in range(500)))
+    assert all(v.mode == "enforce" for v in verdicts)
+    assert (dns.calls, fetcher.calls) == (1, 1)
+
+
+async def test_sts_d_2_same_id_no_refetch_new_id_refetch(world):
+    service, dns, fetcher, clock, _ = world
+    await service.lookup("example.com")
+    clock.now += 4000
+    await service.resolve("example.com")
+    assert fetcher.calls == 1
+    dns.txt_records["_mta-sts.example.com"] = ["v=STSv1; id=two"]
+    fetcher.outcomes["example.com"] = Outcome(ENFORCE.replace(b"mail.example.com", b"mx2.example.com"))
+    v = await service.resolve("example.com")
+    assert fetcher.calls == 2 and v.policy_id == "two" and v.policy.mx == ("mx2.example.com",)
+
+
+async def test_sts_b_14_fetch_failure_keeps_cached_policy(world):
+    service, dns, fetcher, clock, _ = world
+    await service.lookup("example.com")
+    dns.txt_records["_mta-sts.example.com"] = ["v=STSv1; id=two"]
+    fetcher.outcomes["example.com"] = Outcome(problem=problem("http-status"), detail="HTTP 500")
+    v = await service.resolve("example.com")
+    assert v.mode == "enforce" and v.source == "cache" and v.failure == "sts-policy-fetch-error"
+
+
+async def test_sts_b_13_fetch_failure_without_cache_means_no_policy(world):
+    service, dns, fetcher, *_ = world
+    fetcher.outcomes["example.com"] = Outcome(problem=problem("redirect"), detail="HTTP 301")
+    v = await service.lookup("example.com")
+    assert v.policy is None and v.failure == "sts-policy-fetch-error"
+
+
+async def test_sts_c_15_invalid_policy_is_reported_and_not_applied(world):
+    service, dns, fetcher, *_ = world
+    fetcher.outcomes["example.com"] = Outcome(b"version: STSv1\nmode: Enforce\nmax_age: 1\n")
+    v = await service.lookup("example.com")
+    assert v.policy is None and v.failure == "sts-policy-invalid"
+
+
+async def test_sts_b_11_no_refetch_same_id_for_five_minutes(world):
+    service, dns, fetcher, clock, _ = world
+    fetcher.outcomes["example.com"] = Outcome(problem=problem("connect-error"), detail="refused")
+    await service.resolve("example.com")
+    for _ in range(5):
+        clock.now += 50
+        await service.resolve("example.com")
+    assert fetcher.calls == 1
+    clock.now += 60  # 310 s after the failure
+    await service.resolve("example.com")
+    assert fetcher.calls == 2
+
+
+async def test_sts_d_3_txt_gone_keeps_cached_policy(world):
+    service, dns, fetcher, clock, _ = world
+    await service.lookup("example.com")
+    del dns.txt_records["_mta-sts.example.com"]
+    v = await service.resolve("example.com")
+    assert v.mode == "enforce"
+    dns.txt_records["_mta-sts.example.com"] = "error"
+    v = await service.resolve("example.com")
+    assert v.mode == "enforce"
+
+
+async def test_sts_d_1_expired_policy_no_longer_served(world):
+    service, dns, fetcher, clock, store = world
+    await service.lookup("example.com")
+    del dns.txt_records["_mta-sts.example.com"]
+    clock.now += 86401
+    assert service.cached_verdict("example.com") is None
+    v = await service.lookup("example.com")
+    assert v.policy is None
+    assert store.get("example.com") is None
+
+
+async def test_sts_d_12_mode_none_replaces_enforce(world):
+    service, dns, fetcher, clock, _ = world
+    await service.lookup("example.com")
+    dns.txt_records["_mta-sts.example.com"] = ["v=STSv1; id=off"]
+    fetcher.outcomes["example.com"] = Outcome(b"version: STSv1\nmode: none\nmax_age: 86400\n")
+    v = await service.resolve("example.com")
+    assert v.mode == "none" and service.entries["example.com"].entry.mode == "none"
+
+
+async def test_negative_answer_remembered(world):
+    service, dns, *_ = world
+    await service.lookup("nopolicy.example")
+    await service.lookup("nopolicy.example")
+    assert dns.calls == 1
+
+
+async def test_time_budget_answers_then_caches_in_background(world):
+    service, dns, fetcher, *_ = world
+    service.settings = ServiceSettings(lookup_timeout=0.05)
+    fetcher.delay = 0.2
+    v = await service.lookup("example.com")
+    assert v.policy is None and "still running" in v.notes[0]
+    await asyncio.sleep(0.3)
+    assert service.cached_verdict("example.com").mode == "enforce"
+
+
+async def test_restart_loads_cache_from_store(world):
+    service, dns, fetcher, clock, store = world
+    await service.lookup("example.com")
+    fresh = PolicyService(dns=FakeDns(), fetcher=FakeFetcher(), store=store, clock=clock)
+    assert fresh.load() == 1
+    assert fresh.cached_verdict("example.com").mode == "enforce"
+
+
+async def test_listeners_told_of_changes(world):
+    service, *_ = world
+    seen = []
+    service.listeners.append(seen.append)
+    await service.lookup("example.com")
+    assert "example.com" in seen
+
+
+async def test_ec_19_refresher_refetches_daily_even_with_same_id(world):
+    service, dns, fetcher, clock, _ = world
+    await service.lookup("example.com")
+    fetcher.outcomes["example.com"] = Outcome(ENFORCE.replace(b"mail.", b"mx9."))
+    refresher = Refresher(service)
+    clock.now += 3700  # TXT re-check only: same id, no fetch
+    await refresher.run_once()
+    assert fetcher.calls == 1 and dns.calls == 2
+    clock.now += 86400 - 3700 + 1  # body refetched although the id is the same
+    await refresher.run_once()
+    assert fetcher.calls == 2
+    assert service.cached_verdict("example.com").policy.mx == ("mx9.example.com",)
+
+
+async def test_sts_d_7_refresh_failure_logs_alert(world, caplog):
+    service, dns, fetcher, clock, _ = world
+    await service.lookup("example.com")
+    fetcher.outcomes["example.com"] = Outcome(problem=problem("certificate-invalid"), detail="expired")
+    clock.now += 86401 - 100  # due for refetch, still usable
+    with caplog.at_level("WARNING", logger="mxsec"):
+        await Refresher(service).run_once()
+    alerts = [r for r in caplog.records if getattr(r, "alert", False)]
+    assert alerts and alerts[0].result_type == "sts-webpki-invalid"
+    assert service.cached_verdict("example.com").mode == "enforce"
