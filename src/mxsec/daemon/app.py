@@ -171,7 +171,7 @@ class Daemon:
         self.config = new
         log.info("configuration reloaded")
 
-    async def stop(self) -> None:
+    async def stop(self, *, quiet: bool = False) -> None:
         timeout = self.config.daemon.shutdown_timeout
         if self.server is not None:
             await self.server.close(timeout)
@@ -183,7 +183,8 @@ class Daemon:
             await self.service.aclose()
             await self.service.fetcher.aclose()
             self.service.store.close()
-        log.info("stopped")
+        if not quiet:
+            log.info("stopped")
 
 
 def _redact(url: str) -> str:
@@ -203,7 +204,11 @@ async def run_daemon(config: Config, config_path: str | None, overrides: dict) -
     loop.add_signal_handler(signal.SIGHUP, lambda: reloads.append(asyncio.ensure_future(daemon.reload())))
     try:
         await daemon.start()
-        log.info("ready", extra={"listen": list(daemon.server.servers)})
+    except BaseException:
+        await daemon.stop(quiet=True)  # the caller prints the one-line error
+        raise
+    log.info("ready", extra={"listen": list(daemon.server.servers)})
+    try:
         await stop.wait()
         log.info("shutting down")
     finally:

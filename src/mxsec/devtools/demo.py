@@ -1,0 +1,218 @@
+"""`make demo`: the policy daemon against a local fake world, through the real socketmap protocol.
+
+1. A fake world starts on loopback: a DNS server and HTTPS policy hosts for a dozen scenario domains
+   (certificates from a throw-away CA).
+2. `mxsec daemon` starts as a child process with an SQLite cache, pointed at that DNS server and CA.
+3. Every scenario domain is asked over a raw socketmap connection, as Postfix asks; the table shows the
+   expected and actual reply.
+4. The daemon is killed with SIGKILL, the fake world's DNS and HTTPS are broken on purpose, the daemon is
+   restarted: the cached policies are still served.
+
+Exit status 0 when every row is as expected, 1 otherwise. Needs root (the policy hosts listen on port 443).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from mxsec.daemon.socketmap import NetstringDecoder, encode
+from mxsec.devtools.fakeworld import FakeWorld, PolicySpec, WorldThread, policy_text
+
+DNS_ADDR = ("127.0.84.1", 0)
+HTTPS_ADDR = ("127.0.84.2", 443)
+
+
+@dataclass
+class Scenario:
+    name: str
+    domain: str
+    expect: str
+    what: str
+
+
+def _enforce(*patterns: str) -> str:
+    return "OK secure match=" + ":".join(p[1:] if p.startswith("*.") else p for p in patterns) + \
+        " servername=hostname"
+
+
+SCENARIOS = [
+    Scenario("sts-enforce-ok", "enforce.demo.test", _enforce("mx1.enforce.demo.test", "mx2.enforce.demo.test"),
+             "enforce policy, two MX patterns"),
+    Scenario("sts-wildcard-mx", "wildcard.demo.test", _enforce("*.mail.wildcard.demo.test"),
+             "wildcard pattern, written .mail.wildcard.demo.test for Postfix"),
+    Scenario("sts-txt-split", "split.demo.test", _enforce("mx.split.demo.test"),
+             "TXT record in two strings, joined without a space (RFC 8461 §3.1)"),
+    Scenario("sts-txt-cname", "customer.demo.test", _enforce("mx.provider.demo.test"),
+             "_mta-sts CNAME to a provider, policy still from mta-sts.customer (EC-23)"),
+    Scenario("sts-testing", "testing.demo.test", "NOTFOUND ", "testing mode: deliver as usual, report only"),
+    Scenario("sts-none", "none.demo.test", "NOTFOUND ", "mode none: policy withdrawn"),
+    Scenario("no-policy", "plain.demo.test", "NOTFOUND ", "no _mta-sts record"),
+    Scenario("sts-two-records", "tworecords.demo.test", "NOTFOUND ", "two v=STSv1 records: no policy (§3.1)"),
+    Scenario("sts-policy-redirect", "redirect.demo.test", "NOTFOUND ", "301 from the policy host: not followed"),
+    Scenario("sts-policy-404", "missing.demo.test", "NOTFOUND ", "404 from the policy host"),
+    Scenario("sts-policy-bad-cert", "badcert.demo.test", "NOTFOUND ", "policy host certificate expired"),
+    Scenario("sts-policy-html", "html.demo.test", "NOTFOUND ", "policy served as text/html"),
+    Scenario("sts-policy-invalid", "invalid.demo.test", "NOTFOUND ", "enforce policy without any mx line"),
+    Scenario("address-literal", "[192.0.2.25]", "NOTFOUND ", "no MTA-STS for address literals"),
+]
+
+
+def build_world(world: FakeWorld) -> None:
+    ok = ["v=STSv1; id=20261124"]
+    world.add_domain("enforce.demo.test", txt=ok,
+                     policy=PolicySpec(body=policy_text(["mx1.enforce.demo.test", "mx2.enforce.demo.test"])))
+    world.add_domain("wildcard.demo.test", txt=ok, policy=PolicySpec(body=policy_text(["*.mail.wildcard.demo.test"])))
+    world.add_domain("split.demo.test", txt=[["v=STSv1; ", "id=2026"]],
+                     policy=PolicySpec(body=policy_text(["mx.split.demo.test"], newline="\n")))
+    world.add_domain("provider.demo.test", txt=ok)
+    world.add_domain("customer.demo.test", policy=PolicySpec(body=policy_text(["mx.provider.demo.test"])))
+    world.set_record("_mta-sts.customer.demo.test", "CNAME", ["_mta-sts.provider.demo.test."])
+    world.add_domain("testing.demo.test", txt=ok,
+                     policy=PolicySpec(body=policy_text(["mx.testing.demo.test"], mode="testing")))
+    world.add_domain("none.demo.test", txt=ok, policy=PolicySpec(body=policy_text([], mode="none")))
+    world.add_domain("plain.demo.test")
+    world.add_domain("tworecords.demo.test", txt=["v=STSv1; id=1", "v=STSv1; id=2"],
+                     policy=PolicySpec(body=policy_text(["mx.tworecords.demo.test"])))
+    world.add_domain("redirect.demo.test", txt=ok,
+                     policy=PolicySpec(status=301, location="https://www.redirect.demo.test/mta-sts.txt"))
+    world.add_domain("missing.demo.test", txt=ok, policy=PolicySpec(status=404, body="not found"))
+    world.add_domain("badcert.demo.test", txt=ok,
+                     policy=PolicySpec(body=policy_text(["mx.badcert.demo.test"]), cert="expired"))
+    world.add_domain("html.demo.test", txt=ok,
+                     policy=PolicySpec(body=policy_text(["mx.html.demo.test"]), content_type="text/html"))
+    world.add_domain("invalid.demo.test", txt=ok,
+                     policy=PolicySpec(body="version: STSv1\r\nmode: enforce\r\nmax_age: 86400\r\n"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _mxsec() -> str:
+    return str(Path(sys.executable).with_name("mxsec"))
+
+
+class DaemonProcess:
+    def __init__(self, world: FakeWorld, state: Path, port: int) -> None:
+        host, dns_port = world.dns_address
+        self.port = port
+        self.log_path = state / "daemon.log"
+        self.args = [_mxsec(), "daemon", "--listen", f"127.0.0.1:{port}",
+                     "--cache", f"sqlite:///{state / 'cache.sqlite3'}", "--nameserver", f"{host}:{dns_port}",
+                     "--ca-file", str(world.ca_file), "--allow-address", "127.0.0.0/8", "--timeout", "3",
+                     "--log-format", "text"]
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"demo: the daemon exited early; see {self.log_path}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise SystemExit("demo: the daemon did not start in 20 s")
+
+    def ask_all(self, keys: list[str]) -> list[str]:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as sock:
+            sock.sendall(b"".join(encode(f"postfix {k}".encode()) for k in keys))  # pipelined, like a busy MTA
+            decoder, out = NetstringDecoder(1 << 20), []
+            while len(out) < len(keys):
+                data = sock.recv(65536)
+                if not data:
+                    break
+                out += decoder.feed(data)
+        return [bytes(x).decode() for x in out]
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(15)
+
+
+def main() -> int:
+    console = Console(width=max(Console().width, 140))
+    if os.geteuid() != 0:
+        console.print("[red]demo: run as root (the fake policy hosts listen on port 443)[/red]")
+        return 2
+    state = Path(tempfile.mkdtemp(prefix="mxsec-demo-"))
+    world = FakeWorld(dns=DNS_ADDR, https=HTTPS_ADDR, state_dir=state / "world")
+    build_world(world)
+    thread = WorldThread(world)
+    thread.start()
+    daemon = DaemonProcess(world, state, _free_port())
+    failures = 0
+    try:
+        console.rule("[bold]mxsec demo: policy daemon against a local fake world")
+        console.print(f"fake DNS {world.dns_address[0]}:{world.dns_address[1]}, policy hosts "
+                      f"{world.https_address[0]}:443, daemon 127.0.0.1:{daemon.port}, state {state}")
+        daemon.start()
+        keys = [s.domain for s in SCENARIOS]
+        replies = daemon.ask_all(keys)
+        failures += _table(console, "First queries (resolved over DNS + HTTPS)", SCENARIOS, replies)
+
+        started = time.perf_counter()
+        again = daemon.ask_all(keys * 100)
+        elapsed = time.perf_counter() - started
+        same = again[: len(keys)] == replies and len(again) == len(keys) * 100
+        console.print(f"{len(again)} pipelined repeat queries answered from the cache in {elapsed * 1000:.1f} ms"
+                      f" — {'identical answers' if same else '[red]answers differ[/red]'}")
+        failures += 0 if same else 1
+
+        console.rule("[bold]kill -9, network down, restart")
+        daemon.kill9()
+        for s in SCENARIOS:
+            if not s.domain.startswith("["):
+                world.set_failure("_mta-sts." + s.domain, "servfail")
+                world.set_policy(s.domain, PolicySpec(status=503))
+        daemon.start()
+        replies = daemon.ask_all(keys)
+        failures += _table(console, "After kill -9 and restart, with DNS and HTTPS failing", SCENARIOS, replies)
+    finally:
+        daemon.stop()
+        thread.stop()
+    if failures:
+        console.print(f"[red bold]{failures} row(s) not as expected[/red bold] — daemon log: {daemon.log_path}")
+        return 1
+    console.print("[green bold]every row as expected[/green bold]")
+    return 0
+
+
+def _table(console: Console, title: str, scenarios: list[Scenario], replies: list[str]) -> int:
+    table = Table(title=title, show_lines=False)
+    for col in ("scenario", "domain", "daemon reply", "as expected"):
+        table.add_column(col, overflow="fold")
+    bad = 0
+    for s, reply in zip(scenarios, replies + [""] * (len(scenarios) - len(replies))):
+        ok = reply == s.expect
+        bad += not ok
+        table.add_row(s.name, s.domain, repr(reply) if reply.endswith(" ") else reply,
+                      "[green]yes[/green]" if ok else f"[red]no, expected {s.expect!r}[/red]")
+    console.print(table)
+    return bad
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The policy cache storage interface shared by every backend.
+
+A store keeps one :class:`CacheEntry` per policy domain. It is a plain key-value table: deciding what is fresh,
+what to refetch and what to serve is the job of :mod:`mxsec.sts.cache` and the daemon, not of the store.
+
+Stores are synchronous. SQLite is local and each call is one short transaction, so the daemon may call them
+from the event loop directly or from a single writer thread; every backend is safe to use from several threads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Protocol, runtime_checkable
+
+from ..errors import MxsecError
+
+
+class StoreError(MxsecError):
+    """A store operation failed at run time (disk full, I/O error, database damaged after opening...)."""
+
+
+@dataclass
+class CacheEntry:
+    """One cached MTA-STS policy.
+
+    - ``domain``: the policy domain, normalised A-label form (the store does not normalise it).
+    - ``policy_id``: the ``id`` of the ``_mta-sts`` TXT record the body was fetched under.
+    - ``body``: the policy file text exactly as fetched.
+    - ``fetched_at``: unix time of the last successful fetch of the body.
+    - ``expires_at``: ``fetched_at + max_age``.
+    - ``checked_at``: unix time the TXT record's id was last confirmed unchanged.
+    - ``mode``: the policy mode (``enforce``, ``testing``, ``none``), kept for quick listing.
+    """
+
+    domain: str
+    policy_id: str
+    body: str
+    fetched_at: float
+    expires_at: float
+    checked_at: float
+    mode: str
+
+
+@runtime_checkable
+class PolicyStore(Protocol):
+    """What the daemon needs from a cache backend."""
+
+    def load_all(self) -> list[CacheEntry]:
+        """Every stored entry (any order)."""
+        ...
+
+    def get(self, domain: str) -> CacheEntry | None:
+        """The entry for ``domain`` or ``None``."""
+        ...
+
+    def put(self, entry: CacheEntry) -> None:
+        """Insert or replace the entry for ``entry.domain``; durable when this returns."""
+        ...
+
+    def put_many(self, entries: Iterable[CacheEntry]) -> None:
+        """Insert or replace several entries at once (one transaction where the backend has them)."""
+        ...
+
+    def delete(self, domain: str) -> None:
+        """Forget ``domain``; no error when it is not stored."""
+        ...
+
+    def close(self) -> None:
+        """Release the backend; calling it twice is harmless."""
+        ...

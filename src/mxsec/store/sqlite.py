@@ -1,0 +1,245 @@
+"""SQLite policy store (``sqlite:///path``), the default cache backend.
+
+Durability: the database runs in WAL mode with ``synchronous=NORMAL``. In that combination a COMMIT appends the
+transaction to the ``-wal`` file with write(2) before it returns, and the WAL is fsync'ed only at checkpoints.
+Once ``put`` has returned, the data is in the operating system's page cache, which belongs to the kernel, not to
+our process: a crash of mxsec, an OOM kill or ``kill -9`` loses nothing. Only an operating-system crash or a power
+cut can roll back the last few transactions, and even then the database stays consistent (never corrupt). For a
+cache of policies that can always be fetched again this is the right trade against an fsync per write.
+
+Tables are prefixed ``mxsec_`` so the file may be shared with another program's tables (for instance a
+postfix-mta-sts-resolver cache file reused by a migrated configuration).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from typing import Callable, Iterable
+
+from ..errors import ConfigError
+from .base import CacheEntry, StoreError
+
+SCHEMA_VERSION = 1
+
+_COLUMNS = "domain, policy_id, body, fetched_at, expires_at, checked_at, mode"
+
+
+def _migrate_0_to_1(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS mxsec_policy ("
+        " domain TEXT PRIMARY KEY NOT NULL,"
+        " policy_id TEXT NOT NULL,"
+        " body TEXT NOT NULL,"
+        " fetched_at REAL NOT NULL,"
+        " expires_at REAL NOT NULL,"
+        " checked_at REAL NOT NULL,"
+        " mode TEXT NOT NULL"
+        ") WITHOUT ROWID"
+    )
+
+
+# MIGRATIONS[n] upgrades a database at schema version n to version n + 1.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    0: _migrate_0_to_1,
+}
+
+
+def migrate(conn: sqlite3.Connection, path: str = "") -> int:
+    """Bring the schema to :data:`SCHEMA_VERSION`; return the version found before. Idempotent.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``); every step runs in one IMMEDIATE
+    transaction so two processes opening the same new file do not both create it.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS mxsec_schema_version (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT max(version) FROM mxsec_schema_version").fetchone()
+        found = int(row[0]) if row and row[0] is not None else 0
+        if found > SCHEMA_VERSION:
+            raise ConfigError(
+                f"{path or 'cache database'}: schema version {found} was written by a newer mxsec "
+                f"(this one knows version {SCHEMA_VERSION}); upgrade mxsec or use another cache file"
+            )
+        version = found
+        while version < SCHEMA_VERSION:
+            MIGRATIONS[version](conn)
+            version += 1
+        if version != found:
+            conn.execute("DELETE FROM mxsec_schema_version")
+            conn.execute("INSERT INTO mxsec_schema_version (version) VALUES (?)", (version,))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return found
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class SqliteStore:
+    """A :class:`~mxsec.store.base.PolicyStore` in one SQLite file."""
+
+    def __init__(self, path: str, *, busy_timeout: float = 5.0) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        parent = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot create directory {parent}: {exc.strerror or exc}") from None
+        conn = None
+        try:
+            conn = sqlite3.connect(
+                path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            # Reading the schema is the first access to the file: a file that is not a database fails here.
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise ConfigError(f"{path}: cannot switch the cache database to WAL mode (got {mode})")
+            # See the module docstring: committed transactions survive a kill -9 of the process.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            migrate(conn, path)
+            integrity = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if integrity != "ok":
+                raise ConfigError(f"{path}: cache database is damaged ({integrity}); remove it, it is only a cache")
+        except ConfigError:
+            if conn is not None:
+                conn.close()
+            raise
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            raise ConfigError(
+                f"{path}: unusable cache database ({_one_line(exc)}); check its permissions, "
+                "or remove it if it is damaged (it is only a cache)"
+            ) from None
+        self._conn = conn
+
+    # -- helpers -----------------------------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"{self.path}: store is closed")
+        return self._conn
+
+    @staticmethod
+    def _row_to_entry(row: tuple) -> CacheEntry:
+        domain, policy_id, body, fetched_at, expires_at, checked_at, mode = row
+        return CacheEntry(
+            domain=domain,
+            policy_id=policy_id,
+            body=body,
+            fetched_at=float(fetched_at),
+            expires_at=float(expires_at),
+            checked_at=float(checked_at),
+            mode=mode,
+        )
+
+    @staticmethod
+    def _entry_to_row(entry: CacheEntry) -> tuple:
+        return (
+            entry.domain,
+            entry.policy_id,
+            entry.body,
+            float(entry.fetched_at),
+            float(entry.expires_at),
+            float(entry.checked_at),
+            entry.mode,
+        )
+
+    def _write(self, sql: str, rows: list[tuple]) -> None:
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.executemany(sql, rows)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: write failed: {_one_line(exc)}") from exc
+
+    # -- PolicyStore ---------------------------------------------------------------------------------------
+
+    def load_all(self) -> list[CacheEntry]:
+        with self._lock:
+            conn = self._connection()
+            try:
+                rows = conn.execute(f"SELECT {_COLUMNS} FROM mxsec_policy").fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: read failed: {_one_line(exc)}") from exc
+        return [self._row_to_entry(row) for row in rows]
+
+    def get(self, domain: str) -> CacheEntry | None:
+        with self._lock:
+            conn = self._connection()
+            try:
+                row = conn.execute(
+                    f"SELECT {_COLUMNS} FROM mxsec_policy WHERE domain = ?", (domain,)
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: read failed: {_one_line(exc)}") from exc
+        return None if row is None else self._row_to_entry(row)
+
+    def put(self, entry: CacheEntry) -> None:
+        self._write(
+            f"INSERT OR REPLACE INTO mxsec_policy ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [self._entry_to_row(entry)],
+        )
+
+    def put_many(self, entries: Iterable[CacheEntry]) -> None:
+        rows = [self._entry_to_row(entry) for entry in entries]
+        if rows:
+            self._write(
+                f"INSERT OR REPLACE INTO mxsec_policy ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+            )
+
+    def delete(self, domain: str) -> None:
+        self._write("DELETE FROM mxsec_policy WHERE domain = ?", [(domain,)])
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.execute("PRAGMA optimize")
+            except sqlite3.Error:
+                pass
+            conn.close()
+
+    # -- extras ------------------------------------------------------------------------------------------
+
+    def count(self) -> int:
+        with self._lock:
+            conn = self._connection()
+            try:
+                return int(conn.execute("SELECT count(*) FROM mxsec_policy").fetchone()[0])
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: read failed: {_one_line(exc)}") from exc
+
+    def journal_mode(self) -> str:
+        with self._lock:
+            return str(self._connection().execute("PRAGMA journal_mode").fetchone()[0]).lower()
+
+    def schema_version(self) -> int:
+        with self._lock:
+            row = self._connection().execute("SELECT max(version) FROM mxsec_schema_version").fetchone()
+        return int(row[0])
+
+    def __enter__(self) -> "SqliteStore":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.path!r})"
