@@ -59,3 +59,8 @@ def test_postfix_dialect_never_carries_tlsrpt_attributes():
 
 def test_reply_kind():
     assert [reply_kind(r) for r in ("OK secure", "NOTFOUND ", "TEMP x", "PERM y")] == ["ok", "notfound", "temp", "perm"]
+
+
+def test_sts_e_8_sni_is_the_mx_hostname():
+    # servername=hostname makes Postfix send the MX host name as SNI (RFC 8461 §7.1)
+    assert format_reply(verdict(ENFORCE), Zone()).endswith(" servername=hostname")

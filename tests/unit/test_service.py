@@ -235,3 +235,55 @@ async def test_sts_d_7_refresh_failure_logs_alert(world, caplog):
     alerts = [r for r in caplog.records if getattr(r, "alert", False)]
     assert alerts and alerts[0].result_type == "sts-webpki-invalid"
     assert service.cached_verdict("example.com").mode == "enforce"
+
+
+async def test_sts_a_15_no_parent_domain_fallback(world):
+    service, dns, fetcher, *_ = world
+    v = await service.lookup("mail.example.com")
+    assert v.policy is None
+    assert dns.calls == 1 and fetcher.calls == 0  # only _mta-sts.mail.example.com was asked
+
+
+async def test_sts_b_18_fetch_attempts_rate_limited_under_load(world):
+    service, dns, fetcher, clock, _ = world
+    fetcher.outcomes["example.com"] = Outcome(problem=problem("timeout"), detail="timed out")
+    for _ in range(20):
+        await service.resolve("example.com")
+        clock.now += 10
+    assert fetcher.calls == 1
+
+
+async def test_sts_d_8_cached_lookup_needs_no_io(world):
+    service, dns, fetcher, *_ = world
+    await service.lookup("example.com")
+    dns.delay = fetcher.delay = 60.0  # any I/O now would hang the test
+    v = await asyncio.wait_for(service.lookup("example.com"), 0.1)
+    assert v.source == "cache" and v.mode == "enforce"
+
+
+async def test_sts_d_9_sts_f_4_refresh_checks_dns_for_new_id(world):
+    service, dns, fetcher, clock, _ = world
+    await service.lookup("example.com")
+    dns.txt_records["_mta-sts.example.com"] = ["v=STSv1; id=two"]
+    fetcher.outcomes["example.com"] = Outcome(ENFORCE.replace(b"mail.example.com", b"new.example.com"))
+    clock.now += 3601
+    await Refresher(service).run_once()
+    assert service.cached_verdict("example.com").policy.mx == ("new.example.com",)
+
+
+async def test_sts_d_10_body_change_without_new_id_not_seen_until_refetch(world):
+    service, dns, fetcher, clock, _ = world
+    await service.lookup("example.com")
+    fetcher.outcomes["example.com"] = Outcome(ENFORCE.replace(b"mail.example.com", b"other.example.com"))
+    clock.now += 3601
+    v = await service.resolve("example.com")  # same id: no fetch
+    assert v.policy.mx == ("mail.example.com",) and fetcher.calls == 1
+
+
+async def test_sts_d_11_short_max_age_accepted(world):
+    service, dns, fetcher, clock, _ = world
+    fetcher.outcomes["example.com"] = Outcome(ENFORCE.replace(b"86400", b"60"))
+    v = await service.lookup("example.com")
+    assert v.mode == "enforce" and v.expires_at == clock.now + 60
+    clock.now += 61
+    assert service.cached_verdict("example.com") is None

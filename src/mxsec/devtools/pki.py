@@ -1,0 +1,258 @@
+"""Throw-away certificate authorities for tests, the demo and benchmarks.
+
+Nothing here is meant for production use: keys are ECDSA P-256 (quick to make and to sign with) and live in
+memory; :meth:`TestCA.issue` reuses one leaf key for every certificate it signs, so issuing a thousand leaf
+certificates takes well under two seconds.
+
+    ca = TestCA("mxsec fake root")
+    cert_pem, key_pem = ca.issue(["mta-sts.example.test"])                     # valid
+    ca.issue(["mta-sts.example.test"], not_after=past)                         # expired
+    ca.issue(["mta-sts.example.test"], not_before=future)                      # not yet valid
+    ca.issue(["mta-sts.other.test"])                                           # wrong name
+    TestCA("untrusted").issue(["mta-sts.example.test"])                        # chains to an untrusted root
+    self_signed(["mta-sts.example.test"])                                      # self-signed leaf
+    ca.issue([], common_name="mta-sts.example.test")                           # CN only, no SAN
+
+Names that parse as IP addresses become iPAddress SANs, the rest dNSName SANs.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import ipaddress
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+__all__ = [
+    "TestCA",
+    "new_key",
+    "key_to_pem",
+    "self_signed",
+    "write_pem",
+]
+
+_ONE_DAY = _dt.timedelta(days=1)
+
+
+def _now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+
+
+def new_key() -> ec.EllipticCurvePrivateKey:
+    """A fresh ECDSA P-256 private key."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def key_to_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """PKCS#8 PEM, unencrypted."""
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def write_pem(path: str | os.PathLike[str], *pems: bytes) -> Path:
+    """Write one or more PEM blobs (concatenated) to ``path`` atomically; returns the path."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        for pem in pems:
+            handle.write(pem if pem.endswith(b"\n") else pem + b"\n")
+    os.replace(tmp, target)
+    return target
+
+
+def _general_names(names: Iterable[str]) -> list[x509.GeneralName]:
+    result: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            result.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            result.append(x509.DNSName(name))
+    return result
+
+
+def _subject(common_name: str | None) -> x509.Name:
+    if not common_name:
+        return x509.Name([])
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])])
+
+
+def _leaf_builder(
+    names: Sequence[str],
+    public_key: ec.EllipticCurvePublicKey,
+    issuer: x509.Name,
+    *,
+    not_before: _dt.datetime | None,
+    not_after: _dt.datetime | None,
+    common_name: str | None,
+    server: bool,
+    client: bool,
+) -> x509.CertificateBuilder:
+    start = not_before if not_before is not None else _now() - _ONE_DAY
+    end = not_after if not_after is not None else max(start, _now()) + _dt.timedelta(days=30)
+    if common_name is None and names:
+        common_name = names[0]
+    usages = []
+    if server:
+        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+    if client:
+        usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_subject(common_name))
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    )
+    if usages:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(_general_names(names)), critical=False)
+    return builder
+
+
+class TestCA:
+    """A throw-away root CA (ECDSA P-256) that issues leaf certificates quickly.
+
+    ``cert_pem`` / ``key_pem`` are the root's PEM. ``leaf_key`` is the one key pair shared by every leaf this
+    CA issues unless ``key=`` is given; ``leaf_key_pem`` is its PEM.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, common_name: str = "mxsec throw-away root CA", *, valid_days: int = 3650) -> None:
+        self.common_name = common_name
+        self.key = new_key()
+        name = _subject(common_name)
+        start = _now() - _ONE_DAY
+        public = self.key.public_key()
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(start + _dt.timedelta(days=valid_days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+        self.cert_pem: bytes = self.cert.public_bytes(serialization.Encoding.PEM)
+        self.key_pem: bytes = key_to_pem(self.key)
+        self._aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(public)
+        self.leaf_key = new_key()
+        self.leaf_key_pem: bytes = key_to_pem(self.leaf_key)
+
+    def issue(
+        self,
+        names: Sequence[str],
+        *,
+        not_before: _dt.datetime | None = None,
+        not_after: _dt.datetime | None = None,
+        key: ec.EllipticCurvePrivateKey | None = None,
+        common_name: str | None = None,
+        server: bool = True,
+        client: bool = False,
+    ) -> tuple[bytes, bytes]:
+        """Issue a leaf certificate for ``names``; returns ``(cert_pem, key_pem)``.
+
+        Defaults: valid from yesterday for 30 days, CN = first name, SANs = all names, EKU serverAuth.
+        ``key`` defaults to the CA's shared ``leaf_key``.
+        """
+        leaf_key = key if key is not None else self.leaf_key
+        builder = _leaf_builder(
+            names,
+            leaf_key.public_key(),
+            self.cert.subject,
+            not_before=not_before,
+            not_after=not_after,
+            common_name=common_name,
+            server=server,
+            client=client,
+        ).add_extension(self._aki, critical=False)
+        cert = builder.sign(self.key, hashes.SHA256())
+        key_pem = self.leaf_key_pem if key is None else key_to_pem(leaf_key)
+        return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+    def expired(self, names: Sequence[str]) -> tuple[bytes, bytes]:
+        """A certificate whose validity ended yesterday."""
+        now = _now()
+        return self.issue(names, not_before=now - _dt.timedelta(days=30), not_after=now - _ONE_DAY)
+
+    def not_yet_valid(self, names: Sequence[str]) -> tuple[bytes, bytes]:
+        """A certificate valid only from tomorrow on."""
+        now = _now()
+        return self.issue(names, not_before=now + _ONE_DAY, not_after=now + _dt.timedelta(days=30))
+
+    def write(self, path: str | os.PathLike[str]) -> Path:
+        """Write the root certificate PEM (the trust anchor) to ``path``."""
+        return write_pem(path, self.cert_pem)
+
+
+_SELF_SIGNED_KEY: ec.EllipticCurvePrivateKey | None = None
+
+
+def self_signed(
+    names: Sequence[str],
+    *,
+    key: ec.EllipticCurvePrivateKey | None = None,
+    not_before: _dt.datetime | None = None,
+    not_after: _dt.datetime | None = None,
+) -> tuple[bytes, bytes]:
+    """A self-signed leaf certificate (not a CA) for ``names``; returns ``(cert_pem, key_pem)``."""
+    global _SELF_SIGNED_KEY
+    if key is None:
+        if _SELF_SIGNED_KEY is None:
+            _SELF_SIGNED_KEY = new_key()
+        key = _SELF_SIGNED_KEY
+    subject = _subject(names[0] if names else "self-signed")
+    cert = _leaf_builder(
+        names,
+        key.public_key(),
+        subject,
+        not_before=not_before,
+        not_after=not_after,
+        common_name=None,
+        server=True,
+        client=False,
+    ).sign(key, hashes.SHA256())
+    return cert.public_bytes(serialization.Encoding.PEM), key_to_pem(key)

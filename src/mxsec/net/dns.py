@@ -1,0 +1,283 @@
+"""Async DNS adapter on dnspython (``dns.asyncresolver``).
+
+:class:`DnsClient` answers the two questions MTA-STS needs:
+
+* ``await client.txt(name)`` -> :class:`TxtAnswer`: every TXT record at ``name`` with its character-strings
+  joined without separators (RFC 8461 §3.1, STS-A-11), CNAME chains followed (STS-A-12);
+* ``await client.addresses(name)`` -> :class:`AddressAnswer`: A and AAAA, queried concurrently.
+
+Statuses are ``ok``, ``nxdomain``, ``nodata`` and ``error``; "error" (SERVFAIL, timeout, REFUSED, malformed
+response, bad name) is deliberately distinct from "no records", because a sender must not treat a broken
+resolver as proof that a domain has no policy.
+
+``secure`` is the AD bit of the response: the configured resolver is trusted to validate DNSSEC (as Postfix
+does with ``smtp_dns_support_level = dnssec``). Queries carry EDNS0 with DO set and the AD flag, so a
+validating resolver reports its verdict. There is no cache here; callers cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from dataclasses import dataclass, field
+
+import dns.asyncresolver
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.nameserver
+import dns.rcode
+import dns.rdatatype
+import dns.resolver
+
+from mxsec.errors import ConfigError
+
+__all__ = [
+    "AddressAnswer",
+    "DnsClient",
+    "DnsSettings",
+    "TxtAnswer",
+    "parse_nameserver",
+]
+
+OK = "ok"
+NXDOMAIN = "nxdomain"
+NODATA = "nodata"
+ERROR = "error"
+
+
+def parse_nameserver(text: str) -> tuple[str, int]:
+    """``"192.0.2.1"``, ``"192.0.2.1:5353"``, ``"2001:db8::1"`` or ``"[2001:db8::1]:5353"`` -> ``(ip, port)``.
+
+    Raises ``ValueError`` with a one-line message.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("nameserver: empty value")
+    value = text.strip()
+    port = 53
+    host = value
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            raise ValueError(f"nameserver {text!r}: missing ']'")
+        host = value[1:end]
+        rest = value[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"nameserver {text!r}: expected ':PORT' after ']'")
+            port = _parse_port(text, rest[1:])
+    elif value.count(":") == 1:
+        host, port_text = value.split(":")
+        port = _parse_port(text, port_text)
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"nameserver {text!r}: not an IP address") from None
+    if value.startswith("[") and addr.version != 6:
+        raise ValueError(f"nameserver {text!r}: brackets are only for IPv6 addresses")
+    return str(addr), port
+
+
+def _parse_port(text: str, port_text: str) -> int:
+    if not port_text.isdigit():
+        raise ValueError(f"nameserver {text!r}: port must be a number")
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ValueError(f"nameserver {text!r}: port out of range")
+    return port
+
+
+@dataclass
+class DnsSettings:
+    """``nameservers`` empty = use /etc/resolv.conf. ``timeout`` bounds every query (all retries included)."""
+
+    nameservers: list[tuple[str, int]] = field(default_factory=list)
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class TxtAnswer:
+    status: str
+    records: tuple[str, ...] = ()
+    error: str | None = None
+    secure: bool = False
+    ttl: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+
+@dataclass(frozen=True)
+class AddressAnswer:
+    status: str
+    addresses: tuple[str, ...] = ()
+    error: str | None = None
+    secure: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+
+@dataclass(frozen=True)
+class _Result:
+    status: str
+    rrset: object | None = None
+    error: str | None = None
+    secure: bool = False
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _describe_errors(errors: list) -> str:
+    """Summarise dnspython's per-server error list in one line."""
+    parts: list[str] = []
+    for item in errors:
+        try:
+            server, _tcp, port, err, _response = item
+        except (TypeError, ValueError):
+            parts.append(_one_line(str(item)))
+            continue
+        if isinstance(err, str):
+            what = err
+        elif isinstance(err, dns.exception.Timeout):
+            what = "timeout"
+        elif isinstance(err, ConnectionRefusedError):
+            what = "connection refused"
+        elif isinstance(err, OSError):
+            what = _one_line(err.strerror or str(err))
+        else:
+            what = _one_line(str(err)) or type(err).__name__
+        address = str(server).split(":", 1)[-1].rsplit("@", 1)[0]  # "Do53:192.0.2.1@53" -> "192.0.2.1"
+        host = f"[{address}]" if ":" in address else address
+        entry = f"{what} from {host}:{port}"
+        if entry not in parts:
+            parts.append(entry)
+    return "; ".join(parts) if parts else "no nameserver answered"
+
+
+def _secure(response: dns.message.Message | None) -> bool:
+    return bool(response is not None and response.flags & dns.flags.AD)
+
+
+class DnsClient:
+    """One shared dnspython resolver; no cache; every query bounded by ``settings.timeout``."""
+
+    def __init__(self, settings: DnsSettings | None = None) -> None:
+        self.settings = settings if settings is not None else DnsSettings()
+        timeout = float(self.settings.timeout)
+        if not timeout > 0:
+            raise ConfigError("DNS timeout must be positive")
+        self._timeout = timeout
+        if self.settings.nameservers:
+            resolver = dns.asyncresolver.Resolver(configure=False)
+            resolver.nameservers = [
+                dns.nameserver.Do53Nameserver(ip, port) for ip, port in self.settings.nameservers
+            ]
+        else:
+            try:
+                resolver = dns.asyncresolver.Resolver(configure=True)
+            except (dns.resolver.NoResolverConfiguration, OSError) as exc:
+                raise ConfigError(f"no usable nameserver in /etc/resolv.conf: {_one_line(str(exc))}") from None
+            if not resolver.nameservers:
+                raise ConfigError("no nameserver in /etc/resolv.conf")
+        resolver.cache = None
+        resolver.timeout = timeout
+        resolver.lifetime = timeout
+        resolver.retry_servfail = False
+        resolver.use_edns(0, dns.flags.DO, 1232)
+        resolver.flags = dns.flags.RD | dns.flags.AD
+        resolver.use_search_by_default = False
+        self._resolver = resolver
+
+    @property
+    def resolver(self) -> dns.asyncresolver.Resolver:
+        return self._resolver
+
+    async def _query(self, name: str | dns.name.Name, rdtype: dns.rdatatype.RdataType) -> _Result:
+        try:
+            qname = name if isinstance(name, dns.name.Name) else dns.name.from_text(name)
+        except (dns.exception.DNSException, ValueError, UnicodeError) as exc:
+            return _Result(ERROR, error=f"invalid name {name!r}: {_one_line(str(exc))}")
+        try:
+            # dnspython honours ``lifetime``; the outer guard only protects against a backend that does not.
+            async with asyncio.timeout(self._timeout + 1.0):
+                answer = await self._resolver.resolve(
+                    qname,
+                    rdtype,
+                    raise_on_no_answer=False,
+                    lifetime=self._timeout,
+                    search=False,
+                )
+        except dns.resolver.NXDOMAIN as exc:
+            response = None
+            try:
+                responses = exc.responses()
+                response = responses.get(qname) or next(iter(responses.values()), None)
+            except Exception:  # pragma: no cover - defensive
+                response = None
+            return _Result(NXDOMAIN, error=None, secure=_secure(response))
+        except dns.resolver.LifetimeTimeout as exc:
+            errors = exc.kwargs.get("errors") or []
+            detail = _describe_errors(errors) if errors else ""
+            message = f"timeout after {self._timeout:g}s"
+            return _Result(ERROR, error=f"{message} ({detail})" if detail else message)
+        except (TimeoutError, asyncio.TimeoutError):
+            return _Result(ERROR, error=f"timeout after {self._timeout:g}s")
+        except dns.resolver.NoNameservers as exc:
+            return _Result(ERROR, error=_describe_errors(exc.kwargs.get("errors") or []))
+        except dns.resolver.YXDOMAIN:
+            return _Result(ERROR, error="YXDOMAIN (name too long after DNAME substitution)")
+        except dns.exception.DNSException as exc:
+            return _Result(ERROR, error=_one_line(str(exc)) or type(exc).__name__)
+        except OSError as exc:
+            return _Result(ERROR, error=_one_line(exc.strerror or str(exc)))
+        secure = _secure(answer.response)
+        if answer.rrset is None:
+            return _Result(NODATA, secure=secure)
+        return _Result(OK, rrset=answer.rrset, secure=secure)
+
+    async def txt(self, name: str) -> TxtAnswer:
+        """TXT records at ``name``; each record's character-strings joined with nothing in between.
+
+        The bytes are decoded as US-ASCII with ``errors="replace"``, so a non-ASCII record fails the record
+        parser (STS-A-2) instead of crashing here.
+        """
+        result = await self._query(name, dns.rdatatype.TXT)
+        if result.status != OK:
+            return TxtAnswer(result.status, (), result.error, result.secure)
+        rrset = result.rrset
+        records = tuple(
+            b"".join(rdata.strings).decode("ascii", errors="replace")  # type: ignore[attr-defined]
+            for rdata in rrset  # type: ignore[union-attr]
+        )
+        return TxtAnswer(OK, records, None, result.secure, int(rrset.ttl))  # type: ignore[union-attr]
+
+    async def addresses(self, name: str) -> AddressAnswer:
+        """A and AAAA of ``name`` (queried concurrently); IPv4 first, then IPv6, in answer order.
+
+        ``ok`` if either query produced addresses; ``error`` if one failed and the other has none;
+        ``nxdomain`` only if both say so; else ``nodata``.
+        """
+        a, aaaa = await asyncio.gather(
+            self._query(name, dns.rdatatype.A), self._query(name, dns.rdatatype.AAAA)
+        )
+        addresses: list[str] = []
+        for result in (a, aaaa):
+            if result.status == OK:
+                for rdata in result.rrset:  # type: ignore[union-attr]
+                    text = rdata.to_text()
+                    if text not in addresses:
+                        addresses.append(text)
+        errors = [r.error for r in (a, aaaa) if r.status == ERROR and r.error]
+        if addresses:
+            secure = all(r.secure for r in (a, aaaa) if r.status != ERROR)
+            return AddressAnswer(OK, tuple(addresses), None, secure)
+        if a.status == ERROR or aaaa.status == ERROR:
+            return AddressAnswer(ERROR, (), "; ".join(dict.fromkeys(errors)) or "lookup failed", False)
+        status = NXDOMAIN if a.status == NXDOMAIN and aaaa.status == NXDOMAIN else NODATA
+        return AddressAnswer(status, (), None, a.secure and aaaa.secure)

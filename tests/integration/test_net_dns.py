@@ -1,0 +1,234 @@
+"""DnsClient against the fake world's DNS server (127.0.80.x only)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from mxsec.devtools.fakeworld import FakeWorld, PolicySpec
+from mxsec.net.dns import DnsClient, DnsSettings, parse_nameserver
+from tests.integration.conftest import UNUSED_IP, dns_settings_for, unique_domain
+
+
+async def test_sts_a_11_multi_string_txt_joined_without_spaces(fake_world: FakeWorld, dns_client: DnsClient) -> None:
+    """EC-11: ``"v=STSv1; " "id=2024"`` is one record ``v=STSv1; id=2024``."""
+    domain = unique_domain("multistring")
+    fake_world.set_txt(domain, [["v=STSv1;", " id=2024", "ab"]])
+    answer = await dns_client.txt(f"_mta-sts.{domain}")
+    assert answer.status == "ok"
+    assert answer.records == ("v=STSv1; id=2024ab",)
+    assert answer.ttl == fake_world.ttl
+
+
+async def test_sts_a_11_long_record_split_in_255_octet_strings_is_rejoined(
+    fake_world: FakeWorld, dns_client: DnsClient
+) -> None:
+    domain = unique_domain("longtxt")
+    text = "v=STSv1; id=1; " + "; ".join(f"ext{i}=value{i}" for i in range(40))
+    assert len(text) > 255
+    fake_world.set_txt(domain, [text])
+    answer = await dns_client.txt(f"_mta-sts.{domain}")
+    assert answer.records == (text,)
+
+
+async def test_ec_12_several_txt_records_are_returned_separately(fake_world: FakeWorld, dns_client: DnsClient) -> None:
+    domain = unique_domain("several")
+    fake_world.set_txt(domain, ["v=STSv1; id=1", "google-site-verification=abc", ["v=STSv1; ", "id=2"]])
+    answer = await dns_client.txt(f"_mta-sts.{domain}")
+    assert answer.status == "ok"
+    assert sorted(answer.records) == sorted(["v=STSv1; id=1", "google-site-verification=abc", "v=STSv1; id=2"])
+
+
+async def test_sts_a_12_cname_chain_followed_to_txt(fake_world: FakeWorld, dns_client: DnsClient) -> None:
+    """EC-23: _mta-sts.customer -> CNAME -> CNAME -> TXT at the provider."""
+    customer, hop, provider = unique_domain("customer"), unique_domain("hop"), unique_domain("provider")
+    fake_world.set_record(f"_mta-sts.{customer}", "CNAME", [f"_mta-sts.{hop}."])
+    fake_world.set_record(f"_mta-sts.{hop}", "CNAME", [f"_mta-sts.{provider}."])
+    fake_world.set_txt(provider, ["v=STSv1; id=provider1"])
+    answer = await dns_client.txt(f"_mta-sts.{customer}")
+    assert answer.status == "ok"
+    assert answer.records == ("v=STSv1; id=provider1",)
+
+
+async def test_sts_a_12_cname_to_missing_name_is_nxdomain(fake_world: FakeWorld, dns_client: DnsClient) -> None:
+    customer = unique_domain("dangling")
+    fake_world.set_record(f"_mta-sts.{customer}", "CNAME", [f"_mta-sts.{unique_domain('gone')}."])
+    answer = await dns_client.txt(f"_mta-sts.{customer}")
+    assert answer.status == "nxdomain"
+
+
+async def test_cname_loop_is_an_error_not_no_records(fake_world: FakeWorld, dns_client: DnsClient) -> None:
+    a, b = unique_domain("loopa"), unique_domain("loopb")
+    fake_world.set_record(f"_mta-sts.{a}", "CNAME", [f"_mta-sts.{b}."])
+    fake_world.set_record(f"_mta-sts.{b}", "CNAME", [f"_mta-sts.{a}."])
+    answer = await dns_client.txt(f"_mta-sts.{a}")
+    assert answer.status == "error"
+
+
+async def test_nxdomain_status(fake_world: FakeWorld, dns_client: DnsClient) -> None:
+    answer = await dns_client.txt(f"_mta-sts.{unique_domain('absent')}")
+    assert answer.status == "nxdomain"
+    assert answer.records == ()
+    assert answer.error is None
+
+
+async def test_nodata_status_when_name_exists_without_txt(fake_world: FakeWorld, dns_client: DnsClient) -> None:
+    domain = unique_domain("nodata")
+    fake_world.set_record(f"_mta-sts.{domain}", "A", ["127.0.80.3"])
+    answer = await dns_client.txt(f"_mta-sts.{domain}")
+    assert answer.status == "nodata"
+    assert answer.records == ()
+
+
+async def test_servfail_is_error_distinct_from_no_records(fake_world: FakeWorld, dns_client: DnsClient) -> None:
+    domain = unique_domain("servfail")
+    fake_world.set_txt(domain, ["v=STSv1; id=1"])
+    fake_world.set_failure(f"_mta-sts.{domain}", "servfail")
+    answer = await dns_client.txt(f"_mta-sts.{domain}")
+    assert answer.status == "error"
+    assert answer.records == ()
+    assert "SERVFAIL" in (answer.error or "")
+    assert "\n" not in (answer.error or "")
+    fake_world.set_failure(f"_mta-sts.{domain}", None)
+    assert (await dns_client.txt(f"_mta-sts.{domain}")).status == "ok"
+
+
+async def test_refused_is_error(fake_world: FakeWorld, dns_client: DnsClient) -> None:
+    domain = unique_domain("refused")
+    fake_world.set_failure(f"_mta-sts.{domain}", "refused")
+    answer = await dns_client.txt(f"_mta-sts.{domain}")
+    assert answer.status == "error"
+    assert "REFUSED" in (answer.error or "")
+
+
+async def test_dropped_query_times_out_within_the_timeout(fake_world: FakeWorld) -> None:
+    domain = unique_domain("drop")
+    fake_world.set_txt(domain, ["v=STSv1; id=1"])
+    fake_world.set_failure(f"_mta-sts.{domain}", "drop")
+    client = DnsClient(dns_settings_for(fake_world, timeout=0.4))
+    started = time.monotonic()
+    answer = await client.txt(f"_mta-sts.{domain}")
+    elapsed = time.monotonic() - started
+    assert answer.status == "error"
+    assert "timeout" in (answer.error or "")
+    assert 0.3 < elapsed < 1.5
+    assert fake_world.stats.queries(f"_mta-sts.{domain}", "TXT") >= 1
+
+
+async def test_unreachable_nameserver_is_error(fake_world: FakeWorld) -> None:
+    client = DnsClient(DnsSettings(nameservers=[(UNUSED_IP, 9)], timeout=0.5))
+    started = time.monotonic()
+    answer = await client.txt("_mta-sts.example.test")
+    assert answer.status == "error"
+    assert time.monotonic() - started < 1.5
+
+
+async def test_records_change_between_queries_no_cache(fake_world: FakeWorld, dns_client: DnsClient) -> None:
+    domain = unique_domain("changing")
+    fake_world.set_txt(domain, ["v=STSv1; id=1"])
+    assert (await dns_client.txt(f"_mta-sts.{domain}")).records == ("v=STSv1; id=1",)
+    fake_world.set_txt(domain, ["v=STSv1; id=2"])
+    assert (await dns_client.txt(f"_mta-sts.{domain}")).records == ("v=STSv1; id=2",)
+    fake_world.set_txt(domain, None)
+    assert (await dns_client.txt(f"_mta-sts.{domain}")).status == "nxdomain"  # the name is gone
+    assert fake_world.stats.queries(f"_mta-sts.{domain}", "TXT") == 3
+
+
+async def test_sts_a_2_non_ascii_txt_is_replaced_not_crashing(fake_world: FakeWorld, dns_client: DnsClient) -> None:
+    domain = unique_domain("nonascii")
+    fake_world.set_record(f"_mta-sts.{domain}", "TXT", [[b"v=STSv1; id=caf\xc3\xa9"]])
+    answer = await dns_client.txt(f"_mta-sts.{domain}")
+    assert answer.status == "ok"
+    assert answer.records[0].startswith("v=STSv1; id=caf")
+    assert "\ufffd" in answer.records[0]
+    assert answer.records[0].isascii() is False
+
+
+async def test_big_txt_answer_truncated_over_udp_retried_over_tcp(
+    fake_world: FakeWorld, dns_client: DnsClient
+) -> None:
+    domain = unique_domain("bigtxt")
+    records = [f"record-{i}-" + "x" * 200 for i in range(12)]
+    fake_world.set_txt(domain, records)
+    tcp_before = fake_world.stats.dns_tcp_queries
+    answer = await dns_client.txt(f"_mta-sts.{domain}")
+    assert fake_world.stats.dns_tcp_queries > tcp_before
+    assert answer.status == "ok"
+    assert sorted(answer.records) == sorted(records)
+
+
+async def test_secure_reflects_ad_bit(fake_world: FakeWorld, dns_client: DnsClient) -> None:
+    signed, unsigned = unique_domain("signed"), unique_domain("unsigned")
+    fake_world.set_txt(signed, ["v=STSv1; id=1"])
+    fake_world.set_txt(unsigned, ["v=STSv1; id=1"])
+    fake_world.set_secure(f"_mta-sts.{signed}")
+    assert (await dns_client.txt(f"_mta-sts.{signed}")).secure is True
+    assert (await dns_client.txt(f"_mta-sts.{unsigned}")).secure is False
+
+
+async def test_addresses_a_and_aaaa(fake_world: FakeWorld, dns_client: DnsClient) -> None:
+    name = f"host.{unique_domain('addr')}"
+    fake_world.set_record(name, "A", ["127.0.80.7", "127.0.80.8"])
+    fake_world.set_record(name, "AAAA", ["::1"])
+    answer = await dns_client.addresses(name)
+    assert answer.status == "ok"
+    assert sorted(answer.addresses[:2]) == ["127.0.80.7", "127.0.80.8"]
+    assert answer.addresses[2] == "::1"
+    assert fake_world.stats.queries(name, "A") == 1
+    assert fake_world.stats.queries(name, "AAAA") == 1
+
+
+async def test_addresses_follow_cname(fake_world: FakeWorld, dns_client: DnsClient) -> None:
+    alias, real = f"alias.{unique_domain('cn')}", f"real.{unique_domain('cn')}"
+    fake_world.set_record(alias, "CNAME", [f"{real}."])
+    fake_world.set_record(real, "A", ["127.0.80.9"])
+    answer = await dns_client.addresses(alias)
+    assert answer.status == "ok"
+    assert answer.addresses == ("127.0.80.9",)
+
+
+async def test_addresses_nxdomain_nodata_error(fake_world: FakeWorld, dns_client: DnsClient) -> None:
+    assert (await dns_client.addresses(f"mta-sts.{unique_domain('none')}")).status == "nxdomain"
+    domain = unique_domain("policy-noaddr")
+    fake_world.add_domain(domain, policy=PolicySpec(body="x", host_address=None))
+    assert (await dns_client.addresses(f"mta-sts.{domain}")).status == "nxdomain"
+    txt_only = f"txtonly.{unique_domain('nd')}"
+    fake_world.set_record(txt_only, "TXT", ["hello"])
+    assert (await dns_client.addresses(txt_only)).status == "nodata"
+    broken = f"broken.{unique_domain('sf')}"
+    fake_world.set_record(broken, "AAAA", ["::1"])
+    fake_world.set_failure(broken, "servfail", "A")
+    answer = await dns_client.addresses(broken)
+    assert answer.status == "ok"  # AAAA alone still gives an address
+    fake_world.set_record(broken, "AAAA", None)
+    answer = await dns_client.addresses(broken)
+    assert answer.status == "error"  # no address, and one lookup failed: not "no records"
+
+
+async def test_policy_host_address_is_the_https_server(fake_world: FakeWorld, dns_client: DnsClient) -> None:
+    domain = unique_domain("auto")
+    fake_world.add_domain(domain, policy=PolicySpec(body="x"))
+    answer = await dns_client.addresses(f"mta-sts.{domain}")
+    assert answer.addresses == (fake_world.https_address[0],)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.53", ("127.0.0.53", 53)),
+        ("127.0.0.53:5353", ("127.0.0.53", 5353)),
+        ("::1", ("::1", 53)),
+        ("[::1]:5353", ("::1", 5353)),
+        ("[2001:db8::1]", ("2001:db8::1", 53)),
+    ],
+)
+def test_parse_nameserver(text: str, expected: tuple[str, int]) -> None:
+    assert parse_nameserver(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "dns.example", "127.0.0.1:0", "127.0.0.1:70000", "127.0.0.1:x", "[::1", "[127.0.0.1]:53"])
+def test_parse_nameserver_rejects(text: str) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_nameserver(text)
+    assert "\n" not in str(info.value)
