@@ -287,3 +287,33 @@ async def test_sts_d_11_short_max_age_accepted(world):
     assert v.mode == "enforce" and v.expires_at == clock.now + 60
     clock.now += 61
     assert service.cached_verdict("example.com") is None
+
+
+async def test_fleet_shared_store_second_daemon_reuses_first_fetch(world):
+    service, dns, fetcher, clock, store = world
+    await service.lookup("example.com")
+    dns2, fetcher2 = FakeDns(), FakeFetcher()
+    other = PolicyService(dns=dns2, fetcher=fetcher2, store=store, clock=clock)
+    v = await other.lookup("example.com")
+    assert v.mode == "enforce" and v.source == "cache"
+    assert (dns2.calls, fetcher2.calls) == (0, 0)
+
+
+class BrokenStore(MemoryStore):
+    def put(self, entry):
+        raise OSError("disk full")
+
+    def get(self, domain):
+        raise OSError("gone")
+
+    def load_all(self):
+        raise OSError("gone")
+
+
+async def test_failing_store_never_stops_answers(world):
+    service, dns, fetcher, clock, _ = world
+    broken = PolicyService(dns=dns, fetcher=fetcher, store=BrokenStore(), clock=clock)
+    assert broken.load() == 0
+    v = await broken.lookup("example.com")
+    assert v.mode == "enforce"
+    assert broken.cached_verdict("example.com").mode == "enforce"

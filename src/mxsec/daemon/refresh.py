@@ -59,6 +59,6 @@ class Refresher:
 
         if due:
             await asyncio.gather(*(one(d, a) for d, a in due))
-        service.expire()
+        await service.expire()
         self.rounds += 1
         return len(due)

@@ -97,21 +97,36 @@ class PolicyService:
 
     # -- start-up -------------------------------------------------------------------------------------------
     def load(self) -> int:
-        """Fill the memory table from the store; entries that expired or no longer parse are dropped."""
+        """Fill the memory table from the store; entries that expired or no longer parse are dropped.
+
+        A store that cannot be read (a fleet's Redis or PostgreSQL being down) is logged and the daemon starts
+        with an empty table: it resolves afresh rather than not serving at all.
+        """
         now = self.clock()
+        try:
+            stored = self.store.load_all()
+        except Exception as exc:
+            log.error("cache store unreadable at start; starting empty", extra={"error": str(exc)})
+            return 0
         loaded = 0
-        for entry in self.store.load_all():
-            if entry.expires_at <= now:
-                self.store.delete(entry.domain)
+        for entry in stored:
+            cached = self._admit(entry, now)
+            if cached is None:
+                self._store_sync(self.store.delete, entry.domain)
                 continue
-            try:
-                policy = parse_policy(entry.body)
-            except ParseError:
-                self.store.delete(entry.domain)
-                continue
-            self.entries[entry.domain] = Cached(entry, policy)
+            self.entries[entry.domain] = cached
             loaded += 1
         return loaded
+
+    @staticmethod
+    def _admit(entry: CacheEntry, now: float) -> Cached | None:
+        """A stored entry as a usable cached policy, or ``None`` (expired, or no longer parses)."""
+        if entry.expires_at <= now:
+            return None
+        try:
+            return Cached(entry, parse_policy(entry.body))
+        except ParseError:
+            return None
 
     def reconfigure(self, *, dns=None, fetcher=None, settings: ServiceSettings | None = None) -> None:
         if dns is not None:
@@ -197,6 +212,17 @@ class PolicyService:
                 return Verdict(domain, notes=(f"internal error: {exc!r}",))
 
     async def _resolve_now(self, domain: str, force_fetch: bool) -> Verdict:
+        if domain not in self.entries:
+            # Another daemon sharing this store (a fleet) may have fetched the policy already.
+            stored = await self._store_async(self.store.get, domain)
+            cached = self._admit(stored, self.clock()) if stored is not None else None
+            if cached is not None:
+                self.entries[domain] = cached
+                self.negatives.pop(domain, None)
+                self._changed(domain)
+                if not force_fetch:
+                    self.counters["store_hits"] += 1
+                    return self._verdict(cached, "cache", note="found in the shared cache store")
         self.counters["resolutions"] += 1
         txt = await self.dns.txt("_mta-sts." + domain)
         now = self.clock()
@@ -222,7 +248,7 @@ class PolicyService:
             if selection is not None and selection.record is not None:
                 # STS-D-2: same id, the cached policy is current.
                 cached.entry = replace(cached.entry, checked_at=now)
-                self._persist(cached.entry)
+                await self._persist(cached.entry)
                 return self._verdict(cached, "cache", note=f"TXT id {selection.record.id} unchanged")
             why = txt.error if selection is None else selection.problem
             # STS-A-10 / STS-D-3: a missing or broken TXT record does not remove a usable cached policy.
@@ -230,7 +256,7 @@ class PolicyService:
 
         if step is Step.NO_POLICY:
             if cached is not None:  # present but expired: useless from now on
-                self._forget(domain)
+                await self._forget(domain)
             if selection is None:
                 note = f"TXT lookup for _mta-sts.{domain} failed: {txt.error}"
                 return self._negative(domain, now, self.settings.error_ttl, note)
@@ -272,7 +298,7 @@ class PolicyService:
             self.entries[domain] = fresh
             self.failures.pop(domain, None)
             self.negatives.pop(domain, None)
-            self._persist(entry)
+            await self._persist(entry)
             self.fetch_outcomes["ok"] += 1
             if changed:
                 log.info(
@@ -330,18 +356,31 @@ class PolicyService:
         self._changed(domain)
         return verdict
 
-    def _persist(self, entry: CacheEntry) -> None:
+    def _store_sync(self, fn, *args):
         try:
-            self.store.put(entry)
-        except Exception:
-            log.exception("cache store write failed; the policy stays cached in memory", extra={"domain": entry.domain})
+            return fn(*args)
+        except Exception as exc:
+            log.error("cache store operation failed", extra={"op": fn.__name__, "error": str(exc)})
+            return None
 
-    def _forget(self, domain: str) -> None:
+    async def _store_async(self, fn, *args):
+        """Run a store call; remote stores (Redis, PostgreSQL) run in a thread so the loop never blocks."""
+        if getattr(self.store, "remote", False):
+            try:
+                return await asyncio.to_thread(fn, *args)
+            except Exception as exc:
+                log.error("cache store operation failed", extra={"op": fn.__name__, "error": str(exc)})
+                return None
+        return self._store_sync(fn, *args)
+
+    async def _persist(self, entry: CacheEntry) -> None:
+        # Written before the answer is served: a crash right after serving loses nothing. A failing store is
+        # logged; the policy stays cached in memory and keeps being served.
+        await self._store_async(self.store.put, entry)
+
+    async def _forget(self, domain: str) -> None:
         self.entries.pop(domain, None)
-        try:
-            self.store.delete(domain)
-        except Exception:
-            log.exception("cache store delete failed", extra={"domain": domain})
+        await self._store_async(self.store.delete, domain)
         self._changed(domain)
 
     def _changed(self, domain: str) -> None:
@@ -360,14 +399,14 @@ class PolicyService:
                 due.append((domain, action))
         return due
 
-    def expire(self, now: float | None = None) -> list[str]:
+    async def expire(self, now: float | None = None) -> list[str]:
         """Drop cached policies past their lifetime (they can no longer be served)."""
         now = self.clock() if now is None else now
         gone = [d for d, c in self.entries.items() if c.entry.expires_at <= now and d not in self.inflight]
         for domain in gone:
             log.warning("cached policy expired without a successful refresh",
                         extra={"domain": domain, "alert": True})
-            self._forget(domain)
+            await self._forget(domain)
         return gone
 
     async def aclose(self) -> None:
