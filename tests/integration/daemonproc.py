@@ -1,137 +1,14 @@
-"""Run a real `mxsec daemon` process and talk raw netstrings to it (test helper)."""
+"""Test glue: a `mxsec daemon` process pointed at a fake world."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from mxsec.daemon.socketmap import NetstringDecoder, encode
+from mxsec.devtools.daemonproc import MXSEC, Client, DaemonProcess, free_port
 
-MXSEC = str(Path(sys.executable).with_name("mxsec"))
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+__all__ = ["MXSEC", "Client", "Daemon", "free_port"]
 
 
-class Client:
-    """A blocking socketmap client (one connection)."""
-
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None, *, path: str | None = None,
-                 timeout: float = 10.0) -> None:
-        if path is not None:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.settimeout(timeout)
-            self.sock.connect(path)
-        else:
-            self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.decoder = NetstringDecoder(max_payload=1 << 20)
-        self.pending: list[bytes] = []
-
-    def send_raw(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def replies(self, n: int) -> list[str]:
-        while len(self.pending) < n:
-            data = self.sock.recv(65536)
-            if not data:
-                raise ConnectionError(f"closed after {len(self.pending)} of {n} replies")
-            self.pending += self.decoder.feed(data)
-        out, self.pending = self.pending[:n], self.pending[n:]
-        return [p.decode() for p in out]
-
-    def ask(self, domain: str, map_name: str = "postfix") -> str:
-        self.send_raw(encode(f"{map_name} {domain}".encode()))
-        return self.replies(1)[0]
-
-    def closed_by_peer(self, timeout: float = 5.0) -> bool:
-        self.sock.settimeout(timeout)
-        try:
-            return self.sock.recv(1) == b""
-        except ConnectionResetError:
-            return True
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-class Daemon:
-    """`mxsec daemon` as a child process with its log captured to a file."""
-
-    def __init__(self, tmp: Path, *, world, cache: str | None = None, extra: list[str] | None = None,
-                 listen: list[str] | None = None, config: Path | None = None) -> None:
-        self.tmp = tmp
-        self.port = free_port()
-        self.listen = listen or [f"127.0.0.1:{self.port}"]
-        self.cache = cache or f"sqlite:///{tmp / 'cache.sqlite3'}"
-        dns_host, dns_port = world.dns_address
-        self.args = [MXSEC, "daemon", "--cache", self.cache, "--nameserver", f"{dns_host}:{dns_port}",
-                     "--ca-file", str(world.ca_file), "--allow-address", "127.0.0.0/8", "--timeout", "3",
-                     "--log-format", "json"]
-        for addr in self.listen:
-            self.args += ["--listen", addr]
-        if config is not None:
-            self.args += ["--config", str(config)]
-        self.args += extra or []
-        self.log_path = tmp / f"daemon-{self.port}.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, wait: float = 20.0) -> "Daemon":
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=self.log, start_new_session=True)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited {self.proc.returncode}: {self.log_text()[-2000:]}")
-            if '"msg": "ready"' in self.log_text():
-                return self
-            time.sleep(0.05)
-        raise RuntimeError(f"daemon not ready: {self.log_text()[-2000:]}")
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def log_records(self) -> list[dict]:
-        out = []
-        for line in self.log_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-        return out
-
-    def client(self) -> Client:
-        return Client("127.0.0.1", self.port)
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, sig)
-
-    def kill9(self) -> None:
-        self.signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self, timeout: float = 15.0) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-            raise
-        finally:
-            self.log.close()
+def Daemon(tmp: Path, *, world, **kwargs) -> DaemonProcess:  # noqa: N802 - reads like the class it builds
+    host, port = world.dns_address
+    return DaemonProcess(tmp, nameserver=f"{host}:{port}", ca_file=world.ca_file, **kwargs)

@@ -146,11 +146,8 @@ def test_daemon_runs_from_peer_yaml_config(world, tmp_path):
     yml.write_text(PEER_YAML.format(port=port, db=tmp_path / "peer-cache.db"))
     d = Daemon(tmp_path, world=world, config=yml, listen=[f"127.0.0.1:{port}"])
     # the YAML decides where to listen and which cache to use: drop our own --listen/--cache flags
-    d.args = [a for a in d.args]
-    i = d.args.index("--cache")
-    del d.args[i:i + 2]
-    i = d.args.index("--listen")
-    del d.args[i:i + 2]
+    d.drop_option("--cache")
+    d.drop_option("--listen")
     d.port = port
     d.start()
     try:

@@ -7,9 +7,7 @@ certificates from its own CA passed as --ca-file).
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import signal
-import socket
 import time
 import urllib.request
 

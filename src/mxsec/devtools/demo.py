@@ -14,9 +14,6 @@ Exit status 0 when every row is as expected, 1 otherwise. Needs root (the policy
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +23,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from mxsec.daemon.socketmap import NetstringDecoder, encode
+from mxsec.daemon.socketmap import encode
+from mxsec.devtools.daemonproc import Client, DaemonProcess
 from mxsec.devtools.fakeworld import FakeWorld, PolicySpec, WorldThread, policy_text
 
 DNS_ADDR = ("127.0.84.1", 0)
@@ -95,61 +93,14 @@ def build_world(world: FakeWorld) -> None:
                      policy=PolicySpec(body="version: STSv1\r\nmode: enforce\r\nmax_age: 86400\r\n"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _mxsec() -> str:
-    return str(Path(sys.executable).with_name("mxsec"))
-
-
-class DaemonProcess:
-    def __init__(self, world: FakeWorld, state: Path, port: int) -> None:
-        host, dns_port = world.dns_address
-        self.port = port
-        self.log_path = state / "daemon.log"
-        self.args = [_mxsec(), "daemon", "--listen", f"127.0.0.1:{port}",
-                     "--cache", f"sqlite:///{state / 'cache.sqlite3'}", "--nameserver", f"{host}:{dns_port}",
-                     "--ca-file", str(world.ca_file), "--allow-address", "127.0.0.0/8", "--timeout", "3",
-                     "--log-format", "text"]
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.args, stdout=log, stderr=log, start_new_session=True)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"demo: the daemon exited early; see {self.log_path}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise SystemExit("demo: the daemon did not start in 20 s")
-
-    def ask_all(self, keys: list[str]) -> list[str]:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as sock:
-            sock.sendall(b"".join(encode(f"postfix {k}".encode()) for k in keys))  # pipelined, like a busy MTA
-            decoder, out = NetstringDecoder(1 << 20), []
-            while len(out) < len(keys):
-                data = sock.recv(65536)
-                if not data:
-                    break
-                out += decoder.feed(data)
-        return [bytes(x).decode() for x in out]
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(15)
+def _ask_all(daemon: DaemonProcess, keys: list[str]) -> list[str]:
+    """Pipelined, like a busy MTA: every request in one write, replies in order."""
+    client = Client(daemon.host, daemon.port, timeout=30)
+    try:
+        client.send_raw(b"".join(encode(f"postfix {k}".encode()) for k in keys))
+        return client.replies(len(keys))
+    finally:
+        client.close()
 
 
 def main() -> int:
@@ -162,7 +113,9 @@ def main() -> int:
     build_world(world)
     thread = WorldThread(world)
     thread.start()
-    daemon = DaemonProcess(world, state, _free_port())
+    host, port = world.dns_address
+    daemon = DaemonProcess(state, nameserver=f"{host}:{port}", ca_file=world.ca_file,
+                           cache=f"sqlite:///{state / 'cache.sqlite3'}")
     failures = 0
     try:
         console.rule("[bold]mxsec demo: policy daemon against a local fake world")
@@ -170,11 +123,11 @@ def main() -> int:
                       f"{world.https_address[0]}:443, daemon 127.0.0.1:{daemon.port}, state {state}")
         daemon.start()
         keys = [s.domain for s in SCENARIOS]
-        replies = daemon.ask_all(keys)
+        replies = _ask_all(daemon, keys)
         failures += _table(console, "First queries (resolved over DNS + HTTPS)", SCENARIOS, replies)
 
         started = time.perf_counter()
-        again = daemon.ask_all(keys * 100)
+        again = _ask_all(daemon, keys * 100)
         elapsed = time.perf_counter() - started
         same = again[: len(keys)] == replies and len(again) == len(keys) * 100
         console.print(f"{len(again)} pipelined repeat queries answered from the cache in {elapsed * 1000:.1f} ms"
@@ -188,7 +141,7 @@ def main() -> int:
                 world.set_failure("_mta-sts." + s.domain, "servfail")
                 world.set_policy(s.domain, PolicySpec(status=503))
         daemon.start()
-        replies = daemon.ask_all(keys)
+        replies = _ask_all(daemon, keys)
         failures += _table(console, "After kill -9 and restart, with DNS and HTTPS failing", SCENARIOS, replies)
     finally:
         daemon.stop()
