@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration lab bench setup clean
+.PHONY: demo test unit integration lab bench setup system-deps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
@@ -15,18 +15,22 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+## Debian packages started for real by tests and demo (Redis, PostgreSQL, Knot, Unbound, Postfix).
+system-deps:
+	@bash scripts/install-system-deps.sh
+
 ## Run the main job: a local fake world, the daemon, and queries through the real socketmap protocol.
-demo: $(STAMP)
+demo: $(STAMP) system-deps
 	$(BIN)/python -m mxsec.devtools.demo
 
 ## Run every test: unit, integration (local servers), lab (namespaces).
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -p no:cacheprovider tests
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider tests/unit
 
-integration: $(STAMP)
+integration: $(STAMP) system-deps
 	$(BIN)/python -m pytest -p no:cacheprovider tests/integration
 
 ## Side-by-side benchmark against postfix-mta-sts-resolver (needs root: it creates a network namespace).

@@ -1179,15 +1179,6 @@ def _translate_peer(cfg: dict) -> tuple[dict, list[str]]:
         notes.append(f"cache.type postgres: cache.url = \"{_redact(url)}\"")
     else:
         raise ConfigError(f"cache.type: expected internal, sqlite, redis or postgres, got {_show(ctype)}")
-    if "cache" in data:
-        from .store import SUPPORTED_SCHEMES, parse_store_url
-
-        scheme = parse_store_url(data["cache"]["url"]).scheme
-        if scheme not in SUPPORTED_SCHEMES:
-            notes.append(
-                f"cache.url: this version of mxsec cannot open {scheme} caches yet; use the default SQLite "
-                "cache (remove cache.url) until it can"
-            )
 
     for key in cfg:
         if key not in PEER_KEYS:

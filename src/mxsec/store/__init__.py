@@ -4,12 +4,19 @@ URLs:
 
 - ``sqlite:///relative/path`` (relative to the working directory) and ``sqlite:////absolute/path``;
 - ``memory://`` (nothing survives a restart);
-- ``redis://``, ``rediss://``, ``postgresql://`` (``postgres://``) are recognised configuration values but
-  have no backend yet: opening them is a :class:`~mxsec.errors.ConfigError`.
+- ``redis://HOST[:PORT][/DB]``, ``rediss://...`` (TLS), ``redis+unix:///path/to/socket?db=N``: a Redis server
+  (:class:`~mxsec.store.redis.RedisStore`);
+- ``postgresql://USER@HOST[:PORT]/DB`` (also ``postgres://``): a PostgreSQL database
+  (:class:`~mxsec.store.postgres.PostgresStore`).
+
+Remote stores (``remote = True``: Redis, PostgreSQL) never contact their server when opened: a bad URL is a
+:class:`~mxsec.errors.ConfigError` at once, an unreachable server is a :class:`StoreError` from each operation,
+so a daemon whose shared cache is down still starts and serves.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..errors import ConfigError
@@ -23,6 +30,8 @@ __all__ = [
     "StoreError",
     "MemoryStore",
     "SqliteStore",
+    "RedisStore",
+    "PostgresStore",
     "StoreURL",
     "parse_store_url",
     "open_store",
@@ -31,9 +40,9 @@ __all__ = [
 ]
 
 #: Schemes accepted in configuration (``cache.url``).
-KNOWN_SCHEMES = ("sqlite", "memory", "redis", "rediss", "postgresql", "postgres")
+KNOWN_SCHEMES = ("sqlite", "memory", "redis", "rediss", "redis+unix", "postgresql", "postgres")
 #: Schemes :func:`open_store` can open in this version.
-SUPPORTED_SCHEMES = ("sqlite", "memory")
+SUPPORTED_SCHEMES = KNOWN_SCHEMES
 
 
 @dataclass(frozen=True)
@@ -55,7 +64,7 @@ def parse_store_url(url: str) -> StoreURL:
     scheme = scheme.lower()
     if not sep or scheme not in KNOWN_SCHEMES:
         raise ConfigError(
-            f"cache URL {url!r}: unknown scheme; use sqlite:///PATH, memory://, redis://HOST:PORT/DB "
+            f"cache URL {_redact(url)!r}: unknown scheme; use sqlite:///PATH, memory://, redis://HOST:PORT/DB "
             "or postgresql://USER@HOST/DB"
         )
     if scheme == "memory":
@@ -77,20 +86,46 @@ def parse_store_url(url: str) -> StoreURL:
     if scheme == "postgres":
         scheme = "postgresql"
     if not rest:
-        raise ConfigError(f"cache URL {url!r}: no host")
+        raise ConfigError(f"cache URL {_redact(url)!r}: no host")
+    # Check the rest of the URL now (still without contacting anything), so a configuration check catches it.
+    if scheme == "postgresql":
+        from .postgres import parse_url as check
+    else:
+        from .redis import parse_url as check
+    check(url)
     return StoreURL(scheme, url)
 
 
+def _redact(url: str) -> str:
+    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
 def open_store(url: str) -> PolicyStore:
-    """Open the policy store named by ``url``; ConfigError (one line) when it cannot be used."""
+    """Open the policy store named by ``url``; ConfigError (one line) when it cannot be used.
+
+    Remote stores are opened without contacting their server (see the module docstring).
+    """
     parsed = parse_store_url(url)
     if parsed.scheme == "memory":
         return MemoryStore()
     if parsed.scheme == "sqlite":
         assert parsed.path is not None
         return SqliteStore(parsed.path)
-    raise ConfigError(
-        f"cache URL {url!r}: the {parsed.scheme} cache backend is not supported yet; "
-        "use sqlite:///PATH (the default) or memory://"
-    )
+    if parsed.scheme == "postgresql":
+        from .postgres import PostgresStore
 
+        return PostgresStore(url)
+    from .redis import RedisStore
+
+    return RedisStore(url)
+
+
+def __getattr__(name: str) -> object:
+    # The client libraries are imported only when a remote store is used.
+    if name == "RedisStore":
+        from .redis import RedisStore as cls
+    elif name == "PostgresStore":
+        from .postgres import PostgresStore as cls
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return cls

@@ -5,6 +5,9 @@ what to refetch and what to serve is the job of :mod:`mxsec.sts.cache` and the d
 
 Stores are synchronous. SQLite is local and each call is one short transaction, so the daemon may call them
 from the event loop directly or from a single writer thread; every backend is safe to use from several threads.
+Every backend class has a ``remote`` attribute: ``True`` (Redis, PostgreSQL) means calls go over the network and
+may block for seconds, so the daemon runs them with ``asyncio.to_thread``; read it with
+``getattr(store, "remote", False)`` (it is not part of the protocol, so test doubles need not define it).
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ from .base import CacheEntry, StoreError
 class MemoryStore:
     """A dictionary behind a lock. Entries are copied in and out, so callers may modify what they hold."""
 
+    #: In-process: the daemon may call it from the event loop.
+    remote = False
+
     def __init__(self) -> None:
         self._entries: dict[str, CacheEntry] = {}
         self._lock = threading.Lock()

@@ -83,6 +83,9 @@ def _one_line(exc: BaseException) -> str:
 class SqliteStore:
     """A :class:`~mxsec.store.base.PolicyStore` in one SQLite file."""
 
+    #: Local file, short transactions: the daemon may call it from the event loop.
+    remote = False
+
     def __init__(self, path: str, *, busy_timeout: float = 5.0) -> None:
         self.path = path
         self._lock = threading.Lock()
