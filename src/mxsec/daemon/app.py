@@ -126,6 +126,7 @@ class Daemon:
             m = parse_listen(config.metrics.listen)
             if m.kind != "tcp":
                 raise ConfigError("metrics.listen must be HOST:PORT")
+            self.server.timing = True
             try:
                 self.metrics = start_metrics(self.server, m.host, m.port)
             except OSError as exc:

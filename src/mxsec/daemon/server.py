@@ -102,6 +102,8 @@ class SocketmapServer:
         self.reply_counts = [0] * len(KINDS)
         self.memo_hits = 0
         self.latency = Histogram()
+        #: time every reply for the latency histogram; only worth its cost when metrics are served
+        self.timing = False
         self.connections: set[SocketmapProtocol] = set()
         self.servers: dict[str, asyncio.AbstractServer] = {}
         self.rejected_connections = 0
@@ -264,7 +266,7 @@ class SocketmapProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         server = self.server
-        started = time.perf_counter()
+        started = time.perf_counter() if server.timing else 0.0
         items = self.decoder.feed(data)
         if not items:
             return
@@ -309,7 +311,8 @@ class SocketmapProtocol(asyncio.Protocol):
             self.transport.write(b"".join(out) if len(out) > 1 else out[0])
         if fast:
             server.memo_hits += fast
-            server.latency.observe(time.perf_counter() - started, fast)
+            if started:
+                server.latency.observe(time.perf_counter() - started, fast)
 
     def _flush(self, _task=None) -> None:
         queue = self.queue
