@@ -1,0 +1,56 @@
+"""A private mail internet in Linux network namespaces (``mxsec lab up | down | status``; needs root).
+
+Building blocks (the runner composes them):
+
+* :mod:`mxsec.lab.topology` — namespaces ``<prefix>-inet`` and ``<prefix>-sender``, the veth pair, the address
+  plan (TEST-NET ranges), :func:`~mxsec.lab.topology.destroy` (idempotent, also after a crash), helpers to run
+  commands and daemons inside a namespace and to open sockets in one.
+* :mod:`mxsec.lab.dns` — Knot DNS (root, ``test.``, domain zones; DNSSEC-signed, some unsigned, one bogus) and
+  Unbound as the validating resolver; run-time zone updates.
+* :mod:`mxsec.lab.scenarios` — the declarative scenario file (``scenarios.toml``), one entry per domain.
+* :mod:`mxsec.lab.state` — the state directory and JSON state file used by ``down``/``status``.
+
+See docs/lab.md.
+"""
+
+from __future__ import annotations
+
+from mxsec.lab.dns import LabDns, ZoneSpec, lab_query, start_dns, tlsa_311
+from mxsec.lab.scenarios import (
+    Scenario,
+    ScenarioError,
+    host_addresses,
+    load_scenarios,
+    zone_specs,
+)
+from mxsec.lab.topology import (
+    LabError,
+    Topology,
+    add_address,
+    add_addresses,
+    create,
+    destroy,
+    exists,
+    status,
+)
+
+__all__ = [
+    "LabDns",
+    "LabError",
+    "Scenario",
+    "ScenarioError",
+    "Topology",
+    "ZoneSpec",
+    "add_address",
+    "add_addresses",
+    "create",
+    "destroy",
+    "exists",
+    "host_addresses",
+    "lab_query",
+    "load_scenarios",
+    "start_dns",
+    "status",
+    "tlsa_311",
+    "zone_specs",
+]
