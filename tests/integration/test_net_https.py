@@ -77,7 +77,8 @@ async def test_sts_b_9_302_without_location(fake_world: FakeWorld, make_fetcher:
 @pytest.mark.parametrize("status", [404, 500, 204])
 async def test_sts_b_8_non_200_is_http_status(fake_world: FakeWorld, make_fetcher: Any, status: int) -> None:
     """EC-10 (404) and every other non-200 status."""
-    domain = add(fake_world, f"status{status}", status=status)
+    # A 204 cannot carry content (RFC 9110 §15.3.5); a body after it is a malformed response, not a status.
+    domain = add(fake_world, f"status{status}", status=status, **({"body": ""} if status == 204 else {}))
     outcome = await make_fetcher().fetch(domain)
     assert outcome.problem is FetchProblem.HTTP_STATUS
     assert outcome.status == status

@@ -811,6 +811,8 @@ class FakeWorld:
                 if spec.delay > 0:
                     await asyncio.sleep(spec.delay)
                 status, content_type, body = spec.status, spec.content_type, spec.body_bytes()
+                if status in (204, 304) or 100 <= status < 200:
+                    body = b""  # HTTP forbids a body with these statuses (RFC 9110 §6.4.1)
                 if spec.location:
                     extra.append(("Location", spec.location))
                 extra += list(spec.headers.items())

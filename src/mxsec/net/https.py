@@ -1,15 +1,16 @@
-"""MTA-STS policy fetch over HTTPS (RFC 8461 §3.2, §3.3, §7) with httpx.
+"""MTA-STS policy fetch over HTTPS (RFC 8461 §3.2, §3.3, §7) with aiohttp.
 
 :class:`PolicyFetcher` fetches ``https://mta-sts.<domain>/.well-known/mta-sts.txt``:
 
 1. the policy host name is built from the Policy Domain (never from where a ``_mta-sts`` CNAME points, EC-23)
-   and resolved through :class:`~mxsec.net.dns.DnsClient` (so custom nameservers apply);
-2. every address is checked by the :class:`~mxsec.net.guard.AddressGuard` (SSRF);
-3. the TCP connection goes to a vetted IP address (each in turn until one connects), while SNI, the Host
-   header and the certificate name check all use ``mta-sts.<domain>``. This is done by a custom httpcore
-   network backend that maps the host name to the vetted addresses of the current fetch (a context
-   variable), so nothing else ever resolves the name;
-4. TLS >= 1.2, system trust store or ``ca_file`` *instead of* it, DNS-ID only (no CN fallback);
+   and resolved through :class:`~mxsec.net.dns.DnsClient` (so custom nameservers apply): aiohttp's connector
+   asks our own :class:`aiohttp.abc.AbstractResolver`, nothing else ever resolves the name;
+2. every address is checked by the :class:`~mxsec.net.guard.AddressGuard` (SSRF) inside that resolver, which
+   hands the connector only the allowed ones;
+3. the connector connects to those vetted addresses in order (happy eyeballs, each in turn until one connects)
+   while SNI, the Host header and the certificate name check all use ``mta-sts.<domain>``;
+4. TLS >= 1.2 with one shared context, system trust store or ``ca_file`` *instead of* it, DNS-ID only (no CN
+   fallback); on uvloop the TLS runs in uvloop's native SSL transport;
 5. no redirects (3xx -> ``redirect``), 200 only, ``text/plain``, body streamed and capped, one total deadline
    for DNS + connect + TLS + response, no HTTP cache, no cookies, no proxies from the environment.
 
@@ -21,15 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import http.cookiejar
 import re
+import socket
 import ssl
-import time
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import httpcore
-import httpx
+import aiohttp
+import aiohttp.abc
+from yarl import URL
 
 from mxsec import __version__
 from mxsec.errors import ConfigError
@@ -112,91 +113,104 @@ def build_ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
     return ctx
 
 
-# --------------------------------------------------------------------------- network backend
-@dataclass
-class _Target:
-    host: str
-    addresses: tuple[str, ...]
-    connected: str | None = None
-    errors: list[str] = field(default_factory=list)
+# --------------------------------------------------------------------------- per-fetch state
+class _Fetch:
+    """What one fetch learned so far (for the deadline message and the outcome's address)."""
+
+    __slots__ = ("host", "stage", "allowed", "connected", "failure")
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.stage = f"while resolving {host}"
+        self.allowed: tuple[str, ...] = ()
+        self.connected: str | None = None
+        self.failure: _ResolveFailed | None = None
 
 
-_TARGET: contextvars.ContextVar[_Target | None] = contextvars.ContextVar("mxsec_fetch_target", default=None)
+_CURRENT: contextvars.ContextVar[_Fetch | None] = contextvars.ContextVar("mxsec_fetch", default=None)
 
 
 def _addr_port(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
-class _PinnedBackend(httpcore.AsyncNetworkBackend):
-    """Connects to the vetted addresses of the current fetch instead of resolving the host name.
+class _ResolveFailed(OSError):
+    """Raised by the resolver; aiohttp wraps it in ``ClientConnectorDNSError``, the fetcher unwraps it."""
 
-    Delegates the sockets (and TLS) to httpcore's asyncio backend. Refuses any host the current fetch did not
-    vet, so no code path can reach an unchecked address.
-    """
+    def __init__(self, problem: FetchProblem, detail: str, address: str | None = None) -> None:
+        super().__init__(detail)
+        self.problem = problem
+        self.detail = detail
+        self.address = address
 
-    def __init__(self) -> None:
-        self._inner = httpcore.AnyIOBackend()
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: typing.Iterable[typing.Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        target = _TARGET.get()
-        if target is None or target.host != host.lower():
-            raise httpcore.ConnectError(f"no vetted address for {host}")
-        addresses = target.addresses[:MAX_ADDRESSES]
-        deadline = None if timeout is None else time.monotonic() + timeout
-        last: Exception | None = None
-        for index, ip in enumerate(addresses):
-            attempt: float | None = None
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                left = len(addresses) - index
-                attempt = remaining if left == 1 else max(min(remaining, 1.0), remaining / left)
-            try:
-                stream = await self._inner.connect_tcp(
-                    ip, port, timeout=attempt, local_address=local_address, socket_options=socket_options
+class _GuardedResolver(aiohttp.abc.AbstractResolver):
+    """Resolves the policy host through our :class:`DnsClient` and returns only guard-approved addresses."""
+
+    def __init__(self, dns: DnsClient, guard: AddressGuard) -> None:
+        self._dns = dns
+        self._guard = guard
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        fetch = _CURRENT.get()
+        answer = await self._dns.addresses(host)
+        failure: _ResolveFailed | None = None
+        allowed: list[str] = []
+        if answer.status == "error":
+            failure = _ResolveFailed(_P.DNS_ERROR, f"cannot resolve policy host {host}: {answer.error}")
+        elif not answer.addresses:
+            why = "NXDOMAIN" if answer.status == "nxdomain" else "no A/AAAA records"
+            failure = _ResolveFailed(_P.DNS_ERROR, f"policy host {host} has no address ({why})")
+        else:
+            refused: list[str] = []
+            check = self._guard.check
+            for ip in answer.addresses:
+                reason = check(ip)
+                if reason is None:
+                    allowed.append(ip)
+                else:
+                    refused.append(f"{ip} ({reason})")
+            if not allowed:
+                failure = _ResolveFailed(
+                    _P.ADDRESS_REFUSED,
+                    f"policy host {host} resolves only to refused addresses: {', '.join(refused)}",
+                    answer.addresses[0],
                 )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                target.errors.append(f"{_addr_port(ip, port)}: {_describe_connect_error(exc)}")
-                last = exc
-                continue
-            target.connected = ip
-            return stream
-        summary = "; ".join(target.errors) or "no address left within the deadline"
-        if isinstance(last, httpcore.ConnectTimeout) and len(target.errors) == 1:
-            raise httpcore.ConnectTimeout(summary) from last
-        raise httpcore.ConnectError(summary) from last
+        if failure is not None:
+            if fetch is not None:
+                fetch.failure = failure
+            raise failure
+        del allowed[MAX_ADDRESSES:]
+        if fetch is not None:
+            fetch.allowed = tuple(allowed)
+            fetch.stage = f"while connecting to {host}"
+        inet6, inet = socket.AF_INET6, socket.AF_INET
+        return [
+            {"hostname": host, "host": ip, "port": port, "family": inet6 if ":" in ip else inet, "proto": 0,
+             "flags": 0}
+            for ip in allowed
+        ]
 
-    async def connect_unix_socket(self, *args: typing.Any, **kwargs: typing.Any) -> httpcore.AsyncNetworkStream:
-        raise httpcore.ConnectError("unix sockets are not used for policy fetches")
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+    async def close(self) -> None:
+        return None
 
 
-class _Transport(httpx.AsyncHTTPTransport):
-    """httpx's transport with the pinned network backend (httpx 0.28 exposes no backend parameter)."""
+class _Connector(aiohttp.TCPConnector):
+    """aiohttp's TCP connector that records which vetted address the current fetch is connected to."""
 
-    def __init__(self, ssl_context: ssl.SSLContext, max_connections: int) -> None:
-        super().__init__(verify=ssl_context, trust_env=False, http1=True, http2=False)
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context,
-            max_connections=max_connections,
-            max_keepalive_connections=min(32, max_connections),
-            keepalive_expiry=5.0,
-            http1=True,
-            http2=False,
-            retries=0,
-            network_backend=_PinnedBackend(),
-        )
+    async def connect(self, *args: typing.Any, **kwargs: typing.Any) -> typing.Any:
+        conn = await super().connect(*args, **kwargs)
+        fetch = _CURRENT.get()
+        if fetch is not None:
+            transport = conn.transport
+            peer = transport.get_extra_info("peername") if transport is not None else None
+            if isinstance(peer, tuple) and peer:
+                fetch.connected = str(peer[0])
+            where = f" ({fetch.connected})" if fetch.connected else ""
+            fetch.stage = f"while waiting for the response from {fetch.host}{where}"
+        return conn
 
 
 # --------------------------------------------------------------------------- error classification
@@ -215,11 +229,13 @@ def _one_line(text: object) -> str:
 
 def _describe_connect_error(exc: BaseException) -> str:
     for item in _chain(exc):
+        if isinstance(item, aiohttp.ClientConnectorError):
+            item = item.os_error
         if isinstance(item, ConnectionRefusedError):
             return "connection refused"
         if isinstance(item, ConnectionResetError):
             return "connection reset"
-        if isinstance(item, (TimeoutError, httpcore.ConnectTimeout)):
+        if isinstance(item, TimeoutError):
             return "connect timeout"
         if isinstance(item, OSError) and item.strerror:
             return _one_line(item.strerror).lower()
@@ -233,28 +249,36 @@ def _tls_reason(exc: ssl.SSLError) -> str:
     return _one_line(exc.strerror or exc)
 
 
-def _classify(exc: BaseException, host: str) -> tuple[FetchProblem, str]:
+def _classify(exc: BaseException, fetch: _Fetch, port: int) -> tuple[FetchProblem, str]:
+    host = fetch.host
     chain = _chain(exc)
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        chain.insert(0, exc.certificate_error)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        chain.insert(0, exc.os_error)
     for item in chain:
         if isinstance(item, ssl.SSLCertVerificationError):
             message = item.verify_message or _tls_reason(item)
             return _P.CERTIFICATE_INVALID, f"certificate verify failed: {_one_line(message)}"
+        if isinstance(item, ssl.CertificateError) and not isinstance(item, ssl.SSLError):  # pragma: no cover
+            return _P.CERTIFICATE_INVALID, f"certificate verify failed: {_one_line(item)}"
     for item in chain:
         if isinstance(item, ssl.SSLError):
             return _P.TLS_ERROR, f"TLS handshake with {host} failed: {_tls_reason(item)}"
-    if isinstance(exc, (httpx.TimeoutException, httpcore.TimeoutException)):
-        if isinstance(exc, httpx.ConnectTimeout):
-            return _P.TIMEOUT, f"timeout connecting to {host}: {_one_line(exc)}"
+    if isinstance(exc, aiohttp.ServerTimeoutError):
         return _P.TIMEOUT, f"timeout waiting for {host}"
-    if isinstance(exc, httpx.ConnectError):
-        text = _one_line(exc)
-        if "Connection reset" in text or "EndOfStream" in text or not text:
-            return _P.CONNECT_ERROR, f"{host} closed the connection during the TLS handshake"
-        return _P.CONNECT_ERROR, f"cannot connect to {host}: {text}"
-    if isinstance(exc, httpx.RemoteProtocolError):
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
+            # The TCP connection was up (a refused or unreachable address fails before this): the server
+            # dropped it during the TLS handshake, e.g. a TLS 1.1-only server that does not even send an alert.
+            return _P.TLS_ERROR, f"TLS handshake with {host} failed: connection closed by the server"
+        where = ", ".join(_addr_port(ip, port) for ip in fetch.allowed)
+        what = _describe_connect_error(exc)
+        return _P.CONNECT_ERROR, f"cannot connect to {host}" + (f" ({where})" if where else "") + f": {what}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return _P.CONNECT_ERROR, f"{host} closed the connection without a response"
+    if isinstance(exc, (aiohttp.ClientResponseError, aiohttp.ClientPayloadError)):
         return _P.CONNECT_ERROR, f"HTTP protocol error from {host}: {_one_line(exc)}"
-    if isinstance(exc, (httpx.ReadError, httpx.WriteError, httpx.NetworkError)):
-        return _P.CONNECT_ERROR, f"connection to {host} failed: {_describe_connect_error(exc)}"
     for item in chain:
         if isinstance(item, OSError):
             return _P.CONNECT_ERROR, f"connection to {host} failed: {_describe_connect_error(item)}"
@@ -262,8 +286,14 @@ def _classify(exc: BaseException, host: str) -> tuple[FetchProblem, str]:
 
 
 # --------------------------------------------------------------------------- the fetcher
+_NO_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=None)
+
+
 class PolicyFetcher:
-    """Fetches MTA-STS policies; one shared httpx client, TLS context and pool per fetcher."""
+    """Fetches MTA-STS policies; one shared aiohttp session, TLS context and pool per fetcher.
+
+    The session needs a running event loop, so it is created on the first :meth:`fetch`.
+    """
 
     def __init__(self, settings: HttpsSettings | None, dns: DnsClient, guard: AddressGuard) -> None:
         self.settings = settings if settings is not None else HttpsSettings()
@@ -274,23 +304,42 @@ class PolicyFetcher:
         self.dns = dns
         self.guard = guard
         self.ssl_context = build_ssl_context(self.settings.ca_file)
-        no_cookies = http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-        self._client = httpx.AsyncClient(
-            transport=_Transport(self.ssl_context, max(1, self.settings.max_connections)),
-            follow_redirects=False,
-            trust_env=False,
-            cookies=no_cookies,
-            timeout=httpx.Timeout(self.settings.timeout),
-            headers={
-                "User-Agent": self.settings.user_agent,
-                "Accept": "text/plain",
-                "Accept-Encoding": "identity",
-                "Cache-Control": "no-cache",
-            },
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._headers = {
+            "User-Agent": self.settings.user_agent,
+            "Accept": "text/plain",
+            "Accept-Encoding": "identity",
+            "Cache-Control": "no-cache",
+        }
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        connector = _Connector(
+            resolver=_GuardedResolver(self.dns, self.guard),
+            use_dns_cache=False,  # our DnsClient (and its callers) decide about caching
+            ssl=self.ssl_context,
+            limit=max(1, self.settings.max_connections),
+            limit_per_host=0,
+            force_close=True,  # policy hosts are distinct; a fresh connection per fetch
         )
+        self._loop = asyncio.get_running_loop()
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            connector_owner=True,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+            auto_decompress=False,
+            timeout=_NO_TIMEOUT,  # the one total deadline is fetch()'s
+            headers=self._headers,
+            raise_for_status=False,
+        )
+        return self._session
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        session, self._session = self._session, None
+        loop, self._loop = self._loop, None
+        if session is not None and not session.closed and loop is asyncio.get_running_loop():
+            await session.close()
 
     async def __aenter__(self) -> PolicyFetcher:
         return self
@@ -304,103 +353,77 @@ class PolicyFetcher:
         if not _DOMAIN_RE.match(domain) or len(domain) > 245:
             return FetchOutcome(None, _P.DNS_ERROR, f"invalid policy domain {domain!r}")
         host = f"mta-sts.{domain}"
-        state: dict[str, typing.Any] = {"stage": f"while resolving {host}", "target": None}
+        fetch = _Fetch(host)
         timeout = self.settings.timeout
+        token = _CURRENT.set(fetch)
         try:
             async with asyncio.timeout(timeout):
-                return await self._fetch(domain, host, state)
+                return await self._fetch(host, fetch)
         except TimeoutError:
-            target: _Target | None = state["target"]
-            stage = state["stage"]
-            if target is not None and target.connected and stage.startswith("while connecting"):
-                stage = f"while waiting for the response from {host} ({target.connected})"
-            address = state.get("address") or (target.connected if target is not None else None)
-            return FetchOutcome(None, _P.TIMEOUT, f"timeout after {timeout:g}s {stage}", address=address)
-
-    async def _fetch(self, domain: str, host: str, state: dict[str, typing.Any]) -> FetchOutcome:
-        answer = await self.dns.addresses(host)
-        if answer.status == "error":
-            return FetchOutcome(None, _P.DNS_ERROR, f"cannot resolve policy host {host}: {answer.error}")
-        if not answer.addresses:
-            why = "NXDOMAIN" if answer.status == "nxdomain" else "no A/AAAA records"
-            return FetchOutcome(None, _P.DNS_ERROR, f"policy host {host} has no address ({why})")
-        allowed: list[str] = []
-        refused: list[str] = []
-        for ip in answer.addresses:
-            reason = self.guard.check(ip)
-            if reason is None:
-                allowed.append(ip)
-            else:
-                refused.append(f"{ip} ({reason})")
-        if not allowed:
             return FetchOutcome(
-                None,
-                _P.ADDRESS_REFUSED,
-                f"policy host {host} resolves only to refused addresses: {', '.join(refused)}",
-                address=answer.addresses[0],
+                None, _P.TIMEOUT, f"timeout after {timeout:g}s {fetch.stage}", address=fetch.connected
             )
-        target = _Target(host, tuple(allowed))
-        state["target"] = target
-        token = _TARGET.set(target)
-        url = policy_url(domain, self.settings.port)
-        state["stage"] = f"while connecting to {host}"
-        try:
-            return await self._get(url, host, target, state)
-        except Exception as exc:  # httpx/httpcore/ssl/OS errors -> a problem value
-            if isinstance(exc, TimeoutError) and not isinstance(exc, httpx.TimeoutException):
-                raise  # the total deadline: reported by fetch()
-            problem, detail = _classify(exc, host)
-            return FetchOutcome(None, problem, detail, address=target.connected)
         finally:
-            _TARGET.reset(token)
+            _CURRENT.reset(token)
 
-    async def _get(self, url: str, host: str, target: _Target, state: dict[str, typing.Any]) -> FetchOutcome:
+    async def _fetch(self, host: str, fetch: _Fetch) -> FetchOutcome:
+        session = self._session
+        if session is None or session.closed or self._loop is not asyncio.get_running_loop():
+            session = self._open_session()  # first fetch, or a fetcher reused under a new event loop
+        port = self.settings.port
+        url = URL.build(scheme="https", host=host, port=None if port == 443 else port, path=POLICY_PATH,
+                        encoded=True)
+        try:
+            async with session.get(url, allow_redirects=False) as response:
+                return await self._read(response, host, fetch)
+        except _ResolveFailed as failure:  # pragma: no cover - aiohttp wraps it; kept for safety
+            return FetchOutcome(None, failure.problem, failure.detail, address=failure.address)
+        except Exception as exc:  # aiohttp/ssl/OS errors -> a problem value
+            if fetch.failure is not None:  # DNS or guard refusal, raised by our resolver
+                failure = fetch.failure
+                return FetchOutcome(None, failure.problem, failure.detail, address=failure.address)
+            if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ServerTimeoutError):
+                raise  # the total deadline: reported by fetch()
+            problem, detail = _classify(exc, fetch, port)
+            address = fetch.connected or (fetch.allowed[0] if len(fetch.allowed) == 1 else None)
+            return FetchOutcome(None, problem, detail, address=address)
+
+    async def _read(self, response: aiohttp.ClientResponse, host: str, fetch: _Fetch) -> FetchOutcome:
         max_body = self.settings.max_body
-        async with self._client.stream("GET", url) as response:
-            address = _peer(response) or target.connected
-            if address:
-                state["address"] = address
-            state["stage"] = f"while reading the response from {host}"
-            status = response.status_code
-            content_type = response.headers.get("content-type")
+        address = fetch.connected
+        fetch.stage = f"while reading the response from {host}"
+        status = response.status
+        headers = response.headers
+        content_type = headers.get("Content-Type")
 
-            def outcome(problem: FetchProblem | None, detail: str, body: bytes | None = None) -> FetchOutcome:
-                return FetchOutcome(body, problem, detail, status, content_type, address)
+        def outcome(problem: FetchProblem | None, detail: str, body: bytes | None = None) -> FetchOutcome:
+            if problem is not None:
+                response.close()  # drop the connection instead of reading what is left
+            return FetchOutcome(body, problem, detail, status, content_type, address)
 
-            if 300 <= status < 400:
-                location = response.headers.get("location")
-                where = f"to {_one_line(location)}" if location else "without a Location header"
-                return outcome(_P.REDIRECT, f"HTTP {status} redirect {where} (not followed)")
-            if status != 200:
-                phrase = f" {response.reason_phrase}" if response.reason_phrase else ""
-                return outcome(_P.HTTP_STATUS, f"HTTP {status}{phrase} (only 200 is a policy)")
-            if not media_type_ok(content_type):
-                shown = repr(content_type) if content_type is not None else "missing"
-                return outcome(_P.MEDIA_TYPE, f"media type {shown} is not text/plain")
-            encoding = response.headers.get("content-encoding", "identity").strip().lower()
-            if encoding not in ("", "identity"):
-                return outcome(_P.POLICY_INVALID, f"unexpected Content-Encoding {encoding!r}")
-            length = response.headers.get("content-length", "")
-            if length.strip().isdigit() and int(length) > max_body:
-                return outcome(_P.TOO_LARGE, f"policy is {int(length)} bytes, limit {max_body}")
-            body = bytearray()
-            async for chunk in response.aiter_raw():
-                body += chunk
-                if len(body) > max_body:
-                    return outcome(
-                        _P.TOO_LARGE, f"policy body exceeds {max_body} bytes (stopped reading)"
-                    )
-            return outcome(None, f"HTTP 200, {len(body)} bytes from {address or host}", bytes(body))
-
-
-def _peer(response: httpx.Response) -> str | None:
-    stream = response.extensions.get("network_stream")
-    if stream is None:
-        return None
-    try:
-        peer = stream.get_extra_info("server_addr")
-    except Exception:  # pragma: no cover
-        return None
-    if isinstance(peer, tuple) and peer:
-        return str(peer[0])
-    return None
+        if 300 <= status < 400:
+            location = headers.get("Location")
+            where = f"to {_one_line(location)}" if location else "without a Location header"
+            return outcome(_P.REDIRECT, f"HTTP {status} redirect {where} (not followed)")
+        if status != 200:
+            phrase = f" {response.reason}" if response.reason else ""
+            return outcome(_P.HTTP_STATUS, f"HTTP {status}{phrase} (only 200 is a policy)")
+        if not media_type_ok(content_type):
+            shown = repr(content_type) if content_type is not None else "missing"
+            return outcome(_P.MEDIA_TYPE, f"media type {shown} is not text/plain")
+        encoding = headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            return outcome(_P.POLICY_INVALID, f"unexpected Content-Encoding {encoding!r}")
+        length = headers.get("Content-Length", "")
+        if length.strip().isdigit() and int(length) > max_body:
+            return outcome(_P.TOO_LARGE, f"policy is {int(length)} bytes, limit {max_body}")
+        content = response.content
+        body = b""
+        while True:
+            chunk = await content.readany()
+            if not chunk:
+                break
+            body += chunk
+            if len(body) > max_body:
+                return outcome(_P.TOO_LARGE, f"policy body exceeds {max_body} bytes (stopped reading)")
+        return outcome(None, f"HTTP 200, {len(body)} bytes from {address or host}", body)
