@@ -27,7 +27,7 @@ import unicodedata
 
 from mxsec.errors import ParseError
 
-try:  # the idna package arrives with httpx; fall back to the stdlib codec without it
+try:  # the idna package (a dependency); fall back to the stdlib codec without it
     import idna as _idna
 except ImportError:  # pragma: no cover - exercised only in stripped-down installs
     _idna = None
