@@ -19,7 +19,7 @@ setup: $(STAMP)
 system-deps:
 	@bash scripts/install-system-deps.sh
 
-## Run the main job: a local fake world, the daemon, and queries through the real socketmap protocol.
+## Run the main job: the lab (DNSSEC DNS, policy hosts, MXes, a real Postfix sending through mxsec daemon).
 demo: $(STAMP) system-deps
 	$(BIN)/python -m mxsec.devtools.demo
 

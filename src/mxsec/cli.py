@@ -225,5 +225,14 @@ def migrate_config(yaml_file, output):
         click.echo(text, nl=False)
 
 
+def _register_lab() -> None:
+    from mxsec.lab.cli import lab
+
+    main.add_command(lab)
+
+
+_register_lab()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

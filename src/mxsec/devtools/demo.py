@@ -1,4 +1,14 @@
-"""`make demo`: the policy daemon against a local fake world, through the real socketmap protocol.
+"""`make demo`: the lab demo by default, the fake-world demo with ``--fake-world``.
+
+``python -m mxsec.devtools.demo`` (the lab; root): brings the lab up (network namespaces, Knot + Unbound with
+DNSSEC, MX hosts, MTA-STS policy hosts, ``mxsec daemon`` and a real Postfix in the sender namespace), sends one
+message per scenario of ``src/mxsec/lab/scenarios.toml``, waits for Postfix's verdicts, prints a table
+(domain, policy found, daemon reply, expected, actual, TLS seen by the MX), tears the lab down and exits 1 if
+any row differs from its expectation. Options: ``--scenario NAME`` (repeatable), ``--scenarios FILE``,
+``--json``, ``--keep`` (leave the lab up), ``--prefix`` (default ``mxsec-demo``). Same as ``mxsec lab demo``.
+
+``python -m mxsec.devtools.demo --fake-world``: the policy daemon against a local fake world (loopback only),
+through the real socketmap protocol:
 
 1. A fake world starts on loopback: a DNS server and HTTPS policy hosts for a dozen scenario domains
    (certificates from a throw-away CA).
@@ -103,7 +113,7 @@ def _ask_all(daemon: DaemonProcess, keys: list[str]) -> list[str]:
         client.close()
 
 
-def main() -> int:
+def fake_world_main() -> int:
     console = Console(width=max(Console().width, 140))
     if os.geteuid() != 0:
         console.print("[red]demo: run as root (the fake policy hosts listen on port 443)[/red]")
@@ -165,6 +175,25 @@ def _table(console: Console, title: str, scenarios: list[Scenario], replies: lis
                       "[green]yes[/green]" if ok else f"[red]no, expected {s.expect!r}[/red]")
     console.print(table)
     return bad
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m mxsec.devtools.demo", description=__doc__.split("\n")[0])
+    parser.add_argument("--fake-world", action="store_true",
+                        help="the loopback fake-world demo (daemon, kill -9, restart from the cache)")
+    parser.add_argument("--scenario", action="append", default=[], metavar="NAME", help="lab: only this scenario")
+    parser.add_argument("--scenarios", metavar="FILE", help="lab: another scenario file")
+    parser.add_argument("--json", action="store_true", help="lab: rows as JSON")
+    parser.add_argument("--keep", action="store_true", help="lab: leave the lab running afterwards")
+    parser.add_argument("--prefix", default="mxsec-demo", help="lab: name of the lab (default mxsec-demo)")
+    args = parser.parse_args(argv)
+    if args.fake_world:
+        return fake_world_main()
+    from mxsec.lab.cli import run_demo
+
+    return run_demo(args.prefix, args.scenarios, args.scenario, args.json, args.keep)
 
 
 if __name__ == "__main__":

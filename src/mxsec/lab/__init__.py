@@ -9,6 +9,10 @@ Building blocks (the runner composes them):
   Unbound as the validating resolver; run-time zone updates.
 * :mod:`mxsec.lab.scenarios` — the declarative scenario file (``scenarios.toml``), one entry per domain.
 * :mod:`mxsec.lab.state` — the state directory and JSON state file used by ``down``/``status``.
+* :mod:`mxsec.lab.mx`, :mod:`mxsec.lab.policyhosts`, :mod:`mxsec.lab.postfix` — MX hosts, MTA-STS policy hosts,
+  the sender's private Postfix.
+* :mod:`mxsec.lab.runner` — ``up`` / ``run`` / ``down`` / ``lab_status``: the whole lab and one message per
+  scenario; :mod:`mxsec.lab.cli` — the ``mxsec lab`` click group.
 
 See docs/lab.md.
 """

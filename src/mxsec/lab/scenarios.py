@@ -127,6 +127,7 @@ class Scenario:
     records: tuple[str, ...]
     expect: Expectation
     extra: Mapping[str, Any] = field(default_factory=dict)  # unknown keys under [scenario.extra], passed on
+    expect_fail_until: str | None = None  # an issue that will make this scenario pass; until then: xfail
 
     @property
     def signed(self) -> bool:
@@ -218,7 +219,7 @@ def parse_scenarios(text: str, where: str = "<scenarios>") -> list[Scenario]:
 
 def _scenario(e: dict[str, Any], ctx: str) -> Scenario:
     _keys(e, {"name", "about", "domain", "dnssec", "mx", "sts", "policy_host", "tlsa", "tlsrpt", "records",
-              "expect", "extra"}, ctx)
+              "expect", "extra", "expect_fail_until"}, ctx)
     name = _str(e, "name", ctx, required=True)
     if not _NAME_RE.match(name):
         raise ScenarioError(f"{ctx}: name: use lower-case letters, digits and '-' (a DNS label)")
@@ -324,6 +325,7 @@ def _scenario(e: dict[str, Any], ctx: str) -> Scenario:
     extra = e.get("extra", {})
     if not isinstance(extra, dict):
         raise ScenarioError(f"{ctx}: extra: a table")
+    expect_fail_until = _str(e, "expect_fail_until", ctx, default=None)
 
     return Scenario(
         name=name,
@@ -338,6 +340,7 @@ def _scenario(e: dict[str, Any], ctx: str) -> Scenario:
         records=tuple(records),
         expect=expect,
         extra=dict(extra),
+        expect_fail_until=expect_fail_until,
     )
 
 

@@ -1,0 +1,271 @@
+"""``mxsec lab``: the private mail internet (root). ``up``, ``down``, ``status``, ``run``, ``demo``.
+
+::
+
+    mxsec lab up [--scenarios FILE]          build everything (namespaces, DNS, MX, policy hosts, daemon, Postfix)
+    mxsec lab run [--scenario NAME]... [--json]   one message per scenario through the real Postfix; table;
+                                             exit 1 when a row differs from its expectation
+    mxsec lab status [--json]
+    mxsec lab down [-v]                      idempotent; also cleans up after a crash
+    mxsec lab demo [--scenarios FILE] [--scenario NAME]... [--json] [--keep]
+                                             up + run + down (prefix mxsec-demo unless --prefix is given)
+
+Every command takes ``--prefix`` (default ``mxsec``, or ``$MXSEC_LAB_PREFIX``): namespaces ``<prefix>-inet`` /
+``<prefix>-sender``, state in ``/run/mxsec-lab/<prefix>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+__all__ = ["lab", "prerequisites", "render_table", "run_demo"]
+
+DEFAULT_PREFIX = "mxsec"
+DEMO_PREFIX = "mxsec-demo"
+TOOLS = ("ip", "knotd", "knotc", "keymgr", "unbound", "unbound-control", "unbound-checkconf", "postfix")
+
+
+def prerequisites() -> str | None:
+    """``None`` when the lab can run here, else what is missing."""
+    if os.geteuid() != 0:
+        return "the lab needs root (network namespaces, port 25/443 inside them, a private Postfix)"
+    missing = [t for t in TOOLS if shutil.which(t) is None and not os.path.exists(f"/usr/sbin/{t}")]
+    try:
+        import aiosmtpd  # noqa: F401
+    except ImportError:
+        missing.append("aiosmtpd (pip install 'mxsec[lab]')")
+    if missing:
+        return "missing: " + ", ".join(missing) + " (Debian: apt-get install knot knot-dnsutils unbound postfix)"
+    return None
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    width = Console().width
+    return Console(width=max(width, 180) if not sys.stdout.isatty() else max(width, 120))
+
+
+def _verdict_markup(row: Any) -> str:
+    if row.verdict == "ok":
+        return "[green]ok[/green]"
+    if row.verdict == "xfail":
+        return f"[yellow]xfail ({row.xfail} issue)[/yellow]"
+    if row.verdict == "XPASS":
+        return f"[magenta]XPASS (marked for the {row.xfail} issue)[/magenta]"
+    return "[red bold]FAIL[/red bold]"
+
+
+def render_table(console: Any, rows: Sequence[Any], title: str = "mxsec lab: one message per scenario") -> None:
+    """The result table (scenario, domain, policy found, daemon reply, expected, actual, TLS seen, result),
+    then one line per problem of each failing row."""
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for col in ("scenario", "domain", "policy found", "daemon reply", "expected", "actual (Postfix)",
+                "TLS seen by the MX", "result"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r.scenario, r.domain, r.policy, r.reply, r.expected, r.actual, r.tls_seen, _verdict_markup(r))
+    console.print(table)
+    for r in rows:
+        if r.verdict in ("FAIL", "XPASS"):
+            for p in r.problems or ["passes although marked expect_fail_until"]:
+                console.print(f"  [bold]{r.scenario}[/bold]: {p}", highlight=False)
+
+
+def _summary_line(rows: Sequence[Any]) -> str:
+    from mxsec.lab.runner import summary
+
+    s = summary(rows)
+    parts = [f"{s['ok']} ok", f"{s['FAIL']} failed"]
+    if s["xfail"]:
+        parts.append(f"{s['xfail']} expected to fail (DANE issue)" if all(
+            r.xfail == "dane" for r in rows if r.verdict == "xfail") else f"{s['xfail']} expected to fail")
+    if s["XPASS"]:
+        parts.append(f"{s['XPASS']} unexpectedly passing (remove expect_fail_until)")
+    return ", ".join(parts)
+
+
+def _topo(prefix: str) -> Any:
+    from mxsec.lab.topology import Topology
+
+    try:
+        return Topology(prefix=prefix)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--prefix") from exc
+
+
+def _need_root() -> None:
+    problem = prerequisites()
+    if problem:
+        raise click.ClickException(problem)
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    from mxsec.lab.postfix import PostfixError
+    from mxsec.lab.scenarios import ScenarioError
+    from mxsec.lab.topology import LabError
+
+    return (LabError, ScenarioError, PostfixError, TimeoutError, OSError)
+
+
+prefix_option = click.option(
+    "--prefix", default=lambda: os.environ.get("MXSEC_LAB_PREFIX", DEFAULT_PREFIX), show_default="mxsec",
+    help="Lab name: namespaces <prefix>-inet/-sender, state /run/mxsec-lab/<prefix>/ ($MXSEC_LAB_PREFIX).",
+)
+
+
+@click.group(name="lab")
+def lab() -> None:
+    """A private mail internet in network namespaces: DNSSEC, MX hosts, policy hosts, the daemon and a real
+    Postfix (root)."""
+
+
+@lab.command()
+@prefix_option
+@click.option("--scenarios", "scenarios_file", type=click.Path(exists=True, dir_okay=False),
+              help="Scenario file (default: the packaged scenarios.toml).")
+@click.option("--json", "as_json", is_flag=True, help="Print the lab status as JSON when up.")
+def up(prefix: str, scenarios_file: str | None, as_json: bool) -> None:
+    """Build the lab and leave it running (tear it down with `mxsec lab down`)."""
+    from mxsec.lab import runner
+
+    _need_root()
+    topo = _topo(prefix)
+    try:
+        status = runner.up(topo, scenarios_file, progress=lambda m: click.echo(m, err=as_json))
+    except _errors() as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(status, indent=2))
+    else:
+        click.echo(f"daemon {status['lab']['daemon']} in {topo.sender_ns}, resolver {topo.resolver_ip}; "
+                   f"try: ip netns exec {topo.sender_ns} dig +dnssec MX dane-ok.test")
+        click.echo(f"next: mxsec lab run --prefix {prefix}   /   mxsec lab down --prefix {prefix}")
+
+
+@lab.command()
+@prefix_option
+@click.option("-v", "--verbose", is_flag=True, help="List what was removed.")
+def down(prefix: str, verbose: bool) -> None:
+    """Stop and remove everything of the lab (idempotent)."""
+    from mxsec.lab import runner
+
+    _need_root()
+    done = runner.down(_topo(prefix))
+    if verbose:
+        for line in done:
+            click.echo(line)
+    click.echo(f"lab {prefix!r} is down")
+
+
+@lab.command()
+@prefix_option
+@click.option("--json", "as_json", is_flag=True)
+def status(prefix: str, as_json: bool) -> None:
+    """Show the namespaces, processes and hosts of the lab."""
+    from mxsec.lab import runner
+
+    st = runner.lab_status(_topo(prefix))
+    if as_json:
+        click.echo(json.dumps(st, indent=2))
+        return
+    click.echo(f"lab {prefix!r}: {'up' if st['up'] else 'down'} (state {st['state_dir']})")
+    for ns, present in st["namespaces"].items():
+        click.echo(f"  namespace {ns}: {'present' if present else 'absent'}")
+    for p in st["processes"]:
+        click.echo(f"  {p['name']:<20} pid {p['pid']:<8} {'running' if p['alive'] else 'DEAD'}  ({p['netns']})")
+    lab_info = st["lab"]
+    if lab_info["postfix_dir"] and st["up"]:
+        pid = lab_info["postfix_master_pid"]
+        click.echo(f"  {'postfix master':<20} pid {pid or '-':<8} {'running' if pid else 'NOT RUNNING'}  "
+                   f"({lab_info['postfix_dir']})")
+    if lab_info["scenarios"]:
+        click.echo(f"  daemon {lab_info['daemon']} (inside the sender namespace), resolver {st['resolver']}")
+        click.echo(f"  {len(lab_info['scenarios'])} scenarios: {', '.join(lab_info['scenarios'])}")
+        for host, ip in lab_info["hosts"].items():
+            click.echo(f"    {ip:<15} {host}")
+
+
+def _run_and_print(prefix: str, names: Sequence[str], as_json: bool, timeout: float) -> int:
+    from mxsec.lab import runner
+
+    topo = _topo(prefix)
+    console = _console()
+    rows = runner.run(topo, names or None, timeout=timeout,
+                      progress=(lambda m: click.echo(m, err=True)) if as_json else console.print)
+    if as_json:
+        click.echo(json.dumps({"rows": [r.to_json() for r in rows], "summary": runner.summary(rows)}, indent=2))
+    else:
+        render_table(console, rows)
+        console.print(_summary_line(rows))
+    return 1 if any(r.failed for r in rows) else 0
+
+
+@lab.command()
+@prefix_option
+@click.option("--scenario", "names", multiple=True, metavar="NAME", help="Only this scenario (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Rows as JSON (with Postfix's log lines per message).")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for Postfix's verdicts.")
+def run(prefix: str, names: tuple[str, ...], as_json: bool, timeout: float) -> None:
+    """Send one message per scenario with the lab's Postfix, print the table; exit 1 if a row differs."""
+    _need_root()
+    try:
+        code = _run_and_print(prefix, names, as_json, timeout)
+    except _errors() as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(code)
+
+
+def run_demo(prefix: str = DEMO_PREFIX, scenarios_file: str | None = None, names: Sequence[str] = (),
+             as_json: bool = False, keep: bool = False, timeout: float = 60.0) -> int:
+    """up + run + down; 0 when every row is as expected, 1 when one differs, 2 when the lab cannot run."""
+    from mxsec.lab import runner
+
+    problem = prerequisites()
+    if problem:
+        click.echo(f"mxsec lab demo: {problem}", err=True)
+        return 2
+    topo = _topo(prefix)
+    console = _console()
+    say = (lambda m: click.echo(m, err=True)) if as_json else console.print
+    started = time.monotonic()
+    runner.down(topo)  # remains of an earlier, interrupted demo
+    try:
+        if not as_json:
+            console.rule(f"[bold]mxsec lab demo[/bold] ({topo.inet_ns} + {topo.sender_ns})")
+        runner.up(topo, scenarios_file, progress=say)
+        code = _run_and_print(prefix, names, as_json, timeout)
+    except _errors() as exc:
+        say(f"mxsec lab demo: {exc}")
+        code = 1
+    finally:
+        if keep:
+            say(f"lab kept running: mxsec lab down --prefix {prefix}")
+        else:
+            runner.down(topo)
+            say(f"lab torn down; total {time.monotonic() - started:.1f} s")
+    return code
+
+
+@lab.command()
+@prefix_option
+@click.option("--scenarios", "scenarios_file", type=click.Path(exists=True, dir_okay=False),
+              help="Scenario file (default: the packaged scenarios.toml).")
+@click.option("--scenario", "names", multiple=True, metavar="NAME", help="Only this scenario (repeatable).")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--keep", is_flag=True, help="Leave the lab running afterwards.")
+def demo(prefix: str, scenarios_file: str | None, names: tuple[str, ...], as_json: bool, keep: bool) -> None:
+    """up + run + down in one go; exit 1 if any row differs from its expectation."""
+    if prefix == DEFAULT_PREFIX and "MXSEC_LAB_PREFIX" not in os.environ:
+        prefix = DEMO_PREFIX  # never tear down a lab someone brought up with `mxsec lab up`
+    sys.exit(run_demo(prefix, scenarios_file, names, as_json, keep))
