@@ -43,6 +43,20 @@ class CacheEntry:
     checked_at: float
     mode: str
 
+    #: column order of the SQL stores' ``mxsec_policy`` table
+    COLUMNS = ("domain", "policy_id", "body", "fetched_at", "expires_at", "checked_at", "mode")
+
+    @classmethod
+    def from_row(cls, row: tuple) -> "CacheEntry":
+        """An entry from a database row in :attr:`COLUMNS` order (times coerced to float)."""
+        domain, policy_id, body, fetched_at, expires_at, checked_at, mode = row
+        return cls(domain, policy_id, body, float(fetched_at), float(expires_at), float(checked_at), mode)
+
+    def to_row(self) -> tuple:
+        """The entry as a database row in :attr:`COLUMNS` order."""
+        return (self.domain, self.policy_id, self.body, float(self.fetched_at), float(self.expires_at),
+                float(self.checked_at), self.mode)
+
 
 @runtime_checkable
 class PolicyStore(Protocol):

@@ -206,36 +206,12 @@ class PostgresStore:
             except Exception:  # noqa: BLE001 - closing a broken connection
                 pass
 
-    @staticmethod
-    def _row_to_entry(row: tuple) -> CacheEntry:
-        domain, policy_id, body, fetched_at, expires_at, checked_at, mode = row
-        return CacheEntry(
-            domain=domain,
-            policy_id=policy_id,
-            body=body,
-            fetched_at=float(fetched_at),
-            expires_at=float(expires_at),
-            checked_at=float(checked_at),
-            mode=mode,
-        )
-
-    @staticmethod
-    def _entry_to_row(entry: CacheEntry) -> tuple:
-        return (
-            entry.domain,
-            entry.policy_id,
-            entry.body,
-            float(entry.fetched_at),
-            float(entry.expires_at),
-            float(entry.checked_at),
-            entry.mode,
-        )
 
     # -- PolicyStore ---------------------------------------------------------------------------------------
 
     def load_all(self) -> list[CacheEntry]:
         rows = self._run("read", lambda conn: conn.execute(f"SELECT {_COLUMNS} FROM mxsec_policy").fetchall())
-        return [self._row_to_entry(row) for row in rows]
+        return [CacheEntry.from_row(row) for row in rows]
 
     def get(self, domain: str) -> CacheEntry | None:
         row = self._run(
@@ -244,16 +220,16 @@ class PostgresStore:
                 f"SELECT {_COLUMNS} FROM mxsec_policy WHERE domain = %s", (domain,)
             ).fetchone(),
         )
-        return None if row is None else self._row_to_entry(row)
+        return None if row is None else CacheEntry.from_row(row)
 
     def put(self, entry: CacheEntry) -> None:
-        row = self._entry_to_row(entry)
+        row = entry.to_row()
         self._run("write", lambda conn: conn.execute(_UPSERT, row))
 
     def put_many(self, entries: Iterable[CacheEntry]) -> None:
         # Last one wins for a domain given twice (ON CONFLICT cannot touch a row twice in one statement,
         # and executemany runs one statement per row, so this is only about the order).
-        rows = [self._entry_to_row(entry) for entry in entries]
+        rows = [entry.to_row() for entry in entries]
         if not rows:
             return
 

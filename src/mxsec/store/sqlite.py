@@ -131,30 +131,6 @@ class SqliteStore:
             raise StoreError(f"{self.path}: store is closed")
         return self._conn
 
-    @staticmethod
-    def _row_to_entry(row: tuple) -> CacheEntry:
-        domain, policy_id, body, fetched_at, expires_at, checked_at, mode = row
-        return CacheEntry(
-            domain=domain,
-            policy_id=policy_id,
-            body=body,
-            fetched_at=float(fetched_at),
-            expires_at=float(expires_at),
-            checked_at=float(checked_at),
-            mode=mode,
-        )
-
-    @staticmethod
-    def _entry_to_row(entry: CacheEntry) -> tuple:
-        return (
-            entry.domain,
-            entry.policy_id,
-            entry.body,
-            float(entry.fetched_at),
-            float(entry.expires_at),
-            float(entry.checked_at),
-            entry.mode,
-        )
 
     def _write(self, sql: str, rows: list[tuple]) -> None:
         with self._lock:
@@ -180,7 +156,7 @@ class SqliteStore:
                 rows = conn.execute(f"SELECT {_COLUMNS} FROM mxsec_policy").fetchall()
             except sqlite3.Error as exc:
                 raise StoreError(f"{self.path}: read failed: {_one_line(exc)}") from exc
-        return [self._row_to_entry(row) for row in rows]
+        return [CacheEntry.from_row(row) for row in rows]
 
     def get(self, domain: str) -> CacheEntry | None:
         with self._lock:
@@ -191,16 +167,16 @@ class SqliteStore:
                 ).fetchone()
             except sqlite3.Error as exc:
                 raise StoreError(f"{self.path}: read failed: {_one_line(exc)}") from exc
-        return None if row is None else self._row_to_entry(row)
+        return None if row is None else CacheEntry.from_row(row)
 
     def put(self, entry: CacheEntry) -> None:
         self._write(
             f"INSERT OR REPLACE INTO mxsec_policy ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [self._entry_to_row(entry)],
+            [entry.to_row()],
         )
 
     def put_many(self, entries: Iterable[CacheEntry]) -> None:
-        rows = [self._entry_to_row(entry) for entry in entries]
+        rows = [entry.to_row() for entry in entries]
         if rows:
             self._write(
                 f"INSERT OR REPLACE INTO mxsec_policy ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
