@@ -7,36 +7,24 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import pytest
 
 from mxsec.errors import ConfigError
 from mxsec.store import (
-    CacheEntry,
     MemoryStore,
     PolicyStore,
     SqliteStore,
-    StoreError,
     open_store,
     parse_store_url,
 )
 from mxsec.store.sqlite import SCHEMA_VERSION
 
+from tests.store_contract import *  # noqa: F401,F403 - the shared PolicyStore contract
+from tests.store_contract import entry
+
 SRC = Path(__file__).resolve().parents[2] / "src"
-
-
-def entry(domain: str = "example.com", n: int = 0, mode: str = "enforce") -> CacheEntry:
-    return CacheEntry(
-        domain=domain,
-        policy_id=f"id{n}",
-        body=f"version: STSv1\nmode: {mode}\nmx: mx{n}.{domain}\nmax_age: 86400\n",
-        fetched_at=1_700_000_000.0 + n,
-        expires_at=1_700_086_400.0 + n,
-        checked_at=1_700_000_100.5 + n,
-        mode=mode,
-    )
 
 
 @pytest.fixture(params=["sqlite", "memory"])
@@ -48,60 +36,6 @@ def store(request, tmp_path):
 
 def test_protocol(store):
     assert isinstance(store, PolicyStore)
-
-
-def test_put_get_load_all_delete(store):
-    assert store.get("example.com") is None
-    assert store.load_all() == []
-    store.put(entry())
-    assert store.get("example.com") == entry()
-    store.put(entry(n=1))  # replaces
-    assert store.get("example.com") == entry(n=1)
-    store.put_many([entry("a.example", 2), entry("b.example", 3, "testing")])
-    assert sorted(e.domain for e in store.load_all()) == ["a.example", "b.example", "example.com"]
-    assert store.get("b.example").mode == "testing"
-    store.delete("a.example")
-    store.delete("never.example")  # no error
-    assert store.get("a.example") is None
-    assert len(store.load_all()) == 2
-
-
-def test_entries_are_copies(store):
-    e = entry()
-    store.put(e)
-    e.policy_id = "changed"
-    got = store.get("example.com")
-    assert got.policy_id == "id0"
-    got.mode = "none"
-    assert store.get("example.com").mode == "enforce"
-
-
-def test_unicode_and_large_body(store):
-    body = "version: STSv1\n" + "# ü\n" * 20000
-    e = CacheEntry("xn--bcher-kva.example", "x", body, 1.0, 2.0, 3.0, "none")
-    store.put(e)
-    assert store.get("xn--bcher-kva.example").body == body
-
-
-def test_closed_store_raises(store):
-    store.close()
-    store.close()  # twice is harmless
-    with pytest.raises(StoreError):
-        store.get("example.com")
-
-
-def test_threads(store):
-    def worker(k: int) -> None:
-        for i in range(50):
-            store.put(entry(f"d{k}-{i}.example", i))
-            store.get(f"d{k}-{i}.example")
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(store.load_all()) == 200
 
 
 def test_sqlite_survives_reopen_and_wal(tmp_path):
