@@ -232,3 +232,46 @@ def test_parse_nameserver_rejects(text: str) -> None:
     with pytest.raises(ValueError) as info:
         parse_nameserver(text)
     assert "\n" not in str(info.value)
+
+
+async def test_dane_h_1_mx_sorted_with_dnssec_state(fake_world: FakeWorld, dns_client: DnsClient) -> None:
+    domain = unique_domain("mx")
+    fake_world.add_domain(domain)
+    fake_world.set_record(domain, "MX", [f"20 mx2.{domain}.", f"10 MX1.{domain}."])
+    answer = await dns_client.mx(domain)
+    assert answer.ok and not answer.secure
+    assert answer.records == ((10, f"mx1.{domain}"), (20, f"mx2.{domain}"))
+    assert answer.ttl is not None
+    fake_world.set_secure(domain)
+    assert (await dns_client.mx(domain)).secure
+
+
+async def test_dane_h_12_tlsa_at_port_25_owner(fake_world: FakeWorld, dns_client: DnsClient) -> None:
+    domain = unique_domain("tlsa")
+    host = f"mx1.{domain}"
+    fake_world.add_domain(domain)
+    digest = "ab" * 32
+    fake_world.set_record(f"_25._tcp.{host}", "TLSA", [f"3 1 1 {digest}", f"2 0 1 {'cd' * 32}"])
+    fake_world.set_secure(f"_25._tcp.{host}")
+    answer = await dns_client.tlsa(host)
+    assert answer.ok and answer.secure
+    assert (3, 1, 1, bytes.fromhex(digest)) in answer.records and len(answer.records) == 2
+
+
+async def test_dane_h_4_dane_h_5_tlsa_denial_vs_error(fake_world: FakeWorld, dns_client: DnsClient) -> None:
+    domain = unique_domain("tlsa-none")
+    fake_world.add_domain(domain)
+    missing = await dns_client.tlsa(f"mx1.{domain}")
+    assert missing.status in ("nxdomain", "nodata")  # denial of existence: no TLSA, not an error
+    fake_world.set_failure(f"_25._tcp.mx1.{domain}", "servfail")
+    failed = await dns_client.tlsa(f"mx1.{domain}")
+    assert failed.status == "error" and failed.error
+
+
+async def test_lookup_reports_cname_expansion(fake_world: FakeWorld, dns_client: DnsClient) -> None:
+    domain = unique_domain("cn")
+    fake_world.add_domain(domain)
+    fake_world.set_record(f"alias.{domain}", "CNAME", [f"target.{domain}."])
+    fake_world.set_record(f"target.{domain}", "A", ["192.0.2.7"])
+    answer = await dns_client.lookup(f"alias.{domain}", "A")
+    assert answer.ok and answer.canonical == f"target.{domain}"

@@ -6,6 +6,13 @@
   joined without separators (RFC 8461 §3.1, STS-A-11), CNAME chains followed (STS-A-12);
 * ``await client.addresses(name)`` -> :class:`AddressAnswer`: A and AAAA, queried concurrently.
 
+and the ones DANE needs (RFC 7672 §2.2), each with its DNSSEC state:
+
+* ``await client.mx(name)`` -> :class:`RRAnswer` of ``(preference, host)`` sorted by preference;
+* ``await client.tlsa(host, port=25)`` -> :class:`RRAnswer` of ``(usage, selector, mtype, data)`` at
+  ``_25._tcp.host``;
+* ``await client.lookup(name, rdtype)`` -> :class:`RRAnswer` of dnspython rdata objects.
+
 Statuses are ``ok``, ``nxdomain``, ``nodata`` and ``error``; "error" (SERVFAIL, timeout, REFUSED, malformed
 response, bad name) is deliberately distinct from "no records", because a sender must not treat a broken
 resolver as proof that a domain has no policy.
@@ -35,6 +42,7 @@ from mxsec.errors import ConfigError
 
 __all__ = [
     "AddressAnswer",
+    "RRAnswer",
     "DnsClient",
     "DnsSettings",
     "TxtAnswer",
@@ -122,11 +130,34 @@ class AddressAnswer:
 
 
 @dataclass(frozen=True)
+class RRAnswer:
+    """One RRset with its DNSSEC state.
+
+    ``secure`` is the validating resolver's verdict (AD bit) for the answer or for the denial of existence;
+    ``canonical`` is the owner name after CNAME expansion (equal to the query name without CNAMEs); ``ttl``
+    is the RRset's TTL (``None`` for denials and errors). ``status`` as elsewhere: ``ok``, ``nxdomain``,
+    ``nodata`` or ``error`` (SERVFAIL — which includes DNSSEC-bogus answers —, timeout, REFUSED...).
+    """
+
+    status: str
+    records: tuple = ()
+    secure: bool = False
+    ttl: int | None = None
+    error: str | None = None
+    canonical: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+
+@dataclass(frozen=True)
 class _Result:
     status: str
     rrset: object | None = None
     error: str | None = None
     secure: bool = False
+    canonical: str | None = None
 
 
 def _one_line(text: str) -> str:
@@ -237,9 +268,41 @@ class DnsClient:
         except OSError as exc:
             return _Result(ERROR, error=_one_line(exc.strerror or str(exc)))
         secure = _secure(answer.response)
+        canonical = answer.canonical_name.to_text(omit_final_dot=True)
         if answer.rrset is None:
-            return _Result(NODATA, secure=secure)
-        return _Result(OK, rrset=answer.rrset, secure=secure)
+            return _Result(NODATA, secure=secure, canonical=canonical)
+        return _Result(OK, rrset=answer.rrset, secure=secure, canonical=canonical)
+
+    async def lookup(self, name: str, rdtype: str | int) -> RRAnswer:
+        """Any RRset, with its DNSSEC state (see :class:`RRAnswer`)."""
+        result = await self._query(name, dns.rdatatype.RdataType.make(rdtype))
+        if result.status != OK:
+            return RRAnswer(result.status, (), result.secure, None, result.error, result.canonical)
+        rrset = result.rrset
+        return RRAnswer(OK, tuple(rrset), result.secure, int(rrset.ttl), None,  # type: ignore[union-attr]
+                        result.canonical)
+
+    async def mx(self, name: str) -> RRAnswer:
+        """MX of ``name`` as ``(preference, host)`` pairs sorted by preference (host without the root dot).
+
+        A null MX (RFC 7505: ``0 .``) comes back as ``(0, "")``.
+        """
+        answer = await self.lookup(name, "MX")
+        if not answer.ok:
+            return answer
+        pairs = sorted(
+            (int(r.preference), r.exchange.to_text(omit_final_dot=True).lower().rstrip("."))
+            for r in answer.records
+        )
+        return RRAnswer(OK, tuple(pairs), answer.secure, answer.ttl, None, answer.canonical)
+
+    async def tlsa(self, host: str, port: int = 25) -> RRAnswer:
+        """TLSA at ``_PORT._tcp.host`` as ``(usage, selector, mtype, data)`` tuples (RFC 7672 §2.2.3)."""
+        answer = await self.lookup(f"_{port}._tcp.{host.rstrip('.')}", "TLSA")
+        if not answer.ok:
+            return answer
+        records = tuple((int(r.usage), int(r.selector), int(r.mtype), bytes(r.cert)) for r in answer.records)
+        return RRAnswer(OK, records, answer.secure, answer.ttl, None, answer.canonical)
 
     async def txt(self, name: str) -> TxtAnswer:
         """TXT records at ``name``; each record's character-strings joined with nothing in between.
