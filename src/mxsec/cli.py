@@ -194,11 +194,20 @@ def _query_json(key: str, domain: str | None, reply: str, verdict) -> dict:
             "expires_at": _iso(verdict.expires_at),
             "warnings": list(p.warnings),
         }
+    dane = None
+    if verdict is not None and verdict.dane is not None:
+        d = verdict.dane
+        dane = {
+            "level": d.level,
+            "reason": d.reason,
+            "secure_mx": d.secure_mx,
+            "hosts": [{"host": h.host, "state": h.state, "detail": h.detail} for h in d.hosts],
+        }
     return {
         "domain": domain if domain is not None else key,
         "reply": reply,
         "mta_sts": mta_sts,
-        "dane": None,
+        "dane": dane,
         "source": verdict.source if verdict is not None else "none",
         "failure": verdict.failure if verdict is not None else None,
         "notes": list(verdict.notes) if verdict is not None else [],

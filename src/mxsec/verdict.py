@@ -29,6 +29,8 @@ class Verdict:
     notes: tuple[str, ...] = field(default_factory=tuple)
     #: a temporary failure that must not be turned into a downgrade (``TEMP`` reply)
     temp_reason: str | None = None
+    #: the DANE decision (:class:`mxsec.dane.destination.DaneDecision`), when DANE was looked up
+    dane: object | None = None
 
     @property
     def mode(self) -> str | None:

@@ -7,7 +7,7 @@ import pytest
 
 from mxsec.daemon.refresh import Refresher
 from mxsec.daemon.service import PolicyService, ServiceSettings
-from mxsec.net.dns import TxtAnswer
+from mxsec.net.dns import AddressAnswer, RRAnswer, TxtAnswer
 from mxsec.store.memory import MemoryStore
 from mxsec.sts.cache import RefreshTiming
 from mxsec.sts.results import FetchProblem
@@ -27,10 +27,22 @@ class Outcome:
 
 
 class FakeDns:
+    """TXT answers from ``txt_records``; MX/A/TLSA from ``rr`` (name, type) → answer, default insecure NODATA."""
+
     def __init__(self):
         self.txt_records = {}
+        self.rr = {}
         self.calls = 0
         self.delay = 0.0
+
+    async def mx(self, name):
+        return self.rr.get((name, "MX"), RRAnswer("nodata"))
+
+    async def addresses(self, name):
+        return self.rr.get((name, "A"), AddressAnswer("nxdomain"))
+
+    async def tlsa(self, host, port=25):
+        return self.rr.get((host, "TLSA"), RRAnswer("nxdomain", secure=True))
 
     async def txt(self, name):
         self.calls += 1
@@ -198,9 +210,11 @@ async def test_time_budget_answers_then_caches_in_background(world):
 async def test_restart_loads_cache_from_store(world):
     service, dns, fetcher, clock, store = world
     await service.lookup("example.com")
-    fresh = PolicyService(dns=FakeDns(), fetcher=FakeFetcher(), store=store, clock=clock)
+    fetcher2 = FakeFetcher()
+    fresh = PolicyService(dns=FakeDns(), fetcher=fetcher2, store=store, clock=clock)
     assert fresh.load() == 1
-    assert fresh.cached_verdict("example.com").mode == "enforce"
+    v = await fresh.lookup("example.com")  # only DANE is looked up again (not persisted)
+    assert v.mode == "enforce" and v.source == "cache" and fetcher2.calls == 0
 
 
 async def test_listeners_told_of_changes(world):
@@ -317,3 +331,54 @@ async def test_failing_store_never_stops_answers(world):
     v = await broken.lookup("example.com")
     assert v.mode == "enforce"
     assert broken.cached_verdict("example.com").mode == "enforce"
+
+
+GOOD_TLSA = (3, 1, 1, bytes(32))
+
+
+def signed_mx(dns, domain, *hosts, tlsa=True):
+    dns.rr[(domain, "MX")] = RRAnswer("ok", tuple((10, h) for h in hosts), secure=True, ttl=300)
+    for h in hosts:
+        dns.rr[(h, "A")] = AddressAnswer("ok", ("192.0.2.1",), secure=True)
+        if tlsa:
+            dns.rr[(h, "TLSA")] = RRAnswer("ok", (GOOD_TLSA,), secure=True, ttl=300)
+
+
+async def test_sts_g_1_dane_takes_precedence_over_mta_sts(world):
+    from mxsec.daemon.replies import Zone, format_reply
+
+    service, dns, fetcher, clock, _ = world
+    signed_mx(dns, "example.com", "mail.example.com")
+    v = await service.lookup("example.com")
+    assert v.mode == "enforce"  # the MTA-STS policy is known...
+    assert format_reply(v, Zone()) == "OK dane-only"  # ...but DANE decides
+    assert format_reply(v, Zone(dialect="tlsrpt")) == "OK dane-only"
+
+
+async def test_dane_h_4_dnssec_failure_is_temp_never_mta_sts(world):
+    from mxsec.daemon.replies import Zone, format_reply
+
+    service, dns, *_ = world
+    signed_mx(dns, "example.com", "mail.example.com", tlsa=False)
+    dns.rr[("mail.example.com", "TLSA")] = RRAnswer("error", error="SERVFAIL")
+    v = await service.lookup("example.com")
+    assert format_reply(v, Zone()).startswith("TEMP ")
+
+
+async def test_no_tlsa_leaves_mta_sts_in_charge(world):
+    from mxsec.daemon.replies import Zone, format_reply
+
+    service, dns, *_ = world
+    signed_mx(dns, "example.com", "mail.example.com", tlsa=False)
+    v = await service.lookup("example.com")
+    assert format_reply(v, Zone()).startswith("OK secure match=mail.example.com")
+
+
+async def test_stale_dane_decision_served_without_waiting(world):
+    service, dns, fetcher, clock, _ = world
+    signed_mx(dns, "example.com", "mail.example.com")
+    await service.lookup("example.com")
+    clock.now += 301  # past the DNS TTL, within the stale grace
+    dns.delay = 60.0  # any waiting on DNS would hang the test
+    v = await asyncio.wait_for(service.lookup("example.com"), 0.1)
+    assert v.dane.level == "dane-only"

@@ -104,6 +104,7 @@ class Daemon:
         self.service = build_service(config)
         loaded = self.service.load()
         log.info("cache loaded", extra={"policies": loaded, "cache": _redact(config.cache.url)})
+        self.service.warm_dane()
         self.server = SocketmapServer(
             self.service,
             make_zones(config),

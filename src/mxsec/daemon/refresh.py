@@ -60,5 +60,6 @@ class Refresher:
         if due:
             await asyncio.gather(*(one(d, a) for d, a in due))
         await service.expire()
+        service.refresh_dane_due(within=self.tick)
         self.rounds += 1
         return len(due)

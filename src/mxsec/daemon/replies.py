@@ -61,6 +61,10 @@ def enforces(verdict: Verdict, zone: Zone) -> bool:
 def format_reply(verdict: Verdict, zone: Zone) -> str:
     if verdict.temp_reason is not None:
         return "TEMP " + verdict.temp_reason
+    dane = verdict.dane
+    if dane is not None and dane.applies:
+        # DANE > MTA-STS (RFC 8461 §2): no TLSRPT attributes, Postfix reports the TLSA policy itself.
+        return "OK " + dane.level
     policy = verdict.policy
     if policy is None or not enforces(verdict, zone):
         return NOTFOUND

@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Callable
 
+from mxsec.dane.destination import DaneDecision, HostFacts, decide, needs_tlsa
 from mxsec.errors import ParseError
 from mxsec.store.base import CacheEntry, PolicyStore
 from mxsec.sts.cache import (
@@ -50,6 +51,12 @@ class ServiceSettings:
     #: how long a DNS lookup error is remembered as "no policy" (kept short: errors are transient)
     error_ttl: float = 30.0
     timing: RefreshTiming = RefreshTiming()
+    #: look DANE up (MX, addresses, TLSA with their DNSSEC state) and let it take precedence over MTA-STS
+    dane: bool = True
+    #: a DANE decision past its DNS TTL is still served (and refreshed in the background) this long
+    dane_stale_grace: float = 3600.0
+    #: MX hosts examined per destination
+    max_mx_hosts: int = 10
 
 
 @dataclass(slots=True)
@@ -87,6 +94,9 @@ class PolicyService:
         self.entries: dict[str, Cached] = {}
         #: domain → (unix time until which "no policy" stands, verdict to give meanwhile)
         self.negatives: dict[str, tuple[float, Verdict]] = {}
+        #: domain → (unix time until which the decision is fresh (DNS TTL), DANE decision)
+        self.dane: dict[str, tuple[float, DaneDecision]] = {}
+        self._dane_refreshing: set[str] = set()
         self.failures: dict[str, FailureMark] = {}
         self.inflight: dict[str, asyncio.Future] = {}
         self._sem = asyncio.Semaphore(settings.concurrency)
@@ -145,6 +155,20 @@ class PolicyService:
     def cached_verdict(self, domain: str, now: float | None = None) -> Verdict | None:
         """The answer known without any I/O, or ``None`` when a resolution is needed."""
         now = self.clock() if now is None else now
+        sts = self._cached_sts(domain, now)
+        if sts is None or not self.settings.dane:
+            return sts
+        known = self.dane.get(domain)
+        if known is None:
+            return None
+        until, decision = known
+        if now >= until:
+            if now >= until + self.settings.dane_stale_grace:
+                return None
+            self._refresh_dane_soon(domain)  # serve the stale decision, renew it in the background
+        return self._compose(sts, decision, until)
+
+    def _cached_sts(self, domain: str, now: float) -> Verdict | None:
         cached = self.entries.get(domain)
         if cached is not None and now < cached.entry.expires_at:
             return self._verdict(cached, "cache")
@@ -154,6 +178,23 @@ class PolicyService:
                 return negative[1]
             del self.negatives[domain]
         return None
+
+    @staticmethod
+    def _compose(sts: Verdict, decision: DaneDecision | None, dane_until: float | None) -> Verdict:
+        """DANE > MTA-STS > none (RFC 8461 §2, STS-G-1)."""
+        if decision is None:
+            return sts
+        expires = sts.expires_at
+        if dane_until is not None:
+            expires = dane_until if expires is None else min(expires, dane_until)
+        notes = sts.notes
+        temp = None
+        if decision.applies:
+            notes = (f"DANE applies ({decision.level}): {decision.reason}; MTA-STS not consulted",) + notes
+        elif decision.level == "temp":
+            temp = decision.reason
+            notes = (f"DANE state unknown: {decision.reason}",) + notes
+        return replace(sts, dane=decision, expires_at=expires, temp_reason=temp, notes=notes)
 
     async def lookup(self, domain: str) -> Verdict:
         """The verdict for ``domain``: from memory when known, else resolved within the time budget."""
@@ -200,16 +241,99 @@ class PolicyService:
     # -- the resolution ------------------------------------------------------------------------------------
     async def _resolve(self, domain: str, force_fetch: bool) -> Verdict:
         async with self._sem:
+            if self.settings.dane:
+                sts, dane = await asyncio.gather(
+                    self._resolve_sts(domain, force_fetch), self._resolve_dane(domain), return_exceptions=True
+                )
+                if isinstance(sts, BaseException):
+                    raise sts
+                if isinstance(dane, BaseException):
+                    raise dane
+                known = self.dane.get(domain)
+                return self._compose(sts, known[1], known[0]) if known else sts
+            return await self._resolve_sts(domain, force_fetch)
+
+    async def _resolve_sts(self, domain: str, force_fetch: bool) -> Verdict:
+        try:
+            return await self._resolve_now(domain, force_fetch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug or an adapter failure: never take the daemon down
+            log.exception("resolution failed", extra={"domain": domain})
+            cached = self.entries.get(domain)
+            if cached is not None and usable(cached.times, self.clock()):
+                return self._verdict(cached, "cache", note=f"internal error ({exc!r}); kept cached policy")
+            return Verdict(domain, notes=(f"internal error: {exc!r}",))
+
+    # -- DANE (RFC 7672 §2.2) --------------------------------------------------------------------------------
+    async def _resolve_dane(self, domain: str) -> DaneDecision:
+        try:
+            decision = await self._dane_now(domain)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("DANE resolution failed", extra={"domain": domain})
+            decision = DaneDecision("temp", f"internal error: {exc!r}", ttl=30)
+        now = self.clock()
+        old = self.dane.get(domain)
+        self.dane[domain] = (now + decision.ttl, decision)
+        if old is None or old[1].level != decision.level or old[1].reason != decision.reason:
+            if decision.level == "temp":
+                log.warning("DANE state of destination unknown; deferring", extra={"domain": domain,
+                            "reason": decision.reason, "alert": True})
+            self._changed(domain)
+        return decision
+
+    async def _dane_now(self, domain: str) -> DaneDecision:
+        dns = self.dns
+        mx = await dns.mx(domain)
+        if mx.status == "nodata" and mx.secure:
+            names = [domain]  # no MX: the domain itself is the host (RFC 5321 §5.1)
+        elif mx.status == "ok" and mx.secure:
+            names = [host for _pref, host in mx.records if host][: self.settings.max_mx_hosts]
+        else:
+            return decide(mx, {})
+
+        async def facts(host: str) -> HostFacts:
+            addresses = await dns.addresses(host)
+            tlsa = await dns.tlsa(host) if needs_tlsa(addresses) else None  # DANE-H-9, EC-25
+            return HostFacts(host, addresses, tlsa)
+
+        gathered = await asyncio.gather(*(facts(h) for h in names))
+        return decide(mx, {f.host: f for f in gathered})
+
+    def _refresh_dane_soon(self, domain: str) -> None:
+        if domain in self._dane_refreshing:
+            return
+        self._dane_refreshing.add(domain)
+
+        async def run() -> None:
             try:
-                return await self._resolve_now(domain, force_fetch)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a bug or an adapter failure: never take the daemon down
-                log.exception("resolution failed", extra={"domain": domain})
-                cached = self.entries.get(domain)
-                if cached is not None and usable(cached.times, self.clock()):
-                    return self._verdict(cached, "cache", note=f"internal error ({exc!r}); kept cached policy")
-                return Verdict(domain, notes=(f"internal error: {exc!r}",))
+                async with self._sem:
+                    await self._resolve_dane(domain)
+            finally:
+                self._dane_refreshing.discard(domain)
+
+        asyncio.ensure_future(run())
+
+    def warm_dane(self) -> int:
+        """After start-up: look DANE up in the background for every cached policy's domain."""
+        if not self.settings.dane:
+            return 0
+        for domain in list(self.entries):
+            self._refresh_dane_soon(domain)
+        return len(self.entries)
+
+    def refresh_dane_due(self, within: float = 60.0) -> int:
+        """Proactively renew DANE decisions that expire within ``within`` seconds (refresher)."""
+        now = self.clock()
+        due = [d for d, (until, _) in self.dane.items() if until - now <= within]
+        for domain in due:
+            if domain in self.entries or domain in self.negatives:
+                self._refresh_dane_soon(domain)
+            else:
+                del self.dane[domain]
+        return len(due)
 
     async def _resolve_now(self, domain: str, force_fetch: bool) -> Verdict:
         if domain not in self.entries:

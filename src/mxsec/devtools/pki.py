@@ -12,6 +12,8 @@ certificates takes well under two seconds.
     TestCA("untrusted").issue(["mta-sts.example.test"])                        # chains to an untrusted root
     self_signed(["mta-sts.example.test"])                                      # self-signed leaf
     ca.issue([], common_name="mta-sts.example.test")                           # CN only, no SAN
+    sub = ca.intermediate("issuing CA"); sub.issue(["mx.example.test"])       # leaf under an intermediate
+    ca.issue(["mx.example.test"], fresh_key=True)                              # leaf with its own new key
 
 Names that parse as IP addresses become iPAddress SANs, the rest dNSName SANs.
 """
@@ -33,6 +35,7 @@ __all__ = [
     "TestCA",
     "new_key",
     "key_to_pem",
+    "pem_to_der",
     "self_signed",
     "write_pem",
 ]
@@ -165,6 +168,11 @@ class TestCA:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
             .sign(self.key, hashes.SHA256())
         )
+        self.parent: TestCA | None = None
+        self._finish()
+
+    def _finish(self) -> None:
+        public = self.key.public_key()
         self.cert_pem: bytes = self.cert.public_bytes(serialization.Encoding.PEM)
         self.key_pem: bytes = key_to_pem(self.key)
         self._aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(public)
@@ -181,12 +189,15 @@ class TestCA:
         common_name: str | None = None,
         server: bool = True,
         client: bool = False,
+        fresh_key: bool = False,
     ) -> tuple[bytes, bytes]:
         """Issue a leaf certificate for ``names``; returns ``(cert_pem, key_pem)``.
 
         Defaults: valid from yesterday for 30 days, CN = first name, SANs = all names, EKU serverAuth.
-        ``key`` defaults to the CA's shared ``leaf_key``.
+        ``key`` defaults to the CA's shared ``leaf_key``; ``fresh_key=True`` makes a new key for this leaf.
         """
+        if key is None and fresh_key:
+            key = new_key()
         leaf_key = key if key is not None else self.leaf_key
         builder = _leaf_builder(
             names,
@@ -202,6 +213,58 @@ class TestCA:
         key_pem = self.leaf_key_pem if key is None else key_to_pem(leaf_key)
         return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
+    def intermediate(
+        self,
+        common_name: str = "mxsec throw-away intermediate CA",
+        *,
+        not_before: _dt.datetime | None = None,
+        not_after: _dt.datetime | None = None,
+        ca: bool = True,
+    ) -> TestCA:
+        """A new CA (own fresh key) whose certificate this CA signs; it issues leaves like a root does.
+
+        Defaults: valid from yesterday for 5 years. ``ca=False`` leaves out the CA flag and keyCertSign (a
+        broken "intermediate", for negative tests). :meth:`chain_der` gives the CA certificates up to the root.
+        """
+        child = TestCA.__new__(TestCA)
+        child.common_name = common_name
+        child.key = new_key()
+        public = child.key.public_key()
+        start = not_before if not_before is not None else _now() - _ONE_DAY
+        end = not_after if not_after is not None else max(start, _now()) + _dt.timedelta(days=5 * 365)
+        child.cert = (
+            x509.CertificateBuilder()
+            .subject_name(_subject(common_name))
+            .issuer_name(self.cert.subject)
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(end)
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(_key_usage(ca=ca), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+            .add_extension(self._aki, critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+        child.parent = self
+        child._finish()
+        return child
+
+    @property
+    def cert_der(self) -> bytes:
+        """This CA's certificate, DER."""
+        return self.cert.public_bytes(serialization.Encoding.DER)
+
+    def chain_der(self, *, include_root: bool = True) -> list[bytes]:
+        """DER certificates from this CA up to its root (the root last, left out if ``include_root=False``)."""
+        result = []
+        ca: TestCA | None = self
+        while ca is not None:
+            if ca.parent is not None or include_root:
+                result.append(ca.cert_der)
+            ca = ca.parent
+        return result
+
     def expired(self, names: Sequence[str]) -> tuple[bytes, bytes]:
         """A certificate whose validity ended yesterday."""
         now = _now()
@@ -215,6 +278,11 @@ class TestCA:
     def write(self, path: str | os.PathLike[str]) -> Path:
         """Write the root certificate PEM (the trust anchor) to ``path``."""
         return write_pem(path, self.cert_pem)
+
+
+def pem_to_der(pem: bytes) -> bytes:
+    """The DER form of one PEM certificate (``issue()`` and ``self_signed()`` return PEM)."""
+    return x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
 
 
 _SELF_SIGNED_KEY: ec.EllipticCurvePrivateKey | None = None
