@@ -17,7 +17,7 @@ from mxsec.dane.tlsa import TlsaRecord, spki_of_certificate, tlsa_for_certificat
 from mxsec.dane.verify import ANCHOR_FROM_DNS, MAX_CHAIN, DaneResult, verify_chain
 from mxsec.devtools.pki import TestCA, new_key, pem_to_der, self_signed
 
-NOW = dt.datetime.now(dt.timezone.utc)
+NOW = dt.datetime.now(dt.UTC)
 NAME = "mx.example.test"
 OK = (True, True, None)
 FAIL = (False, False, "validation-failure")

@@ -188,10 +188,9 @@ def usable(record: TlsaRecord, *, order: Sequence[int] = DEFAULT_DIGEST_ORDER) -
         return f"not a TLSA record: {type(record).__name__}"
     usage, selector, mtype, data = record.usage, record.selector, record.mtype, record.data
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (usage, selector, mtype)) or not isinstance(
-        data, (bytes, bytearray, memoryview)
+        data, bytes
     ):
-        return "malformed record fields"
-    data = bytes(data)
+        return "malformed record fields"  # from_rdata() always stores bytes
     # DANE-H-24, EC-33: PKIX usages are undefined for SMTP; the project treats them as unusable.
     if usage in (PKIX_TA, PKIX_EE):
         return f"{_USAGE_NAMES[usage]}({usage}) is not used for SMTP (RFC 7672 §3.1.3)"
@@ -322,7 +321,7 @@ def _load_certificate(der: bytes) -> x509.Certificate | None:
     """The parsed certificate, or ``None`` if *der* is not exactly one DER certificate."""
     try:
         cert = x509.load_der_x509_certificate(der)
-    except Exception:  # hostile input: the parser's error types are not all ValueError
+    except Exception:  # noqa: BLE001 - hostile input: the parser's error types are not all ValueError
         return None
     return cert
 
@@ -363,7 +362,7 @@ def _is_spki(data: bytes) -> bool:
         return False
     try:
         serialization.load_der_public_key(data)
-    except Exception:  # hostile input
+    except Exception:  # noqa: BLE001 - hostile input
         return False
     return True
 
@@ -379,7 +378,7 @@ def spki_of_certificate(der: bytes) -> bytes | None:
         return None
     try:
         tbs = cert.tbs_certificate_bytes
-    except Exception:  # hostile input
+    except Exception:  # noqa: BLE001 - hostile input
         return None
     outer = _read_tlv(tbs, 0)
     if outer is None or outer[0] != 0x30:

@@ -31,7 +31,14 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import (
+    dsa,
+    ec,
+    ed448,
+    ed25519,
+    padding,
+    rsa,
+)
 from cryptography.x509.oid import NameOID
 
 from mxsec.dane.tlsa import (
@@ -131,7 +138,7 @@ def verify_chain(
     if not isinstance(now, _dt.datetime):
         raise TypeError("now must be a datetime")
     if now.tzinfo is None:
-        now = now.replace(tzinfo=_dt.timezone.utc)
+        now = now.replace(tzinfo=_dt.UTC)
     try:
         record_list = list(records)
     except TypeError:
@@ -200,7 +207,7 @@ def _load_one(item: object) -> _Cert | None:
     if isinstance(item, x509.Certificate):
         try:
             item = item.public_bytes(serialization.Encoding.DER)
-        except Exception:  # hostile input
+        except Exception:  # noqa: BLE001 - hostile input
             return None
     if not isinstance(item, (bytes, bytearray, memoryview)):
         return None
@@ -232,8 +239,8 @@ def _load_one(item: object) -> _Cert | None:
         loaded.common_names = [
             a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME) if isinstance(a.value, str)
         ]
-        hash(loaded.subject), hash(loaded.issuer)  # noqa: B018 - force the lazy name parsing now
-    except Exception:  # hostile input: cryptography raises several error types for malformed DER
+        hash(loaded.subject), hash(loaded.issuer)  # force the lazy name parsing inside this try
+    except Exception:  # noqa: BLE001 - hostile input: cryptography raises several error types for malformed DER
         return None
     return loaded
 
@@ -331,7 +338,7 @@ def _dns_anchor(record: TlsaRecord) -> _DnsAnchor | None:
             return _DnsAnchor(record, cert.public_key(), cert.subject)
         if record.selector == SELECTOR_SPKI:
             return _DnsAnchor(record, serialization.load_der_public_key(record.data), None)
-    except Exception:  # unsupported key types and malformed data: not an anchor
+    except Exception:  # noqa: BLE001 - unsupported key types and malformed data: not an anchor
         return None
     return None
 
@@ -348,7 +355,7 @@ class _Edges:
         if index not in self.keys:
             try:
                 self.keys[index] = self.certs[index].cert.public_key()
-            except Exception:  # unsupported key algorithm
+            except Exception:  # noqa: BLE001 - unsupported key algorithm
                 self.keys[index] = None
         return self.keys[index]
 
@@ -438,7 +445,7 @@ def _signed_by(cert: x509.Certificate, key: object) -> bool:
             return False
     except InvalidSignature:
         return False
-    except Exception:  # hostile input: any failure means "not signed by this key"
+    except Exception:  # noqa: BLE001 - hostile input: any failure means "not signed by this key"
         return False
     return True
 
@@ -455,13 +462,13 @@ def _reference(name: str) -> str | None:
         return None
     try:
         return normalize_domain(name)
-    except Exception:  # not a host name: it cannot match
+    except Exception:  # noqa: BLE001 - not a host name: it cannot match
         return None
 
 
 def _presented(name: str) -> str:
     name = name.lower()
-    return name[:-1] if name.endswith(".") else name
+    return name.removesuffix(".")
 
 
 def _name_matches(cert: _Cert, names: Sequence[str]) -> bool:
