@@ -359,6 +359,18 @@ async def closed(job: dict) -> dict:
     return res
 
 
+async def wait_and_close(done: asyncio.Future, conns: list[Conn], t0: float, timeout: float) -> tuple[float, bool]:
+    """Wait for ``done`` (at most ``timeout`` s), then close ``conns``; returns (seconds since t0, timed out)."""
+    timed_out = False
+    try:
+        await asyncio.wait_for(asyncio.shield(done), timeout)
+    except TimeoutError:
+        timed_out = True
+    elapsed = perf() - t0
+    close_all(conns)
+    return elapsed, timed_out
+
+
 async def drain(conns: list[Conn], timeout: float) -> None:
     deadline = perf() + timeout
     while perf() < deadline and any(c.busy and not c.lost for c in conns):
@@ -563,13 +575,7 @@ async def cold(job: dict) -> dict:
     t0 = perf()
     for c in conns:
         next_or_finish(c)
-    timed_out = False
-    try:
-        await asyncio.wait_for(asyncio.shield(done), timeout)
-    except TimeoutError:
-        timed_out = True
-    elapsed = perf() - t0
-    close_all(conns)
+    elapsed, timed_out = await wait_and_close(done, conns, t0, timeout)
     res = stats.result()
     res.update(
         mode="cold",
@@ -611,13 +617,7 @@ async def single(job: dict) -> dict:
     t0 = perf()
     for c in conns:
         c.send(data, depth, None)
-    timed_out = False
-    try:
-        await asyncio.wait_for(asyncio.shield(done), timeout)
-    except TimeoutError:
-        timed_out = True
-    elapsed = perf() - t0
-    close_all(conns)
+    elapsed, timed_out = await wait_and_close(done, conns, t0, timeout)
     res = stats.result()
     res.update(
         mode="single",
