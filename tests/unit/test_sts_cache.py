@@ -7,7 +7,6 @@ from mxsec.sts.cache import (
     RefreshTiming,
     Step,
     after_failed_fetch,
-    next_refresh_time,
     next_step,
     refresh_due,
     usable,
@@ -106,11 +105,3 @@ def test_sts_d_6_short_policy_refetched_before_half_its_life():
     assert refresh_due(c, T0, timing) is Refresh.REFETCH
     c = cached(age=26, max_age=100, checked_age=26)
     assert refresh_due(c, T0, timing) is Refresh.RECHECK
-
-
-def test_next_refresh_time_matches_refresh_due():
-    timing = RefreshTiming(recheck_after=3600, force_fetch_after=DAY)
-    c = cached(age=0)
-    t = next_refresh_time(c, timing)
-    assert refresh_due(c, t - 1, timing) is Refresh.NOTHING
-    assert refresh_due(c, t, timing) is not Refresh.NOTHING

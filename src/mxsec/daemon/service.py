@@ -26,6 +26,7 @@ from mxsec.errors import ParseError
 from mxsec.store.base import CacheEntry, PolicyStore
 from mxsec.sts.cache import (
     CacheTimes,
+    after_failed_fetch,
     FailureMark,
     Refresh,
     RefreshTiming,
@@ -441,7 +442,7 @@ class PolicyService:
         self.fetch_outcomes[result_type] += 1
         self.failures[domain] = FailureMark(policy_id, now, result_type, detail)
         cached = self.entries.get(domain)
-        keep = cached is not None and usable(cached.times, now)
+        keep = after_failed_fetch(_times(cached), now)
         extra = {"domain": domain, "policy_id": policy_id, "result_type": result_type, "detail": detail}
         if keep:
             assert cached is not None

@@ -118,11 +118,3 @@ def refresh_due(cached: CacheTimes, now: float, timing: RefreshTiming) -> Refres
     if now - cached.checked_at >= min(timing.recheck_after, lifetime / 4):
         return Refresh.RECHECK
     return Refresh.NOTHING
-
-
-def next_refresh_time(cached: CacheTimes, timing: RefreshTiming) -> float:
-    """The earliest time at which :func:`refresh_due` stops answering ``NOTHING``."""
-    lifetime = max(cached.expires_at - cached.fetched_at, 0.0)
-    refetch_at = cached.fetched_at + min(timing.force_fetch_after, lifetime / 2)
-    recheck_at = cached.checked_at + min(timing.recheck_after, lifetime / 4)
-    return min(refetch_at, recheck_at)
