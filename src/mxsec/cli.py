@@ -201,7 +201,8 @@ def _query_json(key: str, domain: str | None, reply: str, verdict) -> dict:
             "level": d.level,
             "reason": d.reason,
             "secure_mx": d.secure_mx,
-            "hosts": [{"host": h.host, "state": h.state, "detail": h.detail} for h in d.hosts],
+            "hosts": [{"host": h.host, "state": h.state, "detail": h.detail, "base": h.base}
+                      for h in d.hosts],
         }
     return {
         "domain": domain if domain is not None else key,

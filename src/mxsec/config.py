@@ -428,6 +428,31 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class DaneConfig:
+    enabled: bool = _opt(True, kind="bool", doc="look DANE up and let it take precedence over MTA-STS")
+    mandatory: list[str] = _opt(
+        kind="strlist", factory=list,
+        doc="destinations that must use DANE: answered dane-only (.example.net = every subdomain)",
+    )
+    disabled: list[str] = _opt(
+        kind="strlist", factory=list,
+        doc="destinations whose DANE is ignored: MTA-STS decides, else TLS is still required (OK encrypt)",
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("mandatory", "disabled"):
+            values = [v.strip().lower().rstrip(".") for v in getattr(self, name)]
+            for value in values:
+                bare = value.removeprefix(".")
+                if not bare or " " in bare or ".." in bare or bare.startswith("."):
+                    raise ConfigError(f"dane.{name}: not a domain name: {_show(value)}")
+            _set(self, name, values)
+        both = set(self.mandatory) & set(self.disabled)
+        if both:
+            raise ConfigError(f"dane: {sorted(both)[0]} is both mandatory and disabled")
+
+
+@dataclass(frozen=True)
 class TlsrptConfig:
     """Sender-side TLSRPT (``mxsec tlsrpt ...``)."""
 
@@ -451,6 +476,7 @@ class Config:
     refresh: RefreshConfig = _opt(kind="section", factory=RefreshConfig)
     metrics: MetricsConfig = _opt(kind="section", factory=MetricsConfig)
     log: LogConfig = _opt(kind="section", factory=LogConfig)
+    dane: DaneConfig = _opt(kind="section", factory=DaneConfig)
     tlsrpt: TlsrptConfig = _opt(kind="section", factory=TlsrptConfig)
 
 
@@ -464,6 +490,7 @@ _SECTIONS: dict[str, type] = {
     "refresh": RefreshConfig,
     "metrics": MetricsConfig,
     "log": LogConfig,
+    "dane": DaneConfig,
     "tlsrpt": TlsrptConfig,
 }
 

@@ -275,3 +275,78 @@ async def test_lookup_reports_cname_expansion(fake_world: FakeWorld, dns_client:
     fake_world.set_record(f"target.{domain}", "A", ["192.0.2.7"])
     answer = await dns_client.lookup(f"alias.{domain}", "A")
     assert answer.ok and answer.canonical == f"target.{domain}"
+
+
+# --- DANE gathering through the real DnsClient (CNAME base domains, address families) ------------------------
+
+from mxsec.dane.destination import host_state  # noqa: E402
+from mxsec.dane.gather import destination_decision, host_facts  # noqa: E402
+
+
+def _signed(world: FakeWorld, *names: str) -> None:
+    for name in names:
+        world.set_secure(name)
+
+
+async def test_dane_h_13_dane_h_14_secure_cname_chain_tries_target_then_original(
+        fake_world: FakeWorld, dns_client: DnsClient) -> None:
+    domain = unique_domain("dcn")
+    fake_world.add_domain(domain)
+    alias, target = f"mx.{domain}", f"mx.provider.{domain}"
+    fake_world.set_record(alias, "CNAME", [f"{target}."])
+    fake_world.set_record(target, "A", ["192.0.2.25"])
+    fake_world.set_record(f"_25._tcp.{target}", "TLSA", [f"3 1 1 {'ab' * 32}"])
+    _signed(fake_world, alias, target, f"_25._tcp.{target}", f"_25._tcp.{alias}")
+    facts = await host_facts(dns_client, alias)
+    assert facts.candidates == (target, alias) and facts.base == target
+    assert host_state(facts).state == "usable"
+    # no TLSA at the target any more: the original name's records decide
+    fake_world.set_record(f"_25._tcp.{target}", "TLSA", None)
+    fake_world.set_record(f"_25._tcp.{alias}", "TLSA", [f"3 1 1 {'cd' * 32}"])
+    facts = await host_facts(dns_client, alias)
+    assert facts.base == alias and facts.tlsa.records[0][3] == bytes.fromhex("cd" * 32)
+
+
+async def test_ec_29_cname_into_unsigned_zone_uses_the_original_name(
+        fake_world: FakeWorld, dns_client: DnsClient) -> None:
+    domain = unique_domain("ec29")
+    fake_world.add_domain(domain)
+    alias, target = f"mx.{domain}", f"mx.unsigned-{domain}"
+    fake_world.set_record(alias, "CNAME", [f"{target}."])
+    fake_world.set_record(target, "A", ["192.0.2.25"])
+    fake_world.set_record(f"_25._tcp.{alias}", "TLSA", [f"3 1 1 {'ab' * 32}"])
+    fake_world.set_record(domain, "MX", [f"10 {alias}."])
+    _signed(fake_world, domain, alias, f"_25._tcp.{alias}")  # the target is not signed
+    facts = await host_facts(dns_client, alias)
+    assert not facts.addresses.secure and facts.candidates == (alias,) and facts.base == alias
+    assert fake_world.stats.queries(f"_25._tcp.{target}", "TLSA") == 0
+    decision = await destination_decision(dns_client, domain)
+    assert decision.level == "dane" and decision.hosts[0].via_original_name
+
+
+async def test_dane_h_10_ec_30_aaaa_failure_keeps_dane_over_ipv4(
+        fake_world: FakeWorld, dns_client: DnsClient) -> None:
+    domain = unique_domain("ec30")
+    fake_world.add_domain(domain)
+    host = f"mx.{domain}"
+    fake_world.set_record(domain, "MX", [f"10 {host}."])
+    fake_world.set_record(host, "A", ["192.0.2.25"])
+    fake_world.set_record(f"_25._tcp.{host}", "TLSA", [f"3 1 1 {'ab' * 32}"])
+    fake_world.set_failure(host, "servfail", "AAAA")
+    _signed(fake_world, domain, host, f"_25._tcp.{host}")
+    decision = await destination_decision(dns_client, domain)
+    assert decision.level == "dane-only"
+    assert "AAAA lookup failed" in decision.hosts[0].detail
+    families = {f.rdtype: f.status for f in (await dns_client.addresses(host)).families}
+    assert families == {"A": "ok", "AAAA": "error"}
+
+
+async def test_dane_h_8_mx_hosts_in_preference_order(fake_world: FakeWorld, dns_client: DnsClient) -> None:
+    domain = unique_domain("h8")
+    fake_world.add_domain(domain)
+    fake_world.set_record(domain, "MX", [f"30 c.{domain}.", f"10 a.{domain}.", f"20 b.{domain}."])
+    for name in ("a", "b", "c"):
+        fake_world.set_record(f"{name}.{domain}", "A", ["192.0.2.25"])
+    _signed(fake_world, domain, *(f"{n}.{domain}" for n in "abc"))
+    decision = await destination_decision(dns_client, domain)
+    assert [h.host for h in decision.hosts] == [f"a.{domain}", f"b.{domain}", f"c.{domain}"]

@@ -92,3 +92,189 @@ def test_null_mx_is_none():
 def test_ttl_is_the_smallest_involved():
     d = decide(mx("mx1.x"), {"mx1.x": HostFacts("mx1.x", A(ttl=120), A(records=(GOOD,), ttl=60))})
     assert d.ttl == 60
+
+
+# --- TLSA base domains, CNAMEs, address families (DANE-H-10..H-15, EC-28..EC-30) ------------------------------
+
+import asyncio  # noqa: E402
+
+from mxsec.dane.destination import base_candidates, is_ip_literal  # noqa: E402
+from mxsec.dane.gather import destination_decision, host_facts  # noqa: E402
+from mxsec.net.dns import AddressAnswer, FamilyAnswer, RRAnswer  # noqa: E402
+
+
+class ScriptedDns:
+    """Answers from a table; records every query so the order of work can be asserted."""
+
+    def __init__(self, table):
+        self.table = table
+        self.queries = []
+
+    async def mx(self, name):
+        self.queries.append((name, "MX"))
+        return self.table.get((name, "MX"), RRAnswer("nxdomain", secure=True))
+
+    async def addresses(self, name):
+        self.queries.append((name, "A/AAAA"))
+        return self.table.get((name, "A"), AddressAnswer("nxdomain", secure=True))
+
+    async def lookup(self, name, rdtype):
+        self.queries.append((name, rdtype))
+        return self.table.get((name, rdtype), RRAnswer("nodata", secure=True))
+
+    async def tlsa(self, host, port=25):
+        self.queries.append((host, "TLSA"))
+        return self.table.get((host, "TLSA"), RRAnswer("nxdomain", secure=True))
+
+
+def addr(secure=True, canonical=None, families=()):
+    return AddressAnswer("ok", ("192.0.2.1",), None, secure, canonical, families, 300)
+
+
+def tlsa_ok(secure=True):
+    return RRAnswer("ok", (GOOD,), secure, 300)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_dane_h_12_tlsa_at_port_25_of_the_base_domain():
+    dns = ScriptedDns({("mx.x", "A"): addr(), ("mx.x", "TLSA"): tlsa_ok()})
+    facts = run(host_facts(dns, "mx.x"))
+    assert facts.base == "mx.x" and ("mx.x", "TLSA") in dns.queries
+
+
+def test_dane_h_9_ec_25_addresses_looked_up_before_tlsa_and_insecure_skips_it():
+    dns = ScriptedDns({("mx.x", "A"): addr(secure=False)})
+    facts = run(host_facts(dns, "mx.x"))
+    assert dns.queries == [("mx.x", "A/AAAA")]  # no TLSA query at all for an unsigned host
+    assert host_state(facts).state == "insecure"
+
+
+def test_dane_h_13_secure_cname_tries_expanded_name_first():
+    dns = ScriptedDns({("mx.x", "A"): addr(canonical="mx.provider.y"),
+                       ("mx.provider.y", "TLSA"): tlsa_ok()})
+    facts = run(host_facts(dns, "mx.x"))
+    assert facts.candidates == ("mx.provider.y", "mx.x")
+    assert facts.base == "mx.provider.y"
+    assert [q for q in dns.queries if q[1] == "TLSA"] == [("mx.provider.y", "TLSA")]
+    state = host_state(facts)
+    assert state.state == "usable" and state.base == "mx.provider.y" and "_25._tcp.mx.provider.y" in state.detail
+
+
+def test_dane_h_13_falls_back_to_the_original_name_without_tlsa_at_the_target():
+    dns = ScriptedDns({("mx.x", "A"): addr(canonical="mx.provider.y"),
+                       ("mx.provider.y", "TLSA"): RRAnswer("nodata", secure=True),
+                       ("mx.x", "TLSA"): tlsa_ok()})
+    facts = run(host_facts(dns, "mx.x"))
+    assert facts.base == "mx.x"
+    assert run(destination_decision(ScriptedDns({**dns.table, ("d.x", "MX"): mx("mx.x")}), "d.x")).level \
+        == "dane-only"
+
+
+def test_dane_h_14_insecure_tlsa_at_the_target_moves_to_the_next_candidate():
+    dns = ScriptedDns({("mx.x", "A"): addr(canonical="mx.provider.y"),
+                       ("mx.provider.y", "TLSA"): tlsa_ok(secure=False),
+                       ("mx.x", "TLSA"): tlsa_ok()})
+    assert run(host_facts(dns, "mx.x")).base == "mx.x"
+
+
+def test_dane_h_4_tlsa_error_at_the_target_stops_the_search():
+    dns = ScriptedDns({("mx.x", "A"): addr(canonical="mx.provider.y"),
+                       ("mx.provider.y", "TLSA"): RRAnswer("error", error="SERVFAIL"),
+                       ("mx.x", "TLSA"): tlsa_ok()})
+    facts = run(host_facts(dns, "mx.x"))
+    assert facts.base == "mx.provider.y" and host_state(facts).state == "error"
+    assert ("mx.x", "TLSA") not in dns.queries
+
+
+def test_ec_29_insecure_target_with_signed_original_uses_the_original_name():
+    dns = ScriptedDns({("mx.x", "A"): addr(secure=False, canonical="mx.unsigned.y"),
+                       ("mx.x", "CNAME"): RRAnswer("ok", ("mx.unsigned.y.",), True, 300),
+                       ("mx.x", "TLSA"): tlsa_ok()})
+    facts = run(host_facts(dns, "mx.x"))
+    assert facts.candidates == ("mx.x",) and facts.base == "mx.x"
+    assert ("mx.unsigned.y", "TLSA") not in dns.queries
+    state = host_state(facts)
+    assert state.state == "usable" and state.via_original_name
+
+
+def test_dane_h_15_ec_29_original_name_rule_never_gives_dane_only():
+    # Postfix skips TLSA for hosts with insecure address records; under dane-only it would defer them.
+    table = {("d.x", "MX"): mx("mx.x"),
+             ("mx.x", "A"): addr(secure=False, canonical="mx.unsigned.y"),
+             ("mx.x", "CNAME"): RRAnswer("ok", ("mx.unsigned.y.",), True, 300),
+             ("mx.x", "TLSA"): tlsa_ok()}
+    assert run(destination_decision(ScriptedDns(table), "d.x")).level == "dane"
+
+
+def test_dane_h_13_insecure_original_cname_gives_no_candidate():
+    dns = ScriptedDns({("mx.x", "A"): addr(secure=False, canonical="mx.unsigned.y"),
+                       ("mx.x", "CNAME"): RRAnswer("ok", ("mx.unsigned.y.",), False, 300)})
+    facts = run(host_facts(dns, "mx.x"))
+    assert facts.candidates == () and host_state(facts).state == "insecure"
+    assert not any(q[1] == "TLSA" for q in dns.queries)
+
+
+def test_dane_h_10_ec_30_one_family_failing_keeps_dane_for_the_other():
+    families = (FamilyAnswer("A", "ok", True), FamilyAnswer("AAAA", "error", False, "SERVFAIL"))
+    dns = ScriptedDns({("d.x", "MX"): mx("mx.x"), ("mx.x", "A"): addr(families=families),
+                       ("mx.x", "TLSA"): tlsa_ok()})
+    decision = run(destination_decision(dns, "d.x"))
+    assert decision.level == "dane-only"
+    assert "AAAA lookup failed" in decision.hosts[0].detail
+
+
+def test_dane_h_11_ip_address_in_mx_is_not_a_dane_candidate():
+    assert is_ip_literal("192.0.2.25") and is_ip_literal("[2001:db8::25]") and not is_ip_literal("mx.x")
+    dns = ScriptedDns({("d.x", "MX"): mx("192.0.2.25")})
+    decision = run(destination_decision(dns, "d.x"))
+    assert decision.level == "none" and decision.hosts[0].state == "ip-literal"
+    assert dns.queries == [("d.x", "MX")]
+
+
+def test_ec_28_bogus_tlsa_denial_is_an_error_for_that_host():
+    # a bogus NXDOMAIN proof reaches us as SERVFAIL from the validator: an error, not "no TLSA"
+    table = {("d.x", "MX"): A(records=((10, "a.x"), (20, "b.x"))),
+             ("a.x", "A"): addr(), ("b.x", "A"): addr(),
+             ("a.x", "TLSA"): RRAnswer("error", error="SERVFAIL (bogus)"), ("b.x", "TLSA"): tlsa_ok()}
+    decision = run(destination_decision(ScriptedDns(table), "d.x"))
+    assert [h.host for h in decision.hosts] == ["a.x", "b.x"]
+    assert {h.host: h.state for h in decision.hosts} == {"a.x": "error", "b.x": "usable"}
+    assert decision.level == "dane"  # Postfix defers a.x itself and authenticates b.x
+
+
+def test_base_candidates_need_addresses():
+    assert base_candidates("mx.x", AddressAnswer("nodata", secure=True)) == ()
+    assert base_candidates("mx.x", addr()) == ("mx.x",)
+    assert base_candidates("MX.X.", addr(canonical="mx.x")) == ("mx.x",)
+
+
+def test_dane_h_2_validators_off_loopback_are_reported():
+    from mxsec.net.dns import remote_validators
+
+    assert remote_validators([("127.0.0.53", 53), ("::1", 53)]) == []
+    assert remote_validators([("192.0.2.53", 53), "127.0.0.1", "2001:db8::53"]) == ["192.0.2.53", "2001:db8::53"]
+
+
+def test_dane_h_2_daemon_warns_about_a_remote_validator(caplog):
+    import logging
+    from types import SimpleNamespace
+
+    from mxsec.daemon.app import warn_remote_validators
+
+    service = SimpleNamespace(settings=SimpleNamespace(dane=True),
+                              dns=SimpleNamespace(nameserver_addresses=["192.0.2.53"]))
+    with caplog.at_level(logging.WARNING, logger="mxsec.daemon"):
+        warn_remote_validators(service)
+        service.dns.nameserver_addresses = ["127.0.0.1"]
+        warn_remote_validators(service)
+    warnings = [r for r in caplog.records if "AD bit" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].nameservers == ["192.0.2.53"]
+
+
+def test_dane_h_43_unknown_dane_state_is_never_reported_as_dane():
+    decision = decide(mx("mx1.x"), {"mx1.x": host("mx1.x", tlsa=A("error", secure=False, error="timeout"))})
+    assert decision.level == "temp" and not decision.applies
+    assert "dane" not in decision.reason.lower().split()

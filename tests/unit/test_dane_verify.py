@@ -404,3 +404,49 @@ def test_now_decides_validity(w: SimpleNamespace) -> None:
 def test_spki_digest_uses_the_encoded_spki(w: SimpleNamespace) -> None:
     record = TlsaRecord(3, 1, 0, spki_of_certificate(w.leaf))
     assert verify_chain([record], [w.leaf], names=N, now=NOW).ok
+
+
+# --- DANE-H-32: name constraints of the trust anchor and intermediates ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def nc() -> SimpleNamespace:
+    root = TestCA("nc root")
+    only_example = root.intermediate("nc permits example.test", permitted=["example.test"])
+    not_mx = root.intermediate("nc excludes mx.example.test", excluded=["mx.example.test"])
+    return SimpleNamespace(
+        root=root.cert_der, only_example=only_example.cert_der, not_mx=not_mx.cert_der,
+        inside=pem_to_der(only_example.issue([NAME], fresh_key=True)[0]),
+        outside=pem_to_der(only_example.issue([NAME, "mx.elsewhere.test"], fresh_key=True)[0]),
+        excluded=pem_to_der(not_mx.issue([NAME], fresh_key=True)[0]),
+    )
+
+
+@pytest.mark.parametrize(("leaf", "ca", "anchor", "expected"), [
+    ("inside", "only_example", "ca", OK),
+    ("inside", "only_example", "root", OK),
+    ("outside", "only_example", "ca", FAIL),    # the anchor's own constraints apply
+    ("outside", "only_example", "root", FAIL),  # an intermediate below the anchor constrains too
+    ("excluded", "not_mx", "ca", FAIL),
+])
+def test_dane_h_32_ta_name_constraints_applied(nc: SimpleNamespace, leaf: str, ca: str, anchor: str,
+                                               expected: tuple) -> None:
+    chain = [getattr(nc, leaf), getattr(nc, ca), nc.root]
+    anchor_der = getattr(nc, ca) if anchor == "ca" else nc.root
+    result = verify_chain([tlsa(anchor_der, usage=2)], chain, names=N, now=NOW)
+    assert (result.ok, result.authenticated, result.result_type) == expected, result.reason
+    if not result.ok:
+        assert "name constraints" in result.reason
+
+
+def test_dane_h_32_constraints_do_not_apply_to_dane_ee(nc: SimpleNamespace) -> None:
+    result = verify_chain([tlsa(nc.outside)], [nc.outside, nc.only_example], names=N, now=NOW)
+    assert result.ok and result.authenticated
+
+
+def test_dane_h_25_pkix_records_are_not_mixed_into_dane_processing(w: SimpleNamespace) -> None:
+    # A PKIX-EE(1) record that would match the leaf is ignored; the DANE-TA record decides alone.
+    records = [tlsa(w.leaf, usage=1), tlsa(w.other_root, usage=2)]
+    result = verify_chain(records, [w.leaf, w.sub, w.root], names=N, now=NOW)
+    assert not result.ok and result.matched is None
+    assert any(r.usage == 1 for r, _why in result.unusable)

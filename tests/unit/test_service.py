@@ -382,3 +382,62 @@ async def test_stale_dane_decision_served_without_waiting(world):
     dns.delay = 60.0  # any waiting on DNS would hang the test
     v = await asyncio.wait_for(service.lookup("example.com"), 0.1)
     assert v.dane.level == "dane-only"
+
+
+def _with_settings(service, **changes):
+    from dataclasses import replace as _replace
+
+    service.settings = _replace(service.settings, **changes)
+    return service
+
+
+async def test_dane_h_41_mandatory_destination_is_dane_only_without_tlsa(world):
+    from mxsec.daemon.replies import Zone, format_reply
+
+    service, dns, *_ = world
+    _with_settings(service, dane_mandatory=("other.example",))
+    signed_mx(dns, "other.example", "mail.other.example", tlsa=False)  # no TLSA, no MTA-STS
+    v = await service.lookup("other.example")
+    assert format_reply(v, Zone()) == "OK dane-only"
+    assert "dane.mandatory" in v.dane.reason
+    # a DNS failure still defers instead of pretending
+    dns.rr[("mail.sub.gov.example", "A")] = AddressAnswer("ok", ("192.0.2.1",), secure=True)
+    dns.rr[("sub.gov.example", "MX")] = RRAnswer("error", error="SERVFAIL")
+    _with_settings(service, dane_mandatory=(".gov.example",))
+    assert format_reply(await service.lookup("sub.gov.example"), Zone()).startswith("TEMP ")
+
+
+async def test_dane_h_42_disabled_destination_never_falls_back_to_cleartext(world):
+    from mxsec.daemon.replies import Zone, format_reply
+
+    service, dns, *_ = world
+    _with_settings(service, dane_disabled=("broken.example", "example.com"))
+    signed_mx(dns, "broken.example", "mail.broken.example")
+    signed_mx(dns, "example.com", "mail.example.com")
+    asked = []
+    real_mx = dns.mx
+
+    async def counting_mx(name):
+        asked.append(name)
+        return await real_mx(name)
+
+    dns.mx = counting_mx
+    v = await service.lookup("broken.example")  # DANE ignored, no MTA-STS: TLS still required
+    assert format_reply(v, Zone()) == "OK encrypt"
+    assert asked == []  # no DANE lookups at all for a disabled destination
+    v = await service.lookup("example.com")  # DANE ignored, MTA-STS enforce decides
+    assert format_reply(v, Zone()).startswith("OK secure match=mail.example.com")
+
+
+def test_dane_overrides_config_and_matching():
+    from mxsec.config import DaneConfig
+    from mxsec.dane.destination import listed
+    from mxsec.errors import ConfigError
+
+    assert listed("a.gov.example", [".gov.example"]) and not listed("gov.example", [".gov.example"])
+    assert listed("Bank.Example.", ["bank.example"]) and not listed("xbank.example", ["bank.example"])
+    assert DaneConfig(mandatory=["Bank.Example."]).mandatory == ["bank.example"]
+    with pytest.raises(ConfigError, match="both mandatory and disabled"):
+        DaneConfig(mandatory=["a.example"], disabled=["a.example"])
+    with pytest.raises(ConfigError, match="not a domain name"):
+        DaneConfig(disabled=["bad name"])

@@ -17,7 +17,7 @@ from mxsec.daemon.server import SocketmapServer, _listen_key
 from mxsec.daemon.service import PolicyService, ServiceSettings
 from mxsec.errors import ConfigError
 from mxsec.logs import setup_logging
-from mxsec.net.dns import DnsClient, DnsSettings, parse_nameserver
+from mxsec.net.dns import DnsClient, DnsSettings, parse_nameserver, remote_validators
 from mxsec.net.guard import AddressGuard
 from mxsec.net.https import HttpsSettings, PolicyFetcher
 from mxsec.store import open_store
@@ -26,7 +26,8 @@ from mxsec.sts.cache import RefreshTiming
 log = logging.getLogger("mxsec.daemon")
 
 #: the map names every daemon answers, with their reply dialect (interface.md)
-BUILTIN_MAPS = {"postfix": "postfix", "QUERY": "postfix", "tlsrpt": "tlsrpt", "QUERYwithTLSRPT": "tlsrpt"}
+BUILTIN_MAPS = {"postfix": "postfix", "QUERY": "postfix", "tlsrpt": "tlsrpt", "QUERYwithTLSRPT": "tlsrpt",
+                "exim": "exim"}
 
 
 def make_zones(config: Config) -> dict[str, Zone]:
@@ -79,6 +80,9 @@ def service_settings(config: Config) -> ServiceSettings:
         fail_retry=r.fail_retry,
         negative_ttl=r.negative_ttl,
         timing=RefreshTiming(recheck_after=r.recheck_after, force_fetch_after=r.force_fetch_after),
+        dane=config.dane.enabled,
+        dane_mandatory=tuple(config.dane.mandatory),
+        dane_disabled=tuple(config.dane.disabled),
     )
 
 
@@ -105,6 +109,7 @@ class Daemon:
         loaded = self.service.load()
         log.info("cache loaded", extra={"policies": loaded, "cache": _redact(config.cache.url)})
         self.service.warm_dane()
+        warn_remote_validators(self.service)
         self.server = SocketmapServer(
             self.service,
             make_zones(config),
@@ -147,6 +152,7 @@ class Daemon:
         setup_logging(new.log.level, new.log.format)
         old_fetcher = self.service.fetcher
         self.service.reconfigure(dns=dns, fetcher=fetcher, settings=service_settings(new))
+        warn_remote_validators(self.service)
         await old_fetcher.aclose()
         self.server.zones = make_zones(new)
         self.server.max_connections = new.daemon.max_connections
@@ -187,6 +193,16 @@ class Daemon:
             self.service.store.close()
         if not quiet:
             log.info("stopped")
+
+
+def warn_remote_validators(service) -> None:
+    """DANE-H-2: DANE trusts the resolver's AD bit; say so loudly when that bit crosses a network."""
+    if not service.settings.dane:
+        return
+    remote = remote_validators(service.dns.nameserver_addresses)
+    if remote:
+        log.warning("DANE trusts the AD bit of a resolver that is not on loopback; use a local validating "
+                    "resolver (or TSIG/IPsec to it)", extra={"nameservers": remote, "alert": True})
 
 
 def _redact(url: str) -> str:

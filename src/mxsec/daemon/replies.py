@@ -67,7 +67,8 @@ def format_reply(verdict: Verdict, zone: Zone) -> str:
         return "OK " + dane.level
     policy = verdict.policy
     if policy is None or not enforces(verdict, zone):
-        return NOTFOUND
+        # DANE switched off for this destination by the operator (DANE-H-42): still no cleartext
+        return "OK encrypt" if dane is not None and dane.level == "off" else NOTFOUND
     patterns = _unique(p.lower() for p in policy.mx)
     parts = ["OK secure match=" + ":".join(_unique(postfix_pattern(p) for p in patterns))]
     if zone.require_sni:

@@ -21,7 +21,8 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from mxsec.dane.destination import DaneDecision, HostFacts, decide, needs_tlsa
+from mxsec.dane.destination import DaneDecision, disabled_decision, listed, mandatory
+from mxsec.dane.gather import destination_decision
 from mxsec.errors import ParseError
 from mxsec.store.base import CacheEntry, PolicyStore
 from mxsec.sts.cache import (
@@ -58,6 +59,10 @@ class ServiceSettings:
     dane_stale_grace: float = 3600.0
     #: MX hosts examined per destination
     max_mx_hosts: int = 10
+    #: destinations that must use DANE (DANE-H-41) / for which DANE is switched off (DANE-H-42);
+    #: exact names or ``.parent`` for every subdomain
+    dane_mandatory: tuple[str, ...] = ()
+    dane_disabled: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -195,6 +200,8 @@ class PolicyService:
         elif decision.level == "temp":
             temp = decision.reason
             notes = (f"DANE state unknown: {decision.reason}",) + notes
+        elif decision.level == "off":
+            notes = (decision.reason,) + notes
         return replace(sts, dane=decision, expires_at=expires, temp_reason=temp, notes=notes)
 
     async def lookup(self, domain: str) -> Verdict:
@@ -286,22 +293,12 @@ class PolicyService:
         return decision
 
     async def _dane_now(self, domain: str) -> DaneDecision:
-        dns = self.dns
-        mx = await dns.mx(domain)
-        if mx.status == "nodata" and mx.secure:
-            names = [domain]  # no MX: the domain itself is the host (RFC 5321 §5.1)
-        elif mx.status == "ok" and mx.secure:
-            names = [host for _pref, host in mx.records if host][: self.settings.max_mx_hosts]
-        else:
-            return decide(mx, {})
-
-        async def facts(host: str) -> HostFacts:
-            addresses = await dns.addresses(host)
-            tlsa = await dns.tlsa(host) if needs_tlsa(addresses) else None  # DANE-H-9, EC-25
-            return HostFacts(host, addresses, tlsa)
-
-        gathered = await asyncio.gather(*(facts(h) for h in names))
-        return decide(mx, {f.host: f for f in gathered})
+        if listed(domain, self.settings.dane_disabled):
+            return disabled_decision()
+        decision = await destination_decision(self.dns, domain, self.settings.max_mx_hosts)
+        if listed(domain, self.settings.dane_mandatory):
+            return mandatory(decision)
+        return decision
 
     def _refresh_dane_soon(self, domain: str) -> None:
         if domain in self._dane_refreshing:

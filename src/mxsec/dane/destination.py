@@ -13,12 +13,23 @@ and — only when those are secure (DANE-H-9, EC-25) — its TLSA RRset. Output:
   (DANE-H-4, DANE-H-6, EC-27, EC-28);
 * ``none`` — DANE does not apply (insecure or missing MX, insecure hosts, no TLSA): MTA-STS decides.
 
+TLSA base domains (DANE-H-12..H-15, EC-29; :func:`base_candidates`): when the MX host is a CNAME whose whole
+chain validates, the expanded name is tried first, then the MX host name; when the expansion is insecure but
+the first CNAME answer is secure, only the MX host name is a candidate; the first candidate with a secure TLSA
+RRset (or a lookup error) decides. A host that is DANE-protected only through that last rule does not count
+towards ``dane-only``: Postfix skips TLSA for hosts whose address records are insecure, and would defer them
+under ``dane-only`` — ``dane`` lets Postfix use each host as its own DNSSEC view allows.
+
+Address families (DANE-H-10, EC-30): when one family validates and the other's lookup fails, DANE goes ahead
+over the family that validated. MX records that hold an IP address are not DANE candidates (DANE-H-11).
+
 When DANE applies, MTA-STS is not consulted for the destination (RFC 8461 §2, STS-G-1): Postfix's policy
 reply is one level for all MX hosts, and a passing MTA-STS check must never override a failing DANE check.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -42,14 +53,25 @@ class HostFacts:
     host: str
     addresses: object
     tlsa: object | None = None
+    #: TLSA base domains in the order tried (``None``: derived from ``addresses`` by :func:`base_candidates`
+    #: without an explicit CNAME answer)
+    candidates: tuple[str, ...] | None = None
+    #: the candidate whose TLSA answer decided (a secure RRset or a lookup error); SNI and the primary
+    #: reference identifier for DANE-TA name checks (DANE-H-15, H-33)
+    base: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class HostState:
     host: str
-    #: usable | unusable | no-tlsa | insecure | no-address | error
+    #: usable | unusable | no-tlsa | insecure | no-address | ip-literal | error
     state: str
     detail: str = ""
+    #: the TLSA base domain whose records decided (``None`` when no TLSA RRset did)
+    base: str | None = None
+    #: DANE for this host rests on the MX host name's own TLSA records although its address records are
+    #: insecure (insecure CNAME expansion, EC-29) — Postfix skips TLSA for such hosts
+    via_original_name: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,30 +93,88 @@ def needs_tlsa(addresses) -> bool:
     return getattr(addresses, "status", None) == "ok" and bool(getattr(addresses, "secure", False))
 
 
+def is_ip_literal(host: str) -> bool:
+    """An MX "host" that is really an IP address (``10 192.0.2.1``) — DANE does not apply (DANE-H-11)."""
+    text = host.strip().rstrip(".")
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def base_candidates(host: str, addresses, first_cname=None) -> tuple[str, ...]:
+    """TLSA base domains to try for ``host``, in order (RFC 7672 §2.2.2, RFC 7671 §7; DANE-H-9, H-13).
+
+    ``addresses`` is the host's address answer (``status``, ``secure``, ``canonical``); ``first_cname`` the
+    answer to an explicit CNAME query for ``host`` — needed only when the expansion is insecure, to tell an
+    insecure target zone (the original name still counts when its own zone is signed) from an insecure
+    original zone (EC-29).
+    """
+    if getattr(addresses, "status", None) != "ok" or is_ip_literal(host):
+        return ()
+    canonical = (getattr(addresses, "canonical", None) or host).rstrip(".").lower()
+    name = host.rstrip(".").lower()
+    if getattr(addresses, "secure", False):
+        return (canonical, name) if canonical != name else (name,)
+    if canonical != name and first_cname is not None and getattr(first_cname, "status", None) == "ok" \
+            and getattr(first_cname, "secure", False):
+        return (name,)
+    return ()
+
+
+def needs_cname_query(host: str, addresses) -> bool:
+    """The expansion was insecure: only an explicit CNAME answer can show whether ``host`` itself is signed."""
+    if getattr(addresses, "status", None) != "ok" or getattr(addresses, "secure", False):
+        return False
+    canonical = (getattr(addresses, "canonical", None) or host).rstrip(".").lower()
+    return canonical != host.rstrip(".").lower()
+
+
+def _family_note(addresses) -> str:
+    failed = [f.rdtype for f in getattr(addresses, "families", ()) if f.status == "error"]
+    if failed and getattr(addresses, "status", None) == "ok":
+        # DANE-H-10, EC-30: go ahead over the family that validated
+        return f"; {'/'.join(failed)} lookup failed, DANE over the other address family"
+    return ""
+
+
 def host_state(facts: HostFacts) -> HostState:
+    host = facts.host
+    if is_ip_literal(host):
+        return HostState(host, "ip-literal", "MX record holds an IP address: DANE does not apply")
     addr = facts.addresses
     status = getattr(addr, "status", "error")
     if status == "error":
-        return HostState(facts.host, "error", f"address lookup failed: {getattr(addr, 'error', '')}")
+        return HostState(host, "error", f"address lookup failed: {getattr(addr, 'error', '')}")
     if status != "ok":
-        return HostState(facts.host, "no-address", status)
-    if not getattr(addr, "secure", False):
-        return HostState(facts.host, "insecure", "address records not DNSSEC-signed")
+        return HostState(host, "no-address", status)
+    candidates = facts.candidates if facts.candidates is not None else base_candidates(host, addr)
+    if not candidates:
+        return HostState(host, "insecure", "address records not DNSSEC-signed")
+    via_original = not getattr(addr, "secure", False)
     tlsa = facts.tlsa
     if tlsa is None:
-        return HostState(facts.host, "error", "TLSA not looked up")
+        return HostState(host, "error", "TLSA not looked up")
+    base = facts.base
     t_status = getattr(tlsa, "status", "error")
     if t_status == "error":  # DANE-H-4: SERVFAIL/bogus/timeout is not "no records"
-        return HostState(facts.host, "error", f"TLSA lookup failed: {getattr(tlsa, 'error', '')}")
+        return HostState(host, "error", f"TLSA lookup failed: {getattr(tlsa, 'error', '')}", base)
     if t_status in ("nxdomain", "nodata"):  # DANE-H-5, EC-26: secure or insecure denial = no TLSA
-        return HostState(facts.host, "no-tlsa", "no TLSA records")
+        return HostState(host, "no-tlsa", "no TLSA records")
     if not getattr(tlsa, "secure", False):  # DANE-H-3: insecure TLSA records are not used
-        return HostState(facts.host, "no-tlsa", "TLSA records not DNSSEC-signed (ignored)")
+        return HostState(host, "no-tlsa", "TLSA records not DNSSEC-signed (ignored)")
     records = [TlsaRecord(*r) for r in tlsa.records]
     good = [r for r in records if usable(r) is None]
+    at = f" at _25._tcp.{base}" if base and base != host.rstrip(".").lower() else ""
+    note = _family_note(addr) + ("; the MX host's CNAME target is unsigned: DANE rests on the MX host name's "
+                                 "own TLSA records" if via_original else "")
     if good:
-        return HostState(facts.host, "usable", f"{len(good)} usable TLSA record(s)")
-    return HostState(facts.host, "unusable", "TLSA records present but none usable: TLS without authentication")
+        return HostState(host, "usable", f"{len(good)} usable TLSA record(s){at}{note}", base, via_original)
+    return HostState(host, "unusable", f"TLSA records{at} present but none usable: TLS without "
+                     f"authentication{note}", base, via_original)
 
 
 def _ttl(values: Iterable[int | None], default: int) -> int:
@@ -133,10 +213,44 @@ def decide(mx, hosts: Mapping[str, HostFacts]) -> DaneDecision:
         return DaneDecision("temp", f"DNSSEC lookup failed for MX host {first.host}: {first.detail}", states,
                             ttl=ERROR_TTL, secure_mx=True)
     if dane_hosts:
-        every = len(states) == len(names) and all(s.state == "usable" for s in states)
+        every = len(states) == len(names) and all(s.state == "usable" and not s.via_original_name
+                                                  for s in states)
         level = "dane-only" if every else "dane"
         why = ("every MX host has usable DNSSEC-signed TLSA records" if every else
                f"{len(dane_hosts)} of {len(names)} MX host(s) have DNSSEC-signed TLSA records")
         return DaneDecision(level, why, states, ttl=_ttl(ttls, DENIAL_TTL), secure_mx=True)
     return DaneDecision("none", "no MX host has DNSSEC-signed TLSA records", states,
                         ttl=_ttl(ttls, DENIAL_TTL), secure_mx=True)
+
+
+# --- per-destination overrides (DANE-H-41, H-42) ----------------------------------------------------------------
+
+
+def listed(domain: str, entries: Iterable[str]) -> bool:
+    """``domain`` is named in ``entries``: exactly, or below an entry written with a leading dot
+    (``.example.net`` = every subdomain of example.net, as in Postfix tables)."""
+    domain = domain.lower().rstrip(".")
+    for entry in entries:
+        entry = entry.lower().rstrip(".")
+        if entry.startswith("."):
+            if domain.endswith(entry):
+                return True
+        elif domain == entry:
+            return True
+    return False
+
+
+def disabled_decision() -> DaneDecision:
+    """DANE-H-42: DANE switched off for a destination by the operator. Not a silent downgrade: without an
+    enforcing MTA-STS policy the reply is ``OK encrypt`` (TLS required, not authenticated)."""
+    return DaneDecision("off", "DANE disabled for this destination by configuration (dane.disabled)", ttl=MAX_TTL)
+
+
+def mandatory(decision: DaneDecision) -> DaneDecision:
+    """DANE-H-41: the operator requires DANE for this destination: deliver only over TLS authenticated by
+    secure TLSA records. ``temp`` stays ``temp``; anything else becomes ``dane-only``, so Postfix defers hosts
+    without usable TLSA records (and reports ``dane-required``)."""
+    if decision.level in ("temp", "dane-only"):
+        return decision
+    return DaneDecision("dane-only", f"DANE required by configuration (dane.mandatory); {decision.reason}",
+                        decision.hosts, decision.ttl, decision.secure_mx)

@@ -273,6 +273,7 @@ class _DnsAnchor:
     record: TlsaRecord
     key: object
     subject: x509.Name | None  # None for a bare key: no issuer-name check is possible
+    cert: x509.Certificate | None = None  # the certificate of a ``2 0 0`` record
 
 
 def _verify_ta(
@@ -323,6 +324,17 @@ def _verify_ta(
             return _Failure(2, VALIDATION_FAILURE, f"{what} is not valid before {cert.not_before.isoformat()}")
         if position > 0 and not cert.is_ca:
             return _Failure(1, VALIDATION_FAILURE, f"{what} is not a CA certificate")
+    # DANE-H-32: name constraints of the trust anchor and of the intermediates below it.
+    constraining = [certs[i].cert for i in path[1:]]
+    if depth >= 0 and depth not in path:
+        constraining.append(certs[depth].cert)
+    elif depth == ANCHOR_FROM_DNS:
+        anchor_cert = next((a.cert for a in dns_anchors if a.record == record and a.cert is not None), None)
+        if anchor_cert is not None:
+            constraining.append(anchor_cert)
+    refused = _name_constraint_violation(certs[0], constraining)
+    if refused:
+        return _Failure(3, VALIDATION_FAILURE, refused)
     # DANE-H-33: names of the server certificate.
     if not _name_matches(certs[0], names):
         shown = ", ".join(names) if names else "(none given)"
@@ -335,7 +347,7 @@ def _dns_anchor(record: TlsaRecord) -> _DnsAnchor | None:
     try:
         if record.selector == SELECTOR_CERT:
             cert = x509.load_der_x509_certificate(record.data)
-            return _DnsAnchor(record, cert.public_key(), cert.subject)
+            return _DnsAnchor(record, cert.public_key(), cert.subject, cert)
         if record.selector == SELECTOR_SPKI:
             return _DnsAnchor(record, serialization.load_der_public_key(record.data), None)
     except Exception:  # noqa: BLE001 - unsupported key types and malformed data: not an anchor
@@ -452,6 +464,41 @@ def _signed_by(cert: x509.Certificate, key: object) -> bool:
 
 def _valid_at(cert: _Cert, now: _dt.datetime) -> bool:
     return cert.not_before <= now <= cert.not_after
+
+
+# --- name constraints (RFC 5280 §4.2.1.10 for dNSName, DANE-H-32) -------------------------------------------
+
+
+def _within(name: str, base: str) -> bool:
+    """RFC 5280 dNSName subtree: ``base`` itself and every name with labels added on the left; a leading dot
+    (a common reading of the RFC) means the subdomains only; an empty base matches every name."""
+    base = base.lower().rstrip(".")
+    if not base:
+        return True
+    if base.startswith("."):
+        return name.endswith(base)
+    return name == base or name.endswith("." + base)
+
+
+def _name_constraint_violation(leaf: _Cert, constraining: Sequence[x509.Certificate]) -> str | None:
+    """The first DNS name of the server certificate that a CA's name constraints exclude or do not permit."""
+    names = [_presented(n) for n in (leaf.dns_names or leaf.common_names) if n.isascii()]
+    for ca in constraining:
+        try:
+            constraints = ca.extensions.get_extension_for_class(x509.NameConstraints).value
+        except x509.ExtensionNotFound:
+            continue
+        except Exception:  # noqa: BLE001 - a malformed extension constrains everything
+            return "a CA certificate has malformed name constraints"
+        permitted = [s.value for s in constraints.permitted_subtrees or () if isinstance(s, x509.DNSName)]
+        excluded = [s.value for s in constraints.excluded_subtrees or () if isinstance(s, x509.DNSName)]
+        for name in names:
+            bare = name.removeprefix("*.")  # a wildcard is judged by the names it can stand for
+            if any(_within(bare, base) for base in excluded):
+                return f"name {name} is excluded by the name constraints of {ca.subject.rfc4514_string()}"
+            if permitted and not any(_within(bare, base) for base in permitted):
+                return f"name {name} is not permitted by the name constraints of {ca.subject.rfc4514_string()}"
+    return None
 
 
 # --- names (RFC 6125 via RFC 7671 §10.2, DANE-H-33) -----------------------------------------------------------

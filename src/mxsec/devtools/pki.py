@@ -220,11 +220,14 @@ class TestCA:
         not_before: _dt.datetime | None = None,
         not_after: _dt.datetime | None = None,
         ca: bool = True,
+        permitted: list[str] | None = None,
+        excluded: list[str] | None = None,
     ) -> TestCA:
         """A new CA (own fresh key) whose certificate this CA signs; it issues leaves like a root does.
 
         Defaults: valid from yesterday for 5 years. ``ca=False`` leaves out the CA flag and keyCertSign (a
-        broken "intermediate", for negative tests). :meth:`chain_der` gives the CA certificates up to the root.
+        broken "intermediate", for negative tests). ``permitted``/``excluded`` add a critical name-constraints
+        extension with those dNSName subtrees. :meth:`chain_der` gives the CA certificates up to the root.
         """
         child = TestCA.__new__(TestCA)
         child.common_name = common_name
@@ -244,8 +247,12 @@ class TestCA:
             .add_extension(_key_usage(ca=ca), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
             .add_extension(self._aki, critical=False)
-            .sign(self.key, hashes.SHA256())
         )
+        if permitted is not None or excluded is not None:
+            child.cert = child.cert.add_extension(x509.NameConstraints(
+                [x509.DNSName(n) for n in permitted] if permitted is not None else None,
+                [x509.DNSName(n) for n in excluded] if excluded is not None else None), critical=True)
+        child.cert = child.cert.sign(self.key, hashes.SHA256())
         child.parent = self
         child._finish()
         return child

@@ -212,7 +212,7 @@ def _up(topo: Topology, scenarios: list[Scenario], scenarios_text: str, progress
     done()
 
     done = _step(progress, f"mxsec daemon in {topo.sender_ns} on 127.0.0.1:{DAEMON_PORT}")
-    _start_daemon(topo, paths)
+    _start_daemon(topo, paths, scenarios)
     done()
 
     done = _step(progress, f"Postfix in {topo.sender_ns}")
@@ -280,8 +280,25 @@ def _tlsa_data(scenarios: list[Scenario], paths: LabPaths) -> dict[str, list[str
     return out
 
 
-def _start_daemon(topo: Topology, paths: LabPaths) -> None:
-    paths.daemon_config.write_text(LAB_CONFIG, encoding="utf-8")
+def daemon_config_text(scenarios: Sequence[Scenario]) -> str:
+    """The lab daemon's TOML: :data:`LAB_CONFIG` plus the ``[dane]`` lists asked for by scenarios'
+    ``extra.dane`` (``"mandatory"`` or ``"disabled"``)."""
+    lists: dict[str, list[str]] = {"mandatory": [], "disabled": []}
+    for sc in scenarios:
+        kind = sc.extra.get("dane")
+        if kind is None:
+            continue
+        if kind not in lists:
+            raise LabError(f"scenario {sc.name}: extra.dane must be 'mandatory' or 'disabled', got {kind!r}")
+        lists[kind].append(sc.domain)
+    text = LAB_CONFIG
+    if any(lists.values()):
+        text += "[dane]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in lists.items() if v)
+    return text
+
+
+def _start_daemon(topo: Topology, paths: LabPaths, scenarios: Sequence[Scenario]) -> None:
+    paths.daemon_config.write_text(daemon_config_text(scenarios), encoding="utf-8")
     argv = [
         MXSEC, "daemon",
         "--listen", f"127.0.0.1:{DAEMON_PORT}",
@@ -688,6 +705,8 @@ def _judge(sc: Scenario, paths: LabPaths, rcpts: list[str | None], outcomes: dic
         else:
             actual.append(f"{label}{o.status}: {_short_reason((o.reason or '').replace('.' + sc.domain, '.…'))}")
         row.problems += [f"{label}{p}" for p in _check(x, o, got)]
+    if x.reply is not None and not reply.startswith(x.reply):
+        row.problems.append(f"expected the daemon to answer {x.reply!r}..., it answered {reply!r}")
     row.actual = "; ".join(actual)
     row.tls_seen = "; ".join(seen)
     passed = not row.problems

@@ -107,6 +107,7 @@ class Expectation:
     result: str  # delivered | deferred
     tls: str | None = None  # delivered: verified | dane | any
     reason: str | None = None  # deferred: a substring of the sender's log line
+    reply: str | None = None  # optional: the daemon's reply must start with this (e.g. "OK dane-only")
 
     @property
     def delivered(self) -> bool:
@@ -305,7 +306,8 @@ def _scenario(e: dict[str, Any], ctx: str) -> Scenario:
     xctx = f"{ctx}: expect"
     if not isinstance(x, dict):
         raise ScenarioError(f"{xctx}: required, like {{ result = \"delivered\", tls = \"verified\" }}")
-    _keys(x, {"result", "tls", "reason"}, xctx)
+    _keys(x, {"result", "tls", "reason", "reply"}, xctx)
+    reply = _str(x, "reply", xctx, default=None)
     result = _choice(x, "result", RESULTS, xctx, default=None)
     if result is None:
         raise ScenarioError(f"{xctx}: result: required (one of {', '.join(RESULTS)})")
@@ -315,12 +317,12 @@ def _scenario(e: dict[str, Any], ctx: str) -> Scenario:
             raise ScenarioError(f"{xctx}: tls: required for delivered (one of {', '.join(TLS_LEVELS)})")
         if "reason" in x:
             raise ScenarioError(f"{xctx}: reason: only for deferred")
-        expect = Expectation(result=result, tls=tls)
+        expect = Expectation(result=result, tls=tls, reply=reply)
     else:
         reason = _str(x, "reason", xctx, required=True)
         if "tls" in x:
             raise ScenarioError(f"{xctx}: tls: only for delivered")
-        expect = Expectation(result=result, reason=reason)
+        expect = Expectation(result=result, reason=reason, reply=reply)
 
     extra = e.get("extra", {})
     if not isinstance(extra, dict):

@@ -42,11 +42,13 @@ from mxsec.errors import ConfigError
 
 __all__ = [
     "AddressAnswer",
+    "FamilyAnswer",
     "RRAnswer",
     "DnsClient",
     "DnsSettings",
     "TxtAnswer",
     "parse_nameserver",
+    "remote_validators",
 ]
 
 OK = "ok"
@@ -87,6 +89,23 @@ def parse_nameserver(text: str) -> tuple[str, int]:
     return str(addr), port
 
 
+def remote_validators(addresses) -> list[str]:
+    """The nameserver addresses whose AD bit crosses a network: not loopback (DANE-H-2).
+
+    A validating resolver's AD bit is only worth trusting over a path an attacker cannot write to; RFC 6698
+    §4.1 asks for loopback, TSIG or IPsec. Callers warn about these (we cannot see TSIG/IPsec from here).
+    """
+    remote = []
+    for value in addresses:
+        host = value[0] if isinstance(value, tuple) else str(value)
+        try:
+            if not ipaddress.ip_address(host).is_loopback:
+                remote.append(host)
+        except ValueError:
+            remote.append(host)
+    return remote
+
+
 def _parse_port(text: str, port_text: str) -> int:
     if not port_text.isdigit():
         raise ValueError(f"nameserver {text!r}: port must be a number")
@@ -118,11 +137,28 @@ class TxtAnswer:
 
 
 @dataclass(frozen=True)
+class FamilyAnswer:
+    """One address family's part of an :class:`AddressAnswer` (``rdtype`` is ``"A"`` or ``"AAAA"``)."""
+
+    rdtype: str
+    status: str
+    secure: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class AddressAnswer:
+    """A and AAAA together. ``secure``: every family that answered (records or denial) was DNSSEC-secure —
+    a family whose lookup failed does not count (EC-30: DANE goes ahead over the family that validated);
+    ``families`` keeps each family's own verdict; ``canonical`` is the name after CNAME expansion."""
+
     status: str
     addresses: tuple[str, ...] = ()
     error: str | None = None
     secure: bool = False
+    canonical: str | None = None
+    families: tuple[FamilyAnswer, ...] = ()
+    ttl: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -224,6 +260,14 @@ class DnsClient:
         resolver.flags = dns.flags.RD | dns.flags.AD
         resolver.use_search_by_default = False
         self._resolver = resolver
+
+    @property
+    def nameserver_addresses(self) -> list[str]:
+        """The resolver addresses in use (from the settings or /etc/resolv.conf)."""
+        out = []
+        for server in self._resolver.nameservers:
+            out.append(getattr(server, "address", None) or str(server))
+        return out
 
     @property
     def resolver(self) -> dns.asyncresolver.Resolver:
@@ -330,17 +374,23 @@ class DnsClient:
             self._query(name, dns.rdatatype.A), self._query(name, dns.rdatatype.AAAA)
         )
         addresses: list[str] = []
+        ttls: list[int] = []
         for result in (a, aaaa):
             if result.status == OK:
+                ttls.append(int(result.rrset.ttl))  # type: ignore[union-attr]
                 for rdata in result.rrset:  # type: ignore[union-attr]
                     text = rdata.to_text()
                     if text not in addresses:
                         addresses.append(text)
+        families = tuple(FamilyAnswer(t, r.status, r.secure, r.error) for t, r in (("A", a), ("AAAA", aaaa)))
+        canonical = next((r.canonical for r in (a, aaaa) if r.canonical), None)
+        ttl = min(ttls) if ttls else None
         errors = [r.error for r in (a, aaaa) if r.status == ERROR and r.error]
         if addresses:
             secure = all(r.secure for r in (a, aaaa) if r.status != ERROR)
-            return AddressAnswer(OK, tuple(addresses), None, secure)
+            return AddressAnswer(OK, tuple(addresses), None, secure, canonical, families, ttl)
         if a.status == ERROR or aaaa.status == ERROR:
-            return AddressAnswer(ERROR, (), "; ".join(dict.fromkeys(errors)) or "lookup failed", False)
+            return AddressAnswer(ERROR, (), "; ".join(dict.fromkeys(errors)) or "lookup failed", False,
+                                 canonical, families)
         status = NXDOMAIN if a.status == NXDOMAIN and aaaa.status == NXDOMAIN else NODATA
-        return AddressAnswer(status, (), None, a.secure and aaaa.secure)
+        return AddressAnswer(status, (), None, a.secure and aaaa.secure, canonical, families)
