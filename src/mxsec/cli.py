@@ -244,5 +244,14 @@ def _register_lab() -> None:
 _register_lab()
 
 
+def _register_dane() -> None:
+    from mxsec.cli_dane import dane
+
+    main.add_command(dane)
+
+
+_register_dane()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
