@@ -253,5 +253,23 @@ def _register_dane() -> None:
 _register_dane()
 
 
+def _register_generate() -> None:
+    from mxsec.cli_generate import generate
+
+    main.add_command(generate)
+
+
+_register_generate()
+
+
+def _register_check() -> None:
+    from mxsec.cli_check import check
+
+    main.add_command(check)
+
+
+_register_check()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,160 @@
+"""Collect the facts ``mxsec check`` judges: DNS, the policy fetch, one STARTTLS probe per MX address.
+
+Thin async composition of the adapters (:class:`~mxsec.net.dns.DnsClient`,
+:class:`~mxsec.net.https.PolicyFetcher`, :func:`~mxsec.net.smtp.probe_starttls`) and of the DANE gathering the
+daemon uses (:func:`mxsec.dane.gather.host_facts`), so the checker and the MTA never disagree about which
+records apply. No judgement here: :mod:`mxsec.check.rules` turns :class:`DomainFacts` into findings.
+
+Politeness and bounds (checkers.md E13): one connection per MX address per run, MX hosts capped at
+``max_hosts`` and addresses per host at ``max_addresses``, every step under the adapters' own time limits,
+and the SSRF guard applied to every address before a connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from mxsec.dane.destination import HostFacts, is_ip_literal
+from mxsec.dane.gather import host_facts
+from mxsec.net.dns import AddressAnswer, RRAnswer, TxtAnswer
+from mxsec.net.https import FetchOutcome
+from mxsec.net.smtp import SmtpProbe, probe_starttls
+from mxsec.sts.policy import PolicyError, StsPolicy, parse_policy
+from mxsec.sts.record import RecordSelection, select_record
+from mxsec.tlsrpt.record import TlsrptSelection, select_record as select_tlsrpt, tlsrpt_owner
+
+__all__ = ["CheckSettings", "DomainFacts", "gather"]
+
+
+@dataclass
+class CheckSettings:
+    smtp: bool = True
+    smtp_port: int = 25
+    smtp_timeout: float = 15.0
+    max_hosts: int = 10
+    max_addresses: int = 4
+    #: total SMTP connections at the same time, across domains (bulk mode shares one semaphore)
+    smtp_concurrency: int = 32
+
+
+@dataclass
+class DomainFacts:
+    domain: str
+    mx: RRAnswer | None = None
+    hosts: dict[str, HostFacts] = field(default_factory=dict)
+    sts_txt: TxtAnswer | None = None
+    sts_record: RecordSelection | None = None
+    policy_host: AddressAnswer | None = None
+    fetch: FetchOutcome | None = None
+    policy: StsPolicy | None = None
+    policy_error: str | None = None
+    tlsrpt_txt: TxtAnswer | None = None
+    tlsrpt: TlsrptSelection | None = None
+    #: MX answers for the domains of mailto: rua addresses
+    rua_mx: dict[str, RRAnswer] = field(default_factory=dict)
+    #: MX host -> TLSA answer for hosts whose address records are unsigned (senders skip TLSA there; the
+    #: checker still looks, to tell the publisher their records are ignored)
+    unused_tlsa: dict[str, RRAnswer] = field(default_factory=dict)
+    #: (MX host, address) -> probe; empty with --no-smtp
+    probes: dict[tuple[str, str], SmtpProbe] = field(default_factory=dict)
+    #: (MX host, address) -> why the SSRF guard refuses it (not probed); from every MX host's addresses
+    refused: dict[tuple[str, str], str] = field(default_factory=dict)
+    smtp_checked: bool = False
+
+
+def mx_hosts(facts: DomainFacts, limit: int) -> list[str]:
+    """The MX host names to examine, in preference order, without the null MX and duplicates; the domain
+    itself when it has no MX RRset (RFC 5321 §5.1)."""
+    mx = facts.mx
+    if mx is None:
+        return []
+    if mx.status == "nodata":
+        return [facts.domain]
+    if mx.status != "ok":
+        return []
+    return list(dict.fromkeys(h for _p, h in mx.records if h))[:limit]
+
+
+async def gather(domain: str, dns, fetcher, guard, settings: CheckSettings,
+                 smtp_slots: asyncio.Semaphore | None = None, *, roots=None, ca_label: str = "system") -> DomainFacts:
+    """Everything about ``domain`` (an A-label) that the rules need."""
+    facts = DomainFacts(domain)
+    mx_task = asyncio.ensure_future(dns.mx(domain))
+    sts_task = asyncio.ensure_future(_sts(facts, dns, fetcher))
+    rpt_task = asyncio.ensure_future(_tlsrpt(facts, dns))
+    facts.mx = await mx_task
+    hosts = mx_hosts(facts, settings.max_hosts)
+    gathered = await asyncio.gather(*(host_facts(dns, h) for h in hosts))
+    facts.hosts = {f.host: f for f in gathered}
+    unsigned = [h for h, hf in facts.hosts.items()
+                if hf.addresses is not None and hf.addresses.status == "ok" and not hf.candidates]
+    for host, answer in zip(unsigned, await asyncio.gather(*(dns.tlsa(h) for h in unsigned))):
+        if answer.status == "ok":
+            facts.unused_tlsa[host] = answer
+    for host, hf in facts.hosts.items():
+        if hf.addresses is not None and hf.addresses.status == "ok":
+            for address in hf.addresses.addresses:
+                reason = guard.check(address)
+                if reason:
+                    facts.refused[(host, address)] = reason
+    await asyncio.gather(sts_task, rpt_task)
+    if settings.smtp:
+        facts.smtp_checked = True
+        await _probe_all(facts, guard, settings, smtp_slots or asyncio.Semaphore(settings.smtp_concurrency),
+                         roots, ca_label)
+    return facts
+
+
+async def _sts(facts: DomainFacts, dns, fetcher) -> None:
+    facts.sts_txt = await dns.txt(f"_mta-sts.{facts.domain}")
+    if facts.sts_txt.ok:
+        facts.sts_record = select_record(list(facts.sts_txt.records))
+    if facts.sts_record is None or facts.sts_record.record is None:
+        # no usable record: senders never fetch; still look whether a policy host exists (a forgotten TXT)
+        facts.policy_host = await dns.addresses(f"mta-sts.{facts.domain}")
+        return
+    facts.fetch = await fetcher.fetch(facts.domain)
+    if facts.fetch.body is not None:
+        try:
+            facts.policy = parse_policy(facts.fetch.body)
+        except PolicyError as exc:
+            facts.policy_error = str(exc)
+
+
+async def _tlsrpt(facts: DomainFacts, dns) -> None:
+    facts.tlsrpt_txt = await dns.txt(tlsrpt_owner(facts.domain))
+    if not facts.tlsrpt_txt.ok:
+        return
+    facts.tlsrpt = select_tlsrpt(list(facts.tlsrpt_txt.records))
+    record = facts.tlsrpt.record
+    if record is None:
+        return
+    domains = []
+    for uri in record.usable_rua:
+        if uri.lower().startswith("mailto:"):
+            address = uri[7:].split("?", 1)[0]
+            if "@" in address:
+                domains.append(address.rsplit("@", 1)[1].lower().rstrip("."))
+    answers = await asyncio.gather(*(dns.mx(d) for d in dict.fromkeys(domains)))
+    facts.rua_mx = dict(zip(dict.fromkeys(domains), answers))
+
+
+async def _probe_all(facts: DomainFacts, guard, settings: CheckSettings, slots: asyncio.Semaphore, roots,
+                     ca_label: str) -> None:
+    jobs = []
+    for host, hf in facts.hosts.items():
+        if is_ip_literal(host) or hf.addresses is None or hf.addresses.status != "ok":
+            continue
+        sni = hf.base or host  # DANE-H-15: the TLSA base domain; else the MX name (STS-E-8)
+        for address in hf.addresses.addresses[: settings.max_addresses]:
+            if (host, address) not in facts.refused:
+                jobs.append((host, address, sni))
+
+    async def one(host: str, address: str, sni: str) -> None:
+        async with slots:
+            facts.probes[(host, address)] = await probe_starttls(
+                address, settings.smtp_port, server_name=sni, timeout=settings.smtp_timeout,
+                pkix_names=[host], roots=roots if roots is not None else None)
+
+    await asyncio.gather(*(one(*job) for job in jobs))

@@ -1,0 +1,194 @@
+"""Present a checked domain: the JSON object (interface.md), a terminal view (rich) and a standalone HTML page.
+
+``result_json`` is the contract of ``mxsec check --json`` (one object per domain per line): ``domain``,
+``findings`` (code, severity, message, result_type, requirement, fix, subject), the raw facts ``mx``,
+``mta_sts``, ``dane``, ``tlsrpt``, ``smtp``, and ``summary`` counts.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import html
+from collections import Counter
+
+from mxsec.check.findings import Finding
+from mxsec.check.gather import DomainFacts
+from mxsec.dane.destination import host_state
+
+__all__ = ["result_json", "render_terminal", "render_html", "SEVERITY_ORDER"]
+
+SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
+_AREAS = (("mx", "MX"), ("dnssec", "DNSSEC"), ("sts", "MTA-STS"), ("smtp", "SMTP and certificates"),
+          ("dane", "DANE"), ("tlsrpt", "TLSRPT"))
+
+
+def area_of(code: str) -> str:
+    return code.split("-", 1)[0]
+
+
+def result_json(facts: DomainFacts, findings: list[Finding]) -> dict:
+    counts = Counter(f.severity for f in findings)
+    return {
+        "domain": facts.domain,
+        "findings": [f.to_json() for f in findings],
+        "summary": {"errors": counts["error"], "warnings": counts["warning"], "info": counts["info"]},
+        "mx": _mx_json(facts),
+        "mta_sts": _sts_json(facts),
+        "dane": _dane_json(facts),
+        "tlsrpt": _tlsrpt_json(facts),
+        "smtp": _smtp_json(facts),
+    }
+
+
+def _mx_json(facts: DomainFacts) -> dict | None:
+    mx = facts.mx
+    if mx is None:
+        return None
+    hosts = {}
+    for host, hf in facts.hosts.items():
+        a = hf.addresses
+        hosts[host] = None if a is None else {
+            "status": a.status, "addresses": list(a.addresses), "secure": a.secure, "canonical": a.canonical,
+            "error": a.error}
+    return {"status": mx.status, "secure": mx.secure, "error": mx.error,
+            "records": [{"preference": p, "host": h} for p, h in mx.records], "hosts": hosts}
+
+
+def _sts_json(facts: DomainFacts) -> dict | None:
+    txt = facts.sts_txt
+    if txt is None:
+        return None
+    sel = facts.sts_record
+    out: dict = {"txt": {"status": txt.status, "records": list(txt.records), "error": txt.error},
+                 "id": sel.record.id if sel is not None and sel.record is not None else None,
+                 "record_problem": sel.problem if sel is not None else None, "fetch": None, "policy": None}
+    f = facts.fetch
+    if f is not None:
+        out["fetch"] = {"ok": f.ok, "problem": str(f.problem) if f.problem else None, "detail": f.detail,
+                        "status": f.status, "content_type": f.content_type, "address": f.address}
+    p = facts.policy
+    if p is not None:
+        out["policy"] = {"mode": p.mode, "max_age": p.max_age, "mx": list(p.mx), "policy_string": list(p.lines),
+                         "warnings": list(p.warnings)}
+    elif facts.policy_error:
+        out["policy_error"] = facts.policy_error
+    return out
+
+
+def _dane_json(facts: DomainFacts) -> dict:
+    hosts = {}
+    for host, hf in facts.hosts.items():
+        state = host_state(hf)
+        t = hf.tlsa
+        hosts[host] = {
+            "state": state.state, "detail": state.detail, "base": hf.base,
+            "candidates": list(hf.candidates or ()),
+            "tlsa": None if t is None else {
+                "status": t.status, "secure": t.secure, "error": t.error,
+                "records": [f"{u} {s} {m} {bytes(d).hex().upper()}" for u, s, m, d in t.records]},
+        }
+    secure_mx = bool(facts.mx is not None and facts.mx.secure)
+    return {"secure_mx": secure_mx, "hosts": hosts}
+
+
+def _tlsrpt_json(facts: DomainFacts) -> dict | None:
+    txt = facts.tlsrpt_txt
+    if txt is None:
+        return None
+    sel = facts.tlsrpt
+    rec = sel.record if sel is not None else None
+    return {"txt": {"status": txt.status, "records": list(txt.records), "error": txt.error},
+            "problem": sel.problem if sel is not None else None,
+            "rua": list(rec.rua) if rec is not None else [],
+            "usable_rua": list(rec.usable_rua) if rec is not None else []}
+
+
+def _smtp_json(facts: DomainFacts) -> dict:
+    probes = []
+    for (host, address), probe in facts.probes.items():
+        item = {"host": host, **probe.as_dict()}
+        if probe.leaf:
+            item["leaf_sha256"] = hashlib.sha256(probe.leaf).hexdigest()
+        probes.append(item)
+    return {"checked": facts.smtp_checked, "probes": probes,
+            "refused": [{"host": h, "address": a, "reason": r} for (h, a), r in facts.refused.items()]}
+
+
+# --- terminal ---------------------------------------------------------------------------------------------
+
+
+_STYLE = {"error": "bold red", "warning": "yellow", "info": "green"}
+_MARK = {"error": "✗", "warning": "!", "info": "✓"}
+
+
+def render_terminal(console, facts: DomainFacts, findings: list[Finding], *, verbose: bool = False) -> None:
+    """Grouped by area, one line per finding with the fix under errors and warnings."""
+    from rich.text import Text
+
+    counts = Counter(f.severity for f in findings)
+    verdict = "problems found" if counts["error"] else ("warnings" if counts["warning"] else "ok")
+    head = Text(f"{facts.domain}", style="bold")
+    head.append(f"  {counts['error']} error(s), {counts['warning']} warning(s) — {verdict}",
+                style=_STYLE["error" if counts["error"] else "warning" if counts["warning"] else "info"])
+    console.print(head)
+    for area, label in _AREAS:
+        items = sorted((f for f in findings if area_of(f.code) == area),
+                       key=lambda f: SEVERITY_ORDER.get(f.severity, 3))
+        if not items:
+            continue
+        console.print(Text(f"  {label}", style="bold cyan"))
+        for f in items:
+            line = Text(f"    {_MARK.get(f.severity, '?')} ", style=_STYLE.get(f.severity, ""))
+            line.append(f.message)
+            line.append(f"  [{f.code}" + (f", {f.result_type}" if f.result_type else "") + "]", style="dim")
+            console.print(line)
+            if f.severity != "info" or verbose:
+                console.print(Text(f"        fix: {f.fix}", style="dim"))
+    console.print()
+
+
+# --- HTML ------------------------------------------------------------------------------------------------------
+
+
+def render_html(results: list[tuple[DomainFacts, list[Finding]]], generated: _dt.datetime | None = None) -> str:
+    """One standalone page (inline CSS, no scripts, no external resources) for all checked domains."""
+    generated = generated or _dt.datetime.now(_dt.UTC)
+    parts = [_HTML_HEAD.replace("{when}", html.escape(generated.strftime("%Y-%m-%d %H:%M UTC")))]
+    for facts, findings in results:
+        counts = Counter(f.severity for f in findings)
+        klass = "error" if counts["error"] else "warning" if counts["warning"] else "info"
+        parts.append(f'<section><h2 class="{klass}">{html.escape(facts.domain)} '
+                     f'<small>{counts["error"]} error(s), {counts["warning"]} warning(s)</small></h2>')
+        for area, label in _AREAS:
+            items = sorted((f for f in findings if area_of(f.code) == area),
+                           key=lambda f: SEVERITY_ORDER.get(f.severity, 3))
+            if not items:
+                continue
+            parts.append(f"<h3>{label}</h3><table><tr><th></th><th>finding</th><th>code</th>"
+                         f"<th>reported as</th><th>fix</th></tr>")
+            for f in items:
+                parts.append(
+                    f'<tr class="{f.severity}"><td>{_MARK.get(f.severity, "?")}</td>'
+                    f"<td>{html.escape(f.message)}</td><td><code>{html.escape(f.code)}</code>"
+                    f"{'<br><small>' + html.escape(f.requirement) + '</small>' if f.requirement else ''}</td>"
+                    f"<td>{html.escape(f.result_type or '')}</td><td>{html.escape(f.fix)}</td></tr>")
+            parts.append("</table>")
+        parts.append("</section>")
+    parts.append("</body></html>\n")
+    return "".join(parts)
+
+
+_HTML_HEAD = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>mxsec check</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{font-family:system-ui,sans-serif;margin:2em;color:#222}
+h2.error{color:#b00020}h2.warning{color:#8a6d00}h2.info{color:#1b6e20}
+h2 small{font-weight:normal;font-size:.6em;color:#555}
+table{border-collapse:collapse;width:100%;margin-bottom:1em}
+td,th{border-bottom:1px solid #ddd;padding:.3em .5em;text-align:left;vertical-align:top;font-size:.9em}
+tr.error td:first-child{color:#b00020}tr.warning td:first-child{color:#8a6d00}tr.info td:first-child{color:#1b6e20}
+code{font-size:.95em}
+</style></head><body><h1>mxsec check</h1><p>Generated {when}.</p>
+"""

@@ -1,0 +1,193 @@
+"""``mxsec generate``: records, policies and policy-host configuration (docs/generate.md).
+
+::
+
+    mxsec generate sts-policy --mode MODE --mx PATTERN... --max-age SECONDS [--lf]
+    mxsec generate sts-txt [--id ID] [--name DOMAIN]
+    mxsec generate tlsa --cert PEMFILE --host MXHOST [--usage 3 --selector 1 --mtype 1] [--port 25] [--index N]
+    mxsec generate tlsrpt --rua URI... [--name DOMAIN]
+    mxsec generate nginx  --domain DOMAIN --policy-file PATH [--cert PATH --key PATH]
+    mxsec generate apache --domain DOMAIN --policy-file PATH [--cert PATH --key PATH]
+
+stdout holds only the generated text; advice goes to stderr as ``mxsec: warning: ...``. Every error, usage
+errors included, is one line on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+
+import click
+
+__all__ = ["generate"]
+
+
+def _guarded(fn):
+    """``mxsec.cli._guarded``, looked up at call time (mxsec.cli imports this module while it loads)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from mxsec.cli import _guarded as guarded
+
+        return guarded(fn)(*args, **kwargs)
+
+    return wrapper
+
+
+def _warn(warnings) -> None:
+    for warning in warnings:
+        click.echo(f"mxsec: warning: {warning}", err=True)
+
+
+class _OneLineUsageError(click.UsageError):
+    """A usage error shown as one line (interface.md: exit 2, one-line message, no traceback)."""
+
+    def show(self, file=None) -> None:
+        click.echo(f"mxsec: {self.format_message()}", err=True)
+
+
+def _one_line(ctx: click.Context, exc: click.UsageError) -> _OneLineUsageError:
+    path = "generate" if ctx.info_name == "generate" else f"generate {ctx.info_name}"
+    message = exc.format_message().rstrip(".")
+    message = message[:1].lower() + message[1:]
+    return _OneLineUsageError(f"{path}: {message} (see --help)", ctx)
+
+
+class _Command(click.Command):
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except _OneLineUsageError:
+            raise
+        except click.UsageError as exc:
+            raise _one_line(ctx, exc) from None
+
+
+class _Group(click.Group):
+    command_class = _Command
+
+    def resolve_command(self, ctx, args):
+        try:
+            return super().resolve_command(ctx, args)
+        except _OneLineUsageError:
+            raise
+        except click.UsageError as exc:
+            raise _one_line(ctx, exc) from None
+
+
+@click.group(cls=_Group)
+def generate() -> None:
+    """Generate MTA-STS, TLSA and TLSRPT records and policies, and policy-host web server configuration.
+
+    Output goes to stdout and always parses with mxsec's own parsers; advice goes to stderr.
+    """
+
+
+@generate.command("sts-policy")
+@click.option("--mode", required=True, metavar="MODE", help="enforce, testing or none.")
+@click.option("--mx", "mx", multiple=True, metavar="PATTERN",
+              help="MX host name, or *.domain for any one label under it (repeat for each pattern).")
+@click.option("--max-age", required=True, metavar="SECONDS",
+              help="Policy lifetime in senders' caches, 0 to 31557600 (one week = 604800).")
+@click.option("--lf", is_flag=True, help="End lines with LF instead of CRLF.")
+@_guarded
+def sts_policy(mode, mx, max_age, lf):
+    """The MTA-STS policy file (serve it as https://mta-sts.DOMAIN/.well-known/mta-sts.txt)."""
+    from mxsec.generate import sts_policy as make
+
+    result = make(mode, mx, max_age, newline="\n" if lf else "\r\n")
+    _warn(result.warnings)
+    click.echo(result.text, nl=False)
+
+
+@generate.command("sts-txt")
+@click.option("--id", "policy_id", metavar="ID",
+              help="Policy id, 1-32 letters and digits (default: the UTC time, e.g. 20261124T101500Z).")
+@click.option("--name", metavar="DOMAIN", help='Print the zone-file line _mta-sts.DOMAIN. IN TXT "...".')
+@_guarded
+def sts_txt(policy_id, name):
+    """The _mta-sts TXT record: v=STSv1; id=... (change the id whenever the policy changes)."""
+    from mxsec.generate import sts_txt as make
+
+    click.echo(make(policy_id, now=time.time(), name=name))
+
+
+@generate.command("tlsa")
+@click.option("--cert", "cert_path", required=True, metavar="PEMFILE",
+              help="The MX's certificate, or its chain leaf first (PEM; DER accepted; - for stdin).")
+@click.option("--host", required=True, metavar="MXHOST", help="The MX host name (the TLSA base domain).")
+@click.option("--usage", type=click.IntRange(0, 3), default=3, show_default=True,
+              help="3 DANE-EE (the server's key), 2 DANE-TA (the issuing CA).")
+@click.option("--selector", type=click.IntRange(0, 1), default=1, show_default=True,
+              help="1 the public key (SPKI), 0 the whole certificate.")
+@click.option("--mtype", type=click.IntRange(0, 2), default=1, show_default=True,
+              help="1 SHA2-256, 2 SHA2-512, 0 the full data.")
+@click.option("--port", type=click.IntRange(1, 65535), default=25, show_default=True, help="TCP port.")
+@click.option("--index", type=click.IntRange(min=0), metavar="N",
+              help="Which certificate of the file (0 = first). Default: first for usage 3, last for usage 2.")
+@_guarded
+def tlsa(cert_path, host, usage, selector, mtype, port, index):
+    """The TLSA record for an MX: _25._tcp.MXHOST. IN TLSA 3 1 1 <hex>."""
+    from mxsec.generate import MAX_CERT_FILE_BYTES
+    from mxsec.generate import tlsa as make
+
+    if cert_path == "-":
+        data, source = sys.stdin.buffer.read(MAX_CERT_FILE_BYTES + 1), "stdin"
+    else:
+        with open(cert_path, "rb") as handle:
+            data = handle.read(MAX_CERT_FILE_BYTES + 1)
+        source = cert_path
+    result = make(data, host, usage=usage, selector=selector, mtype=mtype, port=port, index=index, source=source)
+    _warn(result.warnings)
+    click.echo(result.line)
+
+
+@generate.command("tlsrpt")
+@click.option("--rua", multiple=True, required=True, metavar="URI",
+              help="Where reports go: mailto:ADDRESS or https://URL (repeat, or separate with commas).")
+@click.option("--name", metavar="DOMAIN", help='Print the zone-file line _smtp._tls.DOMAIN. IN TXT "...".')
+@_guarded
+def tlsrpt(rua, name):
+    """The _smtp._tls TXT record: v=TLSRPTv1; rua=..."""
+    from mxsec.generate import tlsrpt as make
+
+    result = make(rua, name=name)
+    _warn(result.warnings)
+    click.echo(result.text)
+
+
+def _host_options(fn):
+    options = [
+        click.option("--domain", required=True, metavar="DOMAIN", help="The policy domain (serves mta-sts.DOMAIN)."),
+        click.option("--policy-file", required=True, metavar="PATH",
+                     help="Absolute path of the policy file on the web server."),
+        click.option("--cert", "cert_file", metavar="PATH",
+                     help="Certificate chain (default /etc/letsencrypt/live/mta-sts.DOMAIN/fullchain.pem)."),
+        click.option("--key", "key_file", metavar="PATH",
+                     help="Private key (default /etc/letsencrypt/live/mta-sts.DOMAIN/privkey.pem)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@generate.command("nginx")
+@_host_options
+@_guarded
+def nginx(domain, policy_file, cert_file, key_file):
+    """An nginx server block for mta-sts.DOMAIN serving only the policy."""
+    from mxsec.generate import nginx_config
+
+    click.echo(nginx_config(domain, policy_file, cert_file=cert_file, key_file=key_file), nl=False)
+
+
+@generate.command("apache")
+@_host_options
+@_guarded
+def apache(domain, policy_file, cert_file, key_file):
+    """An Apache VirtualHost for mta-sts.DOMAIN serving only the policy."""
+    from mxsec.generate import apache_config
+
+    click.echo(apache_config(domain, policy_file, cert_file=cert_file, key_file=key_file), nl=False)

@@ -1,0 +1,1 @@
+"""SMTP TLS Reporting (RFC 8460). Sans-I/O parts live here; see :mod:`mxsec.tlsrpt.record`."""
