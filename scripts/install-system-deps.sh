@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the demo start for real: Redis and PostgreSQL (cache backends),
-# and for the lab: Knot DNS, Unbound, ldns tools, Postfix, iproute2. Only what is missing is installed.
+# and for the lab: Knot DNS, Unbound, ldns tools, Postfix, iproute2, and Debian's Exim (unpacked privately,
+# see the end of this file). Only what is missing is installed.
 set -euo pipefail
+EXIM_ROOT="${MXSEC_EXIM_ROOT:-/opt/mxsec/exim4}"
 need=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "$1" ]; }
 have redis-server || need+=(redis-server)
@@ -15,13 +17,55 @@ have ldns-key2ds || need+=(ldnsutils)
 have /usr/sbin/postfix || need+=(postfix)
 have ip || need+=(iproute2)
 have openssl || need+=(openssl)
-[ ${#need[@]} -eq 0 ] && exit 0
+# nginx only as a binary for `nginx -t` of the generated policy-host snippet (tests/unit/test_cli_generate.py);
+# its service is kept from starting (see below)
+have /usr/sbin/nginx || need+=(nginx-light)
+[ ${#need[@]} -eq 0 ] && [ -x "$EXIM_ROOT/usr/sbin/exim4" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "install-system-deps: missing ${need[*]}; run as root (or: sudo apt-get install ${need[*]})" >&2
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
 echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections 2>/dev/null || true
-echo "installing: ${need[*]}"
+[ ${#need[@]} -eq 0 ] || echo "installing: ${need[*]}"
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null
+if [ ${#need[@]} -gt 0 ]; then
+  # Package services are not started by the installation: the tests start their own servers. A temporary
+  # policy-rc.d (only if none exists) keeps e.g. nginx from binding port 80 on this machine.
+  own_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && own_policy=1
+  fi
+  apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null
+  [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
+fi
+
+# Exim for the lab's Exim test (tests/lab/test_lab_exim.py, src/mxsec/lab/exim.py). exim4-daemon-light and
+# postfix both provide mail-transport-agent and conflict, so Exim is not installed as a package: Debian's own
+# .debs are unpacked with dpkg -x into $EXIM_ROOT (no maintainer scripts, no service, not registered with
+# dpkg, the system MTA stays Postfix), and only the shared libraries the binary links against are installed.
+if [ ! -x "$EXIM_ROOT/usr/sbin/exim4" ]; then
+  debs="$(mktemp -d)"
+  trap 'rm -rf "$debs"' EXIT
+  chmod 755 "$debs"; chown _apt "$debs" 2>/dev/null || true
+  echo "unpacking Debian's Exim into $EXIM_ROOT"
+  (cd "$debs" && apt-get download -qq exim4-daemon-light exim4-base exim4-config >/dev/null)
+  libs=()
+  for deb in "$debs"/exim4-daemon-light_*.deb "$debs"/exim4-base_*.deb; do
+    for dep in $(dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed -e 's/|.*//' -e 's/(.*)//' -e 's/ //g'); do
+      case "$dep" in
+        lib*) dpkg-query -W -f='${Status}' "$dep" 2>/dev/null | grep -q ' installed$' || libs+=("$dep") ;;
+      esac
+    done
+  done
+  [ ${#libs[@]} -eq 0 ] || apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${libs[@]}" | sort -u) >/dev/null
+  rm -rf "$EXIM_ROOT.new" && mkdir -p "$EXIM_ROOT.new"
+  for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$EXIM_ROOT.new"; done
+  if ldd "$EXIM_ROOT.new/usr/sbin/exim4" | grep -q 'not found'; then
+    echo "install-system-deps: $EXIM_ROOT.new/usr/sbin/exim4 still misses libraries:" >&2
+    ldd "$EXIM_ROOT.new/usr/sbin/exim4" | grep 'not found' >&2
+    exit 1
+  fi
+  rm -rf "$EXIM_ROOT" && mv "$EXIM_ROOT.new" "$EXIM_ROOT"
+  echo "Exim $(dpkg-deb -f "$debs"/exim4-daemon-light_*.deb Version) in $EXIM_ROOT"
+fi

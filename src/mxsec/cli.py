@@ -97,7 +97,8 @@ def main() -> None:
 @_guarded
 def daemon(listen, cache, metrics_listen, log_format, log_level, config_path, nameservers, ca_file, timeout,
            allow_addresses):
-    """Serve TLS policy to Postfix over socketmap (map names: postfix, QUERY, tlsrpt, QUERYwithTLSRPT)."""
+    """Serve TLS policy to Postfix and Exim over socketmap (map names: postfix, QUERY, tlsrpt, QUERYwithTLSRPT,
+    exim)."""
     from mxsec.daemon.app import run_daemon
     from mxsec.logs import setup_logging
 
@@ -114,7 +115,8 @@ def daemon(listen, cache, metrics_listen, log_format, log_level, config_path, na
 @main.command()
 @click.argument("domain")
 @click.option("--map", "map_name", default="postfix", show_default=True,
-              help="Map name, i.e. reply dialect: postfix, QUERY, tlsrpt, QUERYwithTLSRPT or a configured zone.")
+              help="Map name, i.e. reply dialect: postfix, QUERY, tlsrpt, QUERYwithTLSRPT, exim or a configured "
+                   "zone.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--cache", "cache", metavar="URL", help="Cache to read and update (default: the daemon's).")
 @click.option("--no-cache", is_flag=True, help="Resolve from scratch with an empty in-memory cache.")
@@ -124,7 +126,7 @@ def query(domain, map_name, as_json, cache, no_cache, config_path, nameservers, 
           allow_addresses):
     """Print the reply the daemon would give for DOMAIN, then why."""
     from mxsec.daemon.app import build_service, make_zones
-    from mxsec.daemon.replies import NOTFOUND, format_reply
+    from mxsec.daemon.replies import format_reply, not_applicable_reply
     from mxsec.daemon.server import NotApplicable, policy_domain_from_key
     from mxsec.errors import ParseError
     from mxsec.store import MemoryStore, open_store
@@ -145,7 +147,7 @@ def query(domain, map_name, as_json, cache, no_cache, config_path, nameservers, 
         _fail(f"{domain!r} is not a domain name: {exc}")
 
     if policy_domain is None:
-        reply, verdict = NOTFOUND, None
+        reply, verdict = not_applicable_reply(zone), None
     else:
         store = MemoryStore()
         if not no_cache:

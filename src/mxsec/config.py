@@ -36,7 +36,7 @@ SYSTEM_CONFIG_PATH = "/etc/mxsec/mxsec.toml"
 #: Postfix gives up on a socketmap lookup after ``socketmap_timeout`` (100 s); an answer must come before.
 POSTFIX_SOCKETMAP_TIMEOUT = 100.0
 #: Map names the daemon always serves (see docs/interface): they need no ``daemon.zones`` entry.
-BUILTIN_MAP_NAMES = ("postfix", "QUERY", "tlsrpt", "QUERYwithTLSRPT")
+BUILTIN_MAP_NAMES = ("postfix", "QUERY", "tlsrpt", "QUERYwithTLSRPT", "exim")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("json", "text")
 

@@ -12,22 +12,37 @@
 Postfix ≥ 3.10.5's own MX-name check against the patterns. The other replies are those of ``postfix``:
 answering ``may policy_type=…`` for domains without an enforced policy would override the global
 ``smtp_tls_security_level`` (``dane`` for instance) and is therefore never done. Reference: postfix.md §1–§3.
+
+``exim`` dialect (Exim's ``${readsocket}``, docs/exim.md): one line of ``key=value`` tokens, read by the
+routers of ``contrib/exim/`` with ``${extract}``:
+
+* DANE applies → ``mode=dane dane=all`` (every MX host has usable TLSA: the router requires DANE) or
+  ``mode=dane dane=some`` (Exim's own per-host DANE, ``hosts_try_dane``);
+* MTA-STS ``enforce`` → ``mode=enforce mxre=REGEX id=ID``, REGEX an anchored regular expression for the MX
+  host names the policy allows (``*.example.net`` = exactly one label), written only with characters that
+  are safe inside an Exim host list (see :func:`exim_mx_regex`); Exim matches host-list regexes caselessly;
+* ``testing`` → ``mode=testing id=ID``; ``none``, no policy, address literals → ``mode=none``;
+* a verdict with ``temp_reason`` → ``mode=temp reason="…"``.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+from mxsec.names import DomainError, normalize_domain
 from mxsec.verdict import Verdict
 
 NOTFOUND = "NOTFOUND "
+#: the ``exim`` dialect's answer where no policy applies
+EXIM_NONE = "mode=none"
 
 
 @dataclass(frozen=True, slots=True)
 class Zone:
     """Per-map-name settings (the peer calls them zones)."""
 
-    dialect: str = "postfix"  # "postfix" or "tlsrpt"
+    dialect: str = "postfix"  # "postfix", "tlsrpt" or "exim"
     strict_testing: bool = False  # answer testing-mode policies like enforce (peer compatibility)
     require_sni: bool = True  # add servername=hostname
 
@@ -59,6 +74,8 @@ def enforces(verdict: Verdict, zone: Zone) -> bool:
 
 
 def format_reply(verdict: Verdict, zone: Zone) -> str:
+    if zone.dialect == "exim":
+        return format_exim(verdict, zone)
     if verdict.temp_reason is not None:
         return "TEMP " + verdict.temp_reason
     dane = verdict.dane
@@ -81,6 +98,94 @@ def format_reply(verdict: Verdict, zone: Zone) -> str:
     return " ".join(parts)
 
 
+def not_applicable_reply(zone: Zone) -> str:
+    """The answer for keys MTA-STS never applies to (address literals, parent-domain lookups)."""
+    return EXIM_NONE if zone.dialect == "exim" else NOTFOUND
+
+
+# -- exim dialect ----------------------------------------------------------------------------------------------
+
+#: one LDH label (A-label) of a pattern, already lower-cased
+_EXIM_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+#: what ``*`` becomes: exactly one label, never a dot
+_EXIM_ONE_LABEL = "[a-z0-9-]+"
+#: a regex that never matches (a policy without one usable pattern: every MX is refused)
+EXIM_MATCH_NOTHING = "^(?!)"
+#: every character an ``mxre`` value may contain: no list separators (``;``, ``:``), no whitespace, no
+#: ``$`` other than the final anchor, nothing Exim's string expansion treats specially
+EXIM_SAFE_REGEX = re.compile(r"\^[a-z0-9\\.()|\[\]+?!-]*\$?")
+
+
+def exim_pattern_regex(pattern: str) -> str | None:
+    """One policy ``mx`` pattern as a regex fragment (no anchors), or ``None`` when it cannot match a host
+    name: ``mail.example.com`` → ``mail\\.example\\.com``, ``*.example.net`` → ``[a-z0-9-]+\\.example\\.net``."""
+    if not isinstance(pattern, str) or not pattern.isascii():
+        return None
+    pattern = pattern.lower()
+    wildcard = pattern.startswith("*.")
+    try:  # the same names mx_matches accepts (no IP addresses, no all-numeric last label...)
+        base = normalize_domain(pattern[2:] if wildcard else pattern)
+    except DomainError:
+        return None
+    labels = base.split(".")
+    if not all(_EXIM_LABEL.fullmatch(label) for label in labels):
+        return None
+    body = "\\.".join(labels)
+    return _EXIM_ONE_LABEL + "\\." + body if wildcard else body
+
+
+def exim_mx_regex(patterns) -> str:
+    """The anchored regex for an MTA-STS policy's ``mx`` patterns, for an Exim host list (which matches it
+    caselessly): ``^(mail\\.example\\.com|[a-z0-9-]+\\.example\\.net)$``. Unusable patterns are left out; with none left
+    the regex matches nothing. The result always passes :func:`exim_regex_safe` (checked here: an invalid
+    regex in a host list makes Exim panic and leave the message queued)."""
+    parts = _unique(p for p in (exim_pattern_regex(x) for x in patterns) if p is not None)
+    regex = "^(" + "|".join(parts) + ")$" if parts else EXIM_MATCH_NOTHING
+    if not exim_regex_safe(regex):  # cannot happen with the fragments above; never send an unchecked regex
+        return EXIM_MATCH_NOTHING
+    return regex
+
+
+def exim_regex_safe(regex: str) -> bool:
+    """True when ``regex`` compiles, is anchored at the start (Exim host lists treat only items starting with
+    ``^`` as regexes) and uses only characters that survive an Exim host list and string expansion."""
+    if not EXIM_SAFE_REGEX.fullmatch(regex) or "$" in regex[:-1]:
+        return False
+    if "\\" in regex.replace("\\.", ""):  # the only escape used is "\." (no \N, \t, \d... for Exim to read)
+        return False
+    try:
+        re.compile(regex)
+    except re.error:
+        return False
+    return True
+
+
+def _exim_quote(text: str) -> str:
+    """A value for ``${extract}``: double-quoted, without quotes, backslashes or control characters."""
+    clean = "".join(c if c.isprintable() and c not in '"\\' else " " for c in text)
+    return '"' + " ".join(clean.split())[:200] + '"'
+
+
+def format_exim(verdict: Verdict, zone: Zone) -> str:
+    if verdict.temp_reason is not None:
+        return "mode=temp reason=" + _exim_quote(verdict.temp_reason)
+    dane = verdict.dane
+    if dane is not None and dane.applies:
+        return "mode=dane dane=" + ("all" if dane.level == "dane-only" else "some")
+    policy = verdict.policy
+    if policy is None or verdict.mode == "none":
+        return EXIM_NONE
+    policy_id = verdict.policy_id if verdict.policy_id and verdict.policy_id.isalnum() else None
+    tail = f" id={policy_id}" if policy_id else ""
+    if enforces(verdict, zone):
+        return "mode=enforce mxre=" + exim_mx_regex(policy.mx) + tail
+    return "mode=testing" + tail
+
+
 def reply_kind(reply: str) -> str:
-    """``ok``, ``notfound``, ``temp`` or ``perm``: the first word, lower-cased (metrics label)."""
+    """``ok``, ``notfound``, ``temp`` or ``perm``: the first word, lower-cased (metrics label); ``exim``
+    dialect replies are counted by their mode."""
+    if reply.startswith("mode="):
+        mode = reply[5:].split(" ", 1)[0]
+        return {"enforce": "ok", "dane": "ok", "temp": "temp"}.get(mode, "notfound")
     return reply.split(" ", 1)[0].lower()

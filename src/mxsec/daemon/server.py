@@ -19,7 +19,7 @@ import socket
 import time
 from collections import deque
 
-from mxsec.daemon.replies import NOTFOUND, Zone, format_reply, reply_kind
+from mxsec.daemon.replies import Zone, format_reply, not_applicable_reply, reply_kind
 from mxsec.daemon.service import PolicyService
 from mxsec.daemon.socketmap import Framing, NetstringDecoder, RequestError, encode, parse_request
 from mxsec.errors import ParseError
@@ -145,7 +145,7 @@ class SocketmapServer:
         try:
             domain = policy_domain_from_key(request.key)
         except NotApplicable:
-            reply = encode(NOTFOUND.encode())
+            reply = encode(not_applicable_reply(zone).encode())
             self._remember(payload, reply, STATIC_MEMO_SECONDS, 1, None)
             self.reply_counts[1] += 1
             return reply
@@ -256,6 +256,16 @@ class SocketmapProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self.transport is not None:
             self.transport.resume_reading()
+
+    def eof_received(self) -> bool | None:
+        """The client half-closed its side (Exim's ``${readsocket}`` with ``shutdown=yes``): answer what it
+        asked, then close. Returning ``None`` when nothing is pending lets asyncio close the transport after
+        writing what is buffered; with answers still being resolved the connection stays half-open until
+        ``_flush`` has written the last one."""
+        if self.queue:
+            self.close_after = True
+            return True
+        return None
 
     def pending_futures(self) -> list:
         return [i for i in self.queue if not isinstance(i, bytes)] if self.queue else []
