@@ -97,19 +97,9 @@ def verify(host, port, addresses, ehlo_name, as_json, config_path, nameservers, 
 
 
 def _adapters(config):
-    from mxsec.errors import ConfigError
-    from mxsec.net.dns import DnsClient, DnsSettings, parse_nameserver
-    from mxsec.net.guard import AddressGuard
+    from mxsec.daemon.app import make_dns_and_guard
 
-    try:
-        nameservers = [parse_nameserver(n) for n in config.dns.nameservers]
-    except ValueError as exc:
-        raise ConfigError(f"dns.nameservers: {exc}") from None
-    try:
-        guard = AddressGuard(config.net.allow_addresses)
-    except ValueError as exc:
-        raise ConfigError(f"net.allow_addresses: {exc}") from None
-    return DnsClient(DnsSettings(nameservers=nameservers, timeout=config.dns.timeout)), guard
+    return make_dns_and_guard(config)
 
 
 async def _verify(host, port, overrides, dns, guard, timeout, ehlo_name, roots, store_label) -> dict:

@@ -49,7 +49,8 @@ def make_zones(config: Config) -> dict[str, Zone]:
     return zones
 
 
-def make_adapters(config: Config):
+def make_dns_and_guard(config: Config) -> tuple[DnsClient, AddressGuard]:
+    """The resolver client and the SSRF guard from the configuration (one-line ConfigError on bad values)."""
     try:
         nameservers = [parse_nameserver(n) for n in config.dns.nameservers]
     except ValueError as exc:
@@ -58,17 +59,22 @@ def make_adapters(config: Config):
         guard = AddressGuard(config.net.allow_addresses)
     except ValueError as exc:
         raise ConfigError(f"net.allow_addresses: {exc}") from None
+    return DnsClient(DnsSettings(nameservers=nameservers, timeout=config.dns.timeout)), guard
+
+
+def make_adapters(config: Config, guard: AddressGuard | None = None):
+    """``(dns, fetcher)``; pass ``guard`` to share one guard with other adapters (the checker's SMTP probes)."""
+    dns, own_guard = make_dns_and_guard(config)
     if config.tls.ca_file is not None:
         try:
             with open(config.tls.ca_file, "rb"):
                 pass
         except OSError as exc:
             raise ConfigError(f"tls.ca_file: cannot read {config.tls.ca_file}: {exc.strerror}") from None
-    dns = DnsClient(DnsSettings(nameservers=nameservers, timeout=config.dns.timeout))
     fetcher = PolicyFetcher(
         HttpsSettings(timeout=config.https.timeout, ca_file=config.tls.ca_file, max_body=config.https.max_body),
         dns,
-        guard,
+        guard if guard is not None else own_guard,
     )
     return dns, fetcher
 
