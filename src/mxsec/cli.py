@@ -273,5 +273,14 @@ def _register_check() -> None:
 _register_check()
 
 
+def _register_serve_policy() -> None:
+    from mxsec.cli_serve import serve_policy
+
+    main.add_command(serve_policy)
+
+
+_register_serve_policy()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
