@@ -1,31 +1,35 @@
 """``mxsec check``: the domain checker (interface.md). Composes :mod:`mxsec.check`; prints.
 
-Exit 0 when no finding is an error, 1 when some are, 2 for usage errors and unreadable input.
+Exit 0 when no finding is an error, 1 when some are, 2 for usage errors and unreadable input (one line on
+stderr, no traceback). docs/check.md describes the output.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 
 import click
 
-from mxsec.cli import _fail, _guarded, _load, network_options
+from mxsec.cli_common import _fail, _guarded, _load, network_options
 
 #: domain names read from --from-file at most
 MAX_DOMAINS = 100_000
+#: longest line read from --from-file (a domain name is at most 253 octets; comments may be longer)
+MAX_LINE = 4096
 
 
 @click.command("check")
 @click.argument("domains", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per domain per line (JSON Lines).")
 @click.option("--no-smtp", is_flag=True, help="Skip the STARTTLS probes of the MX hosts (DNS and HTTPS only).")
-@click.option("--html", "html_file", type=click.Path(dir_okay=False, writable=True),
+@click.option("--html", "html_file", type=click.Path(dir_okay=False),
               help="Also write a standalone HTML report to this file.")
-@click.option("--from-file", "from_file", type=click.File("r"),
-              help="Read domains from this file (one per line, # comments; - for stdin).")
+@click.option("--from-file", "from_file", metavar="FILE",
+              help="Read domains from FILE (one per line, # starts a comment; - for stdin).")
 @click.option("--concurrency", default=20, show_default=True, type=click.IntRange(1, 1000),
               help="Domains checked at the same time.")
 @click.option("--smtp-port", default=25, show_default=True, type=click.IntRange(1, 65535), hidden=True,
@@ -44,53 +48,114 @@ def check(domains, as_json, no_smtp, html_file, from_file, concurrency, smtp_por
     """
     from mxsec.names import DomainError, normalize_domain
 
-    names = list(domains)
+    names: list[tuple[str, str]] = [(name, f"{name!r}") for name in domains]
     if from_file is not None:
-        for number, line in enumerate(from_file, 1):
-            text = line.split("#", 1)[0].strip()
-            if text:
-                names.append(text)
-            if len(names) > MAX_DOMAINS:
-                _fail(f"--from-file: more than {MAX_DOMAINS} domains")
+        names += _read_domain_file(from_file)
     if not names:
         _fail("no domain given (DOMAIN... or --from-file FILE)")
     targets: list[str] = []
-    for name in names:
+    for name, where in names:
         try:
             targets.append(normalize_domain(name))
         except DomainError as exc:
-            _fail(f"{name!r} is not a domain name: {exc}")
+            _fail(f"{where} is not a domain name: {exc}")
     targets = list(dict.fromkeys(targets))
+    if html_file:
+        _check_writable(html_file)
     config, _ = _load(config_path, nameservers=nameservers, ca_file=ca_file, timeout=timeout,
                       allow_addresses=allow_addresses)
+    _tolerant_stdout()
     errors = asyncio.run(_run(targets, config, as_json=as_json, smtp=not no_smtp, html_file=html_file,
                               concurrency=concurrency, smtp_port=smtp_port, smtp_timeout=smtp_timeout,
                               verbose=verbose))
     sys.exit(1 if errors else 0)
 
 
+def _read_domain_file(path: str) -> list[tuple[str, str]]:
+    """``(name, where)`` for every name in ``path``; ``where`` says which line, for error messages."""
+    label = "stdin" if path == "-" else path
+    try:
+        if path == "-":
+            if sys.stdin is None:
+                _fail("--from-file -: no standard input")
+            data = sys.stdin.buffer.read(MAX_DOMAINS * 256 + 1)
+        else:
+            if os.path.isdir(path):
+                _fail(f"--from-file {label}: is a directory")
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_DOMAINS * 256 + 1)
+    except OSError as exc:
+        _fail(f"--from-file {label}: {exc.strerror or exc}")
+    if len(data) > MAX_DOMAINS * 256:
+        _fail(f"--from-file {label}: larger than {MAX_DOMAINS * 256} octets")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        _fail(f"--from-file {label}: not UTF-8 text (byte {exc.start})")
+    out: list[tuple[str, str]] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if len(line) > MAX_LINE:
+            _fail(f"--from-file {label} line {number}: longer than {MAX_LINE} characters")
+        name = line.split("#", 1)[0].strip()
+        if not name:
+            continue
+        if len(name.split()) > 1:
+            _fail(f"--from-file {label} line {number}: one domain per line, got {name!r}")
+        out.append((name, f"--from-file {label} line {number}: {name!r}"))
+        if len(out) > MAX_DOMAINS:
+            _fail(f"--from-file {label}: more than {MAX_DOMAINS} domains")
+    return out
+
+
+def _check_writable(path: str) -> None:
+    """Fail now, not after checking every domain, when the HTML report cannot be written."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        _fail(f"--html {path}: is a directory")
+    if not os.path.isdir(directory):
+        _fail(f"--html {path}: no such directory {directory}")
+    if not os.access(directory, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        _fail(f"--html {path}: not writable")
+
+
+def _tolerant_stdout() -> None:
+    """A terminal or pipe that cannot encode a character gets an escape instead of a crash."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[attr-defined]
+        except (AttributeError, ValueError):  # pragma: no cover - replaced streams
+            pass
+
+
 async def _run(targets, config, *, as_json, smtp, html_file, concurrency, smtp_port, smtp_timeout, verbose) -> int:
     from rich.console import Console
 
-    from mxsec.check.gather import CheckSettings, gather
+    from mxsec.check.findings import finding
+    from mxsec.check.gather import CheckSettings, DomainFacts, gather
     from mxsec.check.report import render_html, render_terminal, result_json
     from mxsec.check.rules import judge
     from mxsec.daemon.app import make_adapters
+    from mxsec.net.dns import remote_validators
     from mxsec.net.guard import AddressGuard
 
-    dns, fetcher = make_adapters(config)
     guard = AddressGuard(config.net.allow_addresses)
-    roots, label = None, "system"
+    dns, fetcher = make_adapters(config, guard)
+    roots, label = None, "the system store"
     if smtp:
         from mxsec.net.smtp import load_trust_store
 
         try:
             roots, label = load_trust_store(config.tls.ca_file)
         except (OSError, ValueError) as exc:
+            await fetcher.aclose()
             _fail(f"trust store: {getattr(exc, 'strerror', None) or exc}")
     settings = CheckSettings(smtp=smtp, smtp_port=smtp_port, smtp_timeout=smtp_timeout)
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False)
+    remote = remote_validators(dns.nameserver_addresses)
+    if remote:  # DANE-H-2: the DNSSEC verdicts below are the resolver's AD bit
+        click.echo(f"mxsec: warning: DNSSEC results trust the AD bit of {', '.join(remote)}, which is not on "
+                   f"loopback; use a local validating resolver (--nameserver)", err=True)
     bulk = len(targets) > 1
     domain_slots = asyncio.Semaphore(concurrency)
     smtp_slots = asyncio.Semaphore(settings.smtp_concurrency)
@@ -109,8 +174,13 @@ async def _run(targets, config, *, as_json, smtp, html_file, concurrency, smtp_p
     async def one(index: int, domain: str) -> None:
         nonlocal error_domains
         async with domain_slots:
-            facts = await gather(domain, dns, fetcher, guard, settings, smtp_slots, roots=roots, ca_label=label)
-        findings = judge(facts, settings.max_hosts)
+            try:
+                facts = await gather(domain, dns, fetcher, guard, settings, smtp_slots, roots=roots,
+                                     ca_label=label)
+                findings = judge(facts, settings.max_hosts)
+            except Exception as exc:  # noqa: BLE001 - one domain's bug must not end a bulk run
+                facts = DomainFacts(domain)
+                findings = [finding("check-failed", f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")]
         results[index] = (facts, findings)
         if any(f.severity == "error" for f in findings):
             error_domains += 1
@@ -135,36 +205,34 @@ async def _run(targets, config, *, as_json, smtp, html_file, concurrency, smtp_p
     if bulk:
         _summary(err if as_json else out, results, elapsed)
     if html_file:
-        page = render_html(results)
-        try:
-            with open(html_file, "w", encoding="utf-8") as fh:
-                fh.write(page)
-        except OSError as exc:
-            _fail(f"{html_file}: {exc.strerror or exc}")
+        _write_html(html_file, render_html(results))
     return error_domains
 
 
-def _summary(console, results, elapsed: float) -> None:
-    from collections import Counter
+def _write_html(path: str, page: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(page)
+    except OSError as exc:
+        _fail(f"--html {path}: {exc.strerror or exc}")
 
+
+def _summary(console, results, elapsed: float) -> None:
     from rich.table import Table
 
-    per_domain = Counter()
-    codes = Counter()
-    for _facts, findings in results:
-        worst = "ok"
-        for f in findings:
-            if f.severity == "error":
-                worst = "error"
-                codes[f.code] += 1
-            elif f.severity == "warning" and worst == "ok":
-                worst = "warning"
-        per_domain[worst] += 1
-    table = Table(title=f"{len(results)} domains in {elapsed:.2f} s ({len(results) / max(elapsed, 1e-9):.1f}/s)")
+    from mxsec.check.report import summarize
+
+    per_domain, errors, warnings = summarize(results)
+    rate = len(results) / elapsed if elapsed > 0 else 0.0
+    table = Table(title=f"{len(results)} domains in {elapsed:.2f} s ({rate:.1f} per second)")
     table.add_column("result")
     table.add_column("domains", justify="right")
     for key in ("error", "warning", "ok"):
         table.add_row(key, str(per_domain[key]))
-    for code, count in codes.most_common(10):
-        table.add_row(f"  {code}", str(count))
+    for heading, rows in (("most frequent errors", errors), ("most frequent warnings", warnings)):
+        if rows:
+            table.add_section()
+            table.add_row(heading, "", style="bold")
+            for code, count in rows[:10]:
+                table.add_row(f"  {code}", str(count))
     console.print(table)

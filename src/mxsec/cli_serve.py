@@ -43,7 +43,7 @@ def _guarded(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from mxsec.cli import _guarded as guarded
+        from mxsec.cli_common import _guarded as guarded
 
         return guarded(fn)(*args, **kwargs)
 

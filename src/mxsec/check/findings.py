@@ -87,6 +87,14 @@ CATALOGUE: dict[str, Spec] = {
                             "Sign the zone (and publish the DS) to make DANE possible."),
     "dnssec-mx-host-unsigned": Spec(INFO, None, "DANE-H-9", "an MX host's address records are not DNSSEC-signed",
                                     "Sign the MX host's zone to let senders use its TLSA records."),
+    # --- the checker itself ----------------------------------------------------------------------------------
+    "check-limited": Spec(INFO, None, None, "only part of the MX hosts or addresses were examined (the checker's "
+                                            "bounds)",
+                          "Nothing to do: the first MX hosts in preference order and the first addresses of each "
+                          "were checked."),
+    "check-failed": Spec(ERROR, None, None, "the checker could not finish this domain (an internal error)",
+                         "Run the check again; if it persists, report the message as an mxsec bug. The other "
+                         "domains were checked."),
     # --- MTA-STS TXT -------------------------------------------------------------------------------------
     "sts-txt-missing": Spec(WARNING, None, "STS-A-1", "no MTA-STS TXT record: senders apply no MTA-STS policy",
                             "Publish _mta-sts.DOMAIN TXT \"v=STSv1; id=...\" (mxsec generate sts-txt) and a policy."),
@@ -101,7 +109,7 @@ CATALOGUE: dict[str, Spec] = {
     "sts-txt-cname": Spec(INFO, None, "STS-A-12", "the _mta-sts record is delegated by CNAME",
                           "Nothing to do: senders follow it. Keep the policy host's certificate in step."),
     "sts-txt-warning": Spec(WARNING, None, "STS-A-13", "the MTA-STS TXT record parses with a remark",
-                            "See the message."),
+                            "Clean the record up as the message says (mxsec generate sts-txt writes a canonical one)."),
     "sts-no-policy-host": Spec(WARNING, None, "STS-B-1", "a policy host exists but no _mta-sts TXT record",
                                "Publish the TXT record, or senders never fetch the policy."),
     # --- MTA-STS policy fetch (RFC 8461 §3.3) ---------------------------------------------------------------
@@ -130,7 +138,9 @@ CATALOGUE: dict[str, Spec] = {
     "sts-policy-address-refused": Spec(ERROR, _FETCH, None,
                                        "the policy host resolves to a private, loopback or reserved address",
                                        "Publish the policy host's public address."),
-    "sts-policy-warning": Spec(WARNING, None, "STS-C-11", "the policy parses with a remark", "See the message."),
+    "sts-policy-warning": Spec(WARNING, None, "STS-C-11", "the policy parses with a remark",
+                               "Clean the policy up as the message says (mxsec generate sts-policy writes a "
+                               "canonical one)."),
     # --- MTA-STS policy content -----------------------------------------------------------------------------
     "sts-mode-enforce": Spec(INFO, None, "STS-F-1", "MTA-STS policy in enforce mode", "Nothing to do."),
     "sts-mode-testing": Spec(INFO, None, "STS-F-2", "MTA-STS policy in testing mode: failures are only reported",
@@ -194,6 +204,11 @@ CATALOGUE: dict[str, Spec] = {
                              "certificate changes (mxsec dane rollover)."),
     "dane-cert-full": Spec(WARNING, None, "DANE-H-36", "a TLSA record pins the whole certificate (selector 0)",
                            "Prefer 3 1 1 (the public key): it survives certificate renewals with the same key."),
+    "dane-mx-insecure": Spec(WARNING, None, "DANE-H-6",
+                             "an MX host has signed TLSA records, but the domain's MX records are not signed: "
+                             "senders do not use DANE for this domain",
+                             "Sign the domain's zone (and publish its DS record) so that senders can trust the MX "
+                             "records and use the MX hosts' TLSA records."),
     "dane-sts-webpki": Spec(WARNING, None, "STS-G-1",
                             "DANE protects this MX but its certificate would fail MTA-STS (web PKI) checks",
                             "Senders without DANE apply the enforce policy and defer: use a publicly trusted "
@@ -205,14 +220,18 @@ CATALOGUE: dict[str, Spec] = {
                                  "Fix the name servers."),
     "tlsrpt-multiple": Spec(ERROR, None, "RPT-I-6", "more than one v=TLSRPTv1 record: senders send no reports",
                             "Keep exactly one v=TLSRPTv1 record."),
-    "tlsrpt-invalid": Spec(ERROR, None, "RPT-I-2", "the TLSRPT record does not parse", "See the message."),
+    "tlsrpt-invalid": Spec(ERROR, None, "RPT-I-2", "the TLSRPT record does not parse: senders send no reports",
+                           "Write it as v=TLSRPTv1; rua=mailto:ADDRESS (mxsec generate tlsrpt)."),
     "tlsrpt-rua-no-mailto": Spec(ERROR, None, "RPT-I-3", "a rua address lacks the mailto: prefix",
                                  "Write rua=mailto:reports@example.com."),
     "tlsrpt-rua-scheme": Spec(WARNING, None, "RPT-I-11", "a rua URI uses a scheme senders do not support",
                               "Use mailto: or https: URIs."),
     "tlsrpt-rua-no-mx": Spec(WARNING, None, "RPT-I-12", "the domain of a mailto: rua has no mail exchanger",
                              "Reports to that address cannot be delivered: fix the address or its domain's MX."),
-    "tlsrpt-warning": Spec(WARNING, None, "RPT-I-8", "the TLSRPT record parses with a remark", "See the message."),
+    "tlsrpt-warning": Spec(WARNING, None, "RPT-I-8", "the TLSRPT record parses with a remark",
+                           "Fix the record as the message says (mxsec generate tlsrpt writes a canonical one)."),
+    "tlsrpt-ok": Spec(INFO, None, "RPT-I-1", "a valid TLSRPT record: senders send reports to its rua addresses",
+                      "Nothing to do."),
     "tlsrpt-no-policy": Spec(INFO, None, "RPT-I-1", "a TLSRPT record but neither MTA-STS nor DANE",
                              "Reports will only say no-policy-found: add MTA-STS or DANE."),
 }

@@ -22,7 +22,8 @@ from mxsec.net.https import FetchOutcome
 from mxsec.net.smtp import SmtpProbe, probe_starttls
 from mxsec.sts.policy import PolicyError, StsPolicy, parse_policy
 from mxsec.sts.record import RecordSelection, select_record
-from mxsec.tlsrpt.record import TlsrptSelection, select_record as select_tlsrpt, tlsrpt_owner
+from mxsec.tlsrpt.record import TlsrptSelection, tlsrpt_owner
+from mxsec.tlsrpt.record import select_record as select_tlsrpt
 
 __all__ = ["CheckSettings", "DomainFacts", "gather"]
 
@@ -44,6 +45,8 @@ class DomainFacts:
     mx: RRAnswer | None = None
     hosts: dict[str, HostFacts] = field(default_factory=dict)
     sts_txt: TxtAnswer | None = None
+    #: where ``_mta-sts.DOMAIN`` points when it is a CNAME (policy delegation, STS-A-12); ``None`` otherwise
+    sts_cname: str | None = None
     sts_record: RecordSelection | None = None
     policy_host: AddressAnswer | None = None
     fetch: FetchOutcome | None = None
@@ -63,6 +66,13 @@ class DomainFacts:
     smtp_checked: bool = False
 
 
+def store_phrase(label: str | None) -> str:
+    """How PKIX messages name the trust store: ``"CA file /x.pem"`` -> ``"the CA file /x.pem"``."""
+    if not label:
+        return "the system store"
+    return f"the {label}" if label.startswith("CA file ") else label
+
+
 def mx_hosts(facts: DomainFacts, limit: int) -> list[str]:
     """The MX host names to examine, in preference order, without the null MX and duplicates; the domain
     itself when it has no MX RRset (RFC 5321 §5.1)."""
@@ -77,8 +87,14 @@ def mx_hosts(facts: DomainFacts, limit: int) -> list[str]:
 
 
 async def gather(domain: str, dns, fetcher, guard, settings: CheckSettings,
-                 smtp_slots: asyncio.Semaphore | None = None, *, roots=None, ca_label: str = "system") -> DomainFacts:
-    """Everything about ``domain`` (an A-label) that the rules need."""
+                 smtp_slots: asyncio.Semaphore | None = None, *, roots=None,
+                 ca_label: str = "the system store") -> DomainFacts:
+    """Everything about ``domain`` (an A-label) that the rules need.
+
+    ``roots`` are the trust anchors for the PKIX check of the MX certificates (``None``: the system store) and
+    ``ca_label`` names them in messages: the label :func:`mxsec.net.smtp.load_trust_store` returns
+    (``"CA file PATH"`` or ``"the system store"``).
+    """
     facts = DomainFacts(domain)
     mx_task = asyncio.ensure_future(dns.mx(domain))
     sts_task = asyncio.ensure_future(_sts(facts, dns, fetcher))
@@ -107,7 +123,12 @@ async def gather(domain: str, dns, fetcher, guard, settings: CheckSettings,
 
 
 async def _sts(facts: DomainFacts, dns, fetcher) -> None:
-    facts.sts_txt = await dns.txt(f"_mta-sts.{facts.domain}")
+    owner = f"_mta-sts.{facts.domain}"
+    facts.sts_txt, cname = await asyncio.gather(dns.txt(owner), dns.lookup(owner, "CNAME"))
+    if cname.status == "ok" and cname.records:
+        target = getattr(cname.records[0], "target", None)
+        if target is not None:
+            facts.sts_cname = str(target).rstrip(".").lower() or None
     if facts.sts_txt.ok:
         facts.sts_record = select_record(list(facts.sts_txt.records))
     if facts.sts_record is None or facts.sts_record.record is None:
@@ -143,6 +164,7 @@ async def _tlsrpt(facts: DomainFacts, dns) -> None:
 async def _probe_all(facts: DomainFacts, guard, settings: CheckSettings, slots: asyncio.Semaphore, roots,
                      ca_label: str) -> None:
     jobs = []
+    store_label = store_phrase(ca_label)
     for host, hf in facts.hosts.items():
         if is_ip_literal(host) or hf.addresses is None or hf.addresses.status != "ok":
             continue
@@ -155,6 +177,6 @@ async def _probe_all(facts: DomainFacts, guard, settings: CheckSettings, slots: 
         async with slots:
             facts.probes[(host, address)] = await probe_starttls(
                 address, settings.smtp_port, server_name=sni, timeout=settings.smtp_timeout,
-                pkix_names=[host], roots=roots if roots is not None else None)
+                pkix_names=[host], roots=roots, store_label=store_label)
 
     await asyncio.gather(*(one(*job) for job in jobs))

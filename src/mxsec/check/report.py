@@ -10,21 +10,43 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import html
+import re
 from collections import Counter
 
 from mxsec.check.findings import Finding
 from mxsec.check.gather import DomainFacts
-from mxsec.dane.destination import host_state
+from mxsec.dane.destination import decide, host_state
 
-__all__ = ["result_json", "render_terminal", "render_html", "SEVERITY_ORDER"]
+__all__ = ["SEVERITY_ORDER", "render_html", "render_terminal", "result_json", "safe_text", "summarize"]
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
-_AREAS = (("mx", "MX"), ("dnssec", "DNSSEC"), ("sts", "MTA-STS"), ("smtp", "SMTP and certificates"),
-          ("dane", "DANE"), ("tlsrpt", "TLSRPT"))
+_AREAS = (("check", "Checker"), ("mx", "MX"), ("dnssec", "DNSSEC"), ("sts", "MTA-STS"),
+          ("smtp", "SMTP and certificates"), ("dane", "DANE"), ("tlsrpt", "TLSRPT"))
+
+#: C0 and C1 control characters, DEL, and the Unicode format characters that reorder or hide text
+#: (bidirectional overrides and isolates, zero-width characters): never written raw to a terminal or a page
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+
+
+def safe_text(text: object) -> str:
+    """``text`` with every control or invisible formatting character written as an escape (``\\x1b``,
+    ``\\u202e``), so DNS, HTTP and SMTP content from the checked domain cannot drive the terminal or hide in
+    the report. JSON output needs no such care (``json.dumps`` escapes control characters itself)."""
+    return _UNSAFE.sub(_escape, str(text))
+
+
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def area_of(code: str) -> str:
     return code.split("-", 1)[0]
+
+
+def _tag(f: Finding) -> str:
+    """``[code]`` or ``[code, reported as result-type]``."""
+    return f"[{f.code}" + (f", reported as {f.result_type}" if f.result_type else "") + "]"
 
 
 def result_json(facts: DomainFacts, findings: list[Finding]) -> dict:
@@ -61,6 +83,7 @@ def _sts_json(facts: DomainFacts) -> dict | None:
         return None
     sel = facts.sts_record
     out: dict = {"txt": {"status": txt.status, "records": list(txt.records), "error": txt.error},
+                 "cname": facts.sts_cname,
                  "id": sel.record.id if sel is not None and sel.record is not None else None,
                  "record_problem": sel.problem if sel is not None else None, "fetch": None, "policy": None}
     f = facts.fetch
@@ -89,7 +112,12 @@ def _dane_json(facts: DomainFacts) -> dict:
                 "records": [f"{u} {s} {m} {bytes(d).hex().upper()}" for u, s, m, d in t.records]},
         }
     secure_mx = bool(facts.mx is not None and facts.mx.secure)
-    return {"secure_mx": secure_mx, "hosts": hosts}
+    out: dict = {"secure_mx": secure_mx, "level": None, "reason": None, "hosts": hosts}
+    if facts.mx is not None:
+        # the daemon's own decision for this destination (dane-only, dane, temp or none)
+        decision = decide(facts.mx, facts.hosts)
+        out["level"], out["reason"] = decision.level, decision.reason
+    return out
 
 
 def _tlsrpt_json(facts: DomainFacts) -> dict | None:
@@ -115,6 +143,26 @@ def _smtp_json(facts: DomainFacts) -> dict:
             "refused": [{"host": h, "address": a, "reason": r} for (h, a), r in facts.refused.items()]}
 
 
+def summarize(results) -> tuple[dict[str, int], list[tuple[str, int]], list[tuple[str, int]]]:
+    """``(domains per worst severity, [(error code, domains)], [(warning code, domains)])`` for bulk runs.
+
+    A domain counts once per row: under ``error`` if any finding is an error, else ``warning`` if any is a
+    warning, else ``ok``; a code counts the domains that have it at that severity, not its findings.
+    """
+    per_domain = {"error": 0, "warning": 0, "ok": 0}
+    codes: dict[str, Counter] = {"error": Counter(), "warning": Counter()}
+    for _facts, findings in results:
+        severities = {f.severity for f in findings}
+        worst = "error" if "error" in severities else "warning" if "warning" in severities else "ok"
+        per_domain[worst] += 1
+        for severity in ("error", "warning"):
+            codes[severity].update({f.code for f in findings if f.severity == severity})
+    def order(item: tuple[str, int]) -> tuple[int, str]:
+        return -item[1], item[0]  # most domains first, then by name
+
+    return per_domain, sorted(codes["error"].items(), key=order), sorted(codes["warning"].items(), key=order)
+
+
 # --- terminal ---------------------------------------------------------------------------------------------
 
 
@@ -128,7 +176,7 @@ def render_terminal(console, facts: DomainFacts, findings: list[Finding], *, ver
 
     counts = Counter(f.severity for f in findings)
     verdict = "problems found" if counts["error"] else ("warnings" if counts["warning"] else "ok")
-    head = Text(f"{facts.domain}", style="bold")
+    head = Text(safe_text(facts.domain), style="bold")
     head.append(f"  {counts['error']} error(s), {counts['warning']} warning(s) — {verdict}",
                 style=_STYLE["error" if counts["error"] else "warning" if counts["warning"] else "info"])
     console.print(head)
@@ -140,11 +188,13 @@ def render_terminal(console, facts: DomainFacts, findings: list[Finding], *, ver
         console.print(Text(f"  {label}", style="bold cyan"))
         for f in items:
             line = Text(f"    {_MARK.get(f.severity, '?')} ", style=_STYLE.get(f.severity, ""))
-            line.append(f.message)
-            line.append(f"  [{f.code}" + (f", {f.result_type}" if f.result_type else "") + "]", style="dim")
+            line.append(safe_text(f.message))
+            line.append(f"  {_tag(f)}", style="dim")
             console.print(line)
             if f.severity != "info" or verbose:
                 console.print(Text(f"        fix: {f.fix}", style="dim"))
+    if facts.hosts and not facts.smtp_checked:
+        console.print(Text("  SMTP: not probed (--no-smtp)", style="dim"))
     console.print()
 
 
@@ -158,7 +208,7 @@ def render_html(results: list[tuple[DomainFacts, list[Finding]]], generated: _dt
     for facts, findings in results:
         counts = Counter(f.severity for f in findings)
         klass = "error" if counts["error"] else "warning" if counts["warning"] else "info"
-        parts.append(f'<section><h2 class="{klass}">{html.escape(facts.domain)} '
+        parts.append(f'<section><h2 class="{klass}">{_h(facts.domain)} '
                      f'<small>{counts["error"]} error(s), {counts["warning"]} warning(s)</small></h2>')
         for area, label in _AREAS:
             items = sorted((f for f in findings if area_of(f.code) == area),
@@ -170,13 +220,18 @@ def render_html(results: list[tuple[DomainFacts, list[Finding]]], generated: _dt
             for f in items:
                 parts.append(
                     f'<tr class="{f.severity}"><td>{_MARK.get(f.severity, "?")}</td>'
-                    f"<td>{html.escape(f.message)}</td><td><code>{html.escape(f.code)}</code>"
-                    f"{'<br><small>' + html.escape(f.requirement) + '</small>' if f.requirement else ''}</td>"
-                    f"<td>{html.escape(f.result_type or '')}</td><td>{html.escape(f.fix)}</td></tr>")
+                    f"<td>{_h(f.message)}</td><td><code>{_h(f.code)}</code>"
+                    f"{'<br><small>' + _h(f.requirement) + '</small>' if f.requirement else ''}</td>"
+                    f"<td>{_h(f.result_type or '')}</td><td>{_h(f.fix)}</td></tr>")
             parts.append("</table>")
         parts.append("</section>")
     parts.append("</body></html>\n")
     return "".join(parts)
+
+
+def _h(text: object) -> str:
+    """Text for the page: control characters escaped, then HTML-escaped (quotes included)."""
+    return html.escape(safe_text(text), quote=True)
 
 
 _HTML_HEAD = """<!DOCTYPE html>

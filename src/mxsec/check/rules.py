@@ -8,19 +8,20 @@ list of :class:`~mxsec.check.findings.Finding` built from the catalogue.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 
 from cryptography import x509
 
 from mxsec.check.findings import Finding, finding
 from mxsec.check.gather import DomainFacts, mx_hosts
-from mxsec.dane.destination import host_state, is_ip_literal
+from mxsec.dane.destination import HostFacts, host_state, is_ip_literal
 from mxsec.dane.tlsa import TlsaRecord, partition
 from mxsec.dane.verify import verify_chain
 from mxsec.names import DomainError, normalize_domain
 from mxsec.sts.match import matching_pattern, mx_matches
 
-__all__ = ["judge", "EXPIRY_WARNING_DAYS", "SHORT_MAX_AGE"]
+__all__ = ["EXPIRY_WARNING_DAYS", "SHORT_MAX_AGE", "judge"]
 
 #: warn when an MX certificate expires within this many days
 EXPIRY_WARNING_DAYS = 14
@@ -46,7 +47,13 @@ _SHARED_ZONES = ("mail.protection.outlook.com", "outlook.com", "google.com", "go
                  "mx.microsoft")
 
 
+#: handshake errors that usually mean the MX offers only TLS versions older than 1.2 (the probe asks for 1.2+)
+_OLD_TLS_HINTS = ("protocol version", "unsupported protocol", "no protocols available", "wrong version number",
+                  "version too low")
+
+
 def judge(facts: DomainFacts, max_hosts: int = 10, now: _dt.datetime | None = None) -> list[Finding]:
+    """Every finding for ``facts``, area by area (MX and DNSSEC, MTA-STS, DANE, SMTP, TLSRPT)."""
     now = now or _dt.datetime.now(_dt.UTC)
     out: list[Finding] = []
     out += mx_rules(facts, max_hosts)
@@ -55,6 +62,20 @@ def judge(facts: DomainFacts, max_hosts: int = 10, now: _dt.datetime | None = No
     out += smtp_rules(facts, now)
     out += tlsrpt_rules(facts)
     return out
+
+
+def dane_possible(facts: DomainFacts) -> bool:
+    """DANE can apply to the domain at all: its MX RRset (or, without MX, the secure denial that makes the domain
+    its own MX host) is DNSSEC-secure (DANE-H-6). The daemon's :func:`mxsec.dane.destination.decide` gives
+    ``none`` otherwise, so the MX hosts' TLSA records are not used for this domain."""
+    mx = facts.mx
+    return mx is not None and mx.status in ("ok", "nodata") and bool(mx.secure)
+
+
+def _sts_like(text: str) -> bool:
+    """Counts as an MTA-STS record when filtering (the rule of :func:`mxsec.sts.record.select_record`)."""
+    rest = text[len("v=STSv1"):] if text.startswith("v=STSv1") else None
+    return rest is not None and (rest == "" or rest[0] in "; \t")
 
 
 # --- MX --------------------------------------------------------------------------------------------------------
@@ -98,6 +119,11 @@ def mx_rules(facts: DomainFacts, max_hosts: int) -> list[Finding]:
                 out.append(finding("mx-invalid-name", f"MX host {name!r} is not a valid host name: {exc}", name))
     if mx.status in ("ok", "nodata") and not mx.secure:
         out.append(finding("dnssec-unsigned", f"the MX records of {facts.domain} are not DNSSEC-signed"))
+    if mx.status == "ok":
+        distinct = list(dict.fromkeys(h for _p, h in mx.records if h))
+        if len(distinct) > max_hosts:
+            out.append(finding("check-limited", f"{facts.domain} has {len(distinct)} MX hosts; only the first "
+                                                f"{max_hosts} in preference order were examined"))
     for host in mx_hosts(facts, max_hosts):
         hf = facts.hosts.get(host)
         if hf is None or hf.addresses is None:
@@ -144,7 +170,7 @@ def sts_rules(facts: DomainFacts, max_hosts: int) -> list[Finding]:
         else:
             out.append(finding("sts-txt-missing", f"no v=STSv1 TXT record at {owner}"))
         return out
-    others = [r for r in txt.records if not r.startswith("v=STSv1")]
+    others = [r for r in txt.records if not _sts_like(r)]
     if others:
         out.append(finding("sts-txt-unrelated", f"{owner} also holds {_quote(others)}"))
     if sel.problem == "several-records":
@@ -155,7 +181,9 @@ def sts_rules(facts: DomainFacts, max_hosts: int) -> list[Finding]:
         return out + [finding("sts-txt-invalid", f"{owner}: {detail}")]
     for warning in sel.record.warnings:
         out.append(finding("sts-txt-warning", f"{owner}: {warning}"))
-    # a CNAME at _mta-sts (delegation) shows as a different canonical name in the adapter; TxtAnswer has none
+    if facts.sts_cname:
+        out.append(finding("sts-txt-cname", f"{owner} is a CNAME for {facts.sts_cname}; the policy is still "
+                                            f"fetched from mta-sts.{facts.domain}"))
     fetch = facts.fetch
     if fetch is None:
         return out
@@ -203,11 +231,19 @@ def _quote(records) -> str:
 
 def dane_dns_rules(facts: DomainFacts) -> list[Finding]:
     out: list[Finding] = []
+    possible = dane_possible(facts)
     states = {}
     for host, hf in facts.hosts.items():
         if hf.addresses is None and not is_ip_literal(host):
             continue
         state = host_state(hf)
+        if not possible:
+            # DANE-H-6: with an unsigned MX RRset senders never look at the MX hosts' TLSA records
+            if state.state in ("usable", "unusable"):
+                out.append(finding("dane-mx-insecure", f"{host} publishes DNSSEC-signed TLSA records, but the MX "
+                                                       f"records of {facts.domain} are not signed: senders do not "
+                                                       f"use them for this domain", host))
+            continue
         states[host] = state
         tlsa = hf.tlsa
         if state.state == "error" and tlsa is not None and getattr(tlsa, "status", "") == "error":
@@ -223,22 +259,23 @@ def dane_dns_rules(facts: DomainFacts) -> list[Finding]:
                 out.append(finding("dane-tlsa-unusable", f"{host}: none of the {len(records)} TLSA record(s) is "
                                                          f"usable", host))
             for record, why in bad:
-                out.append(finding("dane-tlsa-record-unusable", f"{host}: {record.to_text()[:40]}...: {why}", host))
+                if why.startswith("superseded by a stronger digest"):
+                    continue  # digest agility (DANE-H-36): publishing both digests is good practice
+                out.append(finding("dane-tlsa-record-unusable", f"{host}: {_short_tlsa(record)}: {why}", host))
             if len(good) == 1:
                 out.append(finding("dane-no-rollover", f"{host} has one usable TLSA record", host))
             for record in good:
                 if record.selector == 0 and record.usage == 3:
-                    out.append(finding("dane-cert-full", f"{host}: {record.to_text()[:40]}... pins the whole "
+                    out.append(finding("dane-cert-full", f"{host}: {_short_tlsa(record)} pins the whole "
                                                          f"certificate", host))
     for host, answer in facts.unused_tlsa.items():
         out.append(finding("dane-tlsa-insecure", f"_25._tcp.{host} has {len(answer.records)} TLSA record(s), but "
                                                  f"{host}'s address records are not DNSSEC-signed: senders ignore "
                                                  f"them", host))
-    if facts.mx is not None and facts.mx.secure:
-        for host, state in states.items():
-            if state.state == "no-tlsa":
-                out.append(finding("dane-tlsa-missing", f"{host} is DNSSEC-signed but publishes no TLSA records",
-                                   host))
+    insecure = {f.subject for f in out if f.code == "dane-tlsa-insecure"}
+    for host, state in states.items():
+        if state.state == "no-tlsa" and host not in insecure:
+            out.append(finding("dane-tlsa-missing", f"{host} is DNSSEC-signed but publishes no TLSA records", host))
     with_tlsa = [h for h, s in states.items() if s.state in ("usable", "unusable")]
     if with_tlsa and len(with_tlsa) < len(states):
         missing = sorted(h for h in states if h not in with_tlsa)
@@ -247,12 +284,18 @@ def dane_dns_rules(facts: DomainFacts) -> list[Finding]:
     return out
 
 
+def _short_tlsa(record: TlsaRecord) -> str:
+    text = record.to_text()
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 # --- SMTP, per MX address ---------------------------------------------------------------------------------------
 
 
 def smtp_rules(facts: DomainFacts, now: _dt.datetime) -> list[Finding]:
     out: list[Finding] = []
     enforce = facts.policy is not None and facts.policy.mode == "enforce"
+    possible = dane_possible(facts)
     leaves: dict[str, set[bytes]] = {}
     for (host, address), probe in facts.probes.items():
         subject = f"{host} [{address}]"
@@ -260,8 +303,14 @@ def smtp_rules(facts: DomainFacts, now: _dt.datetime) -> list[Finding]:
         if not probe.ok:
             if probe.starttls_offered is False:
                 out.append(finding("smtp-starttls-missing", f"{subject} does not offer STARTTLS", subject))
+            elif probe.stage == "starttls":
+                # offered, then refused (454) or garbled: a sender cannot start TLS either way
+                out.append(finding("smtp-starttls-missing", f"{subject}: {probe.error}", subject))
             elif probe.stage == "handshake":
-                out.append(finding("smtp-tls-failed", f"{subject}: TLS handshake failed: {probe.error}", subject))
+                error = probe.error or "TLS handshake failed"
+                if any(hint in error.lower() for hint in _OLD_TLS_HINTS):
+                    error += " (the MX may offer only TLS versions older than 1.2)"
+                out.append(finding("smtp-tls-failed", f"{subject}: {error}", subject))
             else:
                 out.append(finding("smtp-unreachable", f"{subject}: {probe.stage}: {probe.error}", subject))
             continue
@@ -270,7 +319,7 @@ def smtp_rules(facts: DomainFacts, now: _dt.datetime) -> list[Finding]:
             out.append(finding("smtp-tls-old", f"{subject} negotiated {probe.tls_version}", subject))
         if probe.leaf:
             leaves.setdefault(host, set()).add(probe.leaf)
-        dane = _dane_for(hf, probe, host, facts.domain, now)
+        dane = _dane_for(hf, probe, host, facts.domain, now) if possible else None
         if dane is not None:
             out.append(dane)
         pkix = probe.pkix
@@ -279,13 +328,15 @@ def smtp_rules(facts: DomainFacts, now: _dt.datetime) -> list[Finding]:
             # With DANE the web PKI does not matter for DANE senders, but MTA-STS senders still apply it.
             if dane_ok:
                 if enforce:
-                    out.append(finding("dane-sts-webpki", f"{subject}: {pkix.reason}", subject))
+                    out.append(finding("dane-sts-webpki", f"{subject}: {_pkix_reason(pkix, probe.leaf)}",
+                                       subject))
             else:
                 code = {"certificate-expired": "smtp-certificate-expired",
                         "certificate-host-mismatch": "smtp-certificate-host-mismatch"}.get(
                     pkix.result_type or "", "smtp-certificate-untrusted")
                 severity = "error" if enforce else "warning"
-                out.append(finding(code, f"{subject}: {pkix.reason}", subject, severity=severity))
+                out.append(finding(code, f"{subject}: {_pkix_reason(pkix, probe.leaf)}", subject,
+                                   severity=severity))
         days = _days_left(probe.leaf, now)
         if days is not None and 0 <= days < EXPIRY_WARNING_DAYS:
             out.append(finding("smtp-certificate-expiring", f"{subject}: the certificate expires in {days} day(s)",
@@ -294,10 +345,17 @@ def smtp_rules(facts: DomainFacts, now: _dt.datetime) -> list[Finding]:
         if len(certs) > 1:
             out.append(finding("smtp-certificate-inconsistent", f"{host}: {len(certs)} different certificates on "
                                                                 f"its addresses", host))
+    if facts.smtp_checked:
+        for host, hf in facts.hosts.items():
+            addresses = getattr(hf.addresses, "addresses", ()) if getattr(hf.addresses, "status", "") == "ok" else ()
+            skipped = [a for a in addresses if (host, a) not in facts.probes and (host, a) not in facts.refused]
+            if skipped and not is_ip_literal(host):
+                out.append(finding("check-limited", f"{host}: {len(addresses) - len(skipped)} of its "
+                                                    f"{len(addresses)} addresses were probed", host))
     return out
 
 
-def _dane_for(hf, probe, host: str, domain: str, now: _dt.datetime) -> Finding | None:
+def _dane_for(hf: HostFacts | None, probe, host: str, domain: str, now: _dt.datetime) -> Finding | None:
     if hf is None or hf.tlsa is None or not hf.tlsa.ok or not hf.tlsa.secure:
         return None
     state = host_state(hf)
@@ -315,6 +373,17 @@ def _dane_for(hf, probe, host: str, domain: str, now: _dt.datetime) -> Finding |
     if result.result_type and result.result_type != f.result_type:
         f = Finding(f.code, f.severity, f.message, result.result_type, f.requirement, f.fix, f.subject)
     return f
+
+
+def _pkix_reason(pkix, leaf: bytes | None) -> str:
+    """The PKIX verdict in words; an untrusted chain names its issuer and the trust store it was checked with."""
+    if pkix.result_type != "certificate-not-trusted" or "candidates exhausted" not in pkix.reason:
+        return pkix.reason
+    issuer = ""
+    with contextlib.suppress(Exception):  # hostile input: no issuer then
+        issuer = x509.load_der_x509_certificate(leaf).issuer.rfc4514_string() if leaf else ""
+    by = f" (issued by {issuer})" if issuer else ""
+    return f"the certificate{by} does not chain to a root in {pkix.store}"
 
 
 def _days_left(der: bytes | None, now: _dt.datetime) -> int | None:
@@ -357,15 +426,20 @@ def tlsrpt_rules(facts: DomainFacts) -> list[Finding]:
         elif warning.code == "rua-unsupported-scheme":
             out.append(finding("tlsrpt-rua-scheme", f"{owner}: {warning.message}"))
         else:
-            severity = "error" if warning.breaks_grammar else None
+            # a grammar break may make strict reporters ignore the record; no usable address means no reports
+            severity = "error" if warning.breaks_grammar or warning.code == "rua-none-usable" else None
             out.append(finding("tlsrpt-warning", f"{owner}: {warning.message}", severity=severity))
     for domain, answer in facts.rua_mx.items():
-        if answer.status in ("nxdomain",) or (answer.status == "ok" and answer.records == ((0, ""),)):
+        null_mx = answer.status == "ok" and all(not h for _p, h in answer.records)
+        if answer.status == "nxdomain" or null_mx:
             out.append(finding("tlsrpt-rua-no-mx", f"rua domain {domain} cannot receive mail ({answer.status})",
                                domain))
-    has_sts = facts.policy is not None and facts.policy.mode != "none"
-    has_dane = any(host_state(hf).state in ("usable", "unusable") for hf in facts.hosts.values()
-                   if hf.addresses is not None)
+    if sel.record.usable_rua:
+        out.append(finding("tlsrpt-ok", f"{owner}: reports go to {', '.join(sel.record.usable_rua)}"))
+    sts_record = facts.sts_record is not None and facts.sts_record.record is not None
+    has_sts = sts_record and (facts.policy is None or facts.policy.mode != "none")
+    has_dane = dane_possible(facts) and any(host_state(hf).state in ("usable", "unusable")
+                                            for hf in facts.hosts.values() if hf.addresses is not None)
     if not has_sts and not has_dane:
         out.append(finding("tlsrpt-no-policy", f"{owner} is published, but the domain has neither MTA-STS nor "
                                                f"DANE"))
