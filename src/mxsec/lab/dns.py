@@ -406,7 +406,10 @@ class LabDns:
                     q = dns.message.make_query(zone, "DNSKEY", want_dnssec=False)
                     q.flags &= ~dns.flags.RD
                     try:
-                        r = dns.query.udp(q, ip, timeout=0.2, sock=sock, ignore_unexpected=True)
+                        # ignore_errors: skip a late answer to an earlier query that timed out (else every
+                        # later query on this shared socket reads its predecessor's answer, for good)
+                        r = dns.query.udp(q, ip, timeout=0.2, sock=sock, ignore_unexpected=True,
+                                          ignore_errors=True)
                         keys = [
                             rd for rrset in r.answer if rrset.rdtype == dns.rdatatype.DNSKEY
                             for rd in rrset if rd.flags & 0x0001  # SEP: the KSK/CSK
@@ -435,7 +438,8 @@ class LabDns:
                     try:
                         q = dns.message.make_query(zone, "SOA", want_dnssec=True)
                         q.flags &= ~dns.flags.RD
-                        r = dns.query.udp(q, ip, timeout=0.1, sock=sock, ignore_unexpected=True)
+                        r = dns.query.udp(q, ip, timeout=0.1, sock=sock, ignore_unexpected=True,
+                                          ignore_errors=True)  # late answers of timed-out queries: skip
                         ok = r.rcode() == dns.rcode.NOERROR and bool(r.flags & dns.flags.AA) and len(r.answer) >= 1
                         if ok and signed:
                             ok = any(rrs.rdtype == dns.rdatatype.RRSIG for rrs in r.answer)

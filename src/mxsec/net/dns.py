@@ -253,7 +253,10 @@ class DnsClient:
             if not resolver.nameservers:
                 raise ConfigError("no nameserver in /etc/resolv.conf")
         resolver.cache = None
-        resolver.timeout = timeout
+        # Each try waits a third of the budget, so a lost UDP datagram (a burst overflowing the resolver's
+        # receive buffer) is sent again instead of turning into an error; the whole query still ends at
+        # ``timeout``.
+        resolver.timeout = max(timeout / 3, 0.2)
         resolver.lifetime = timeout
         resolver.retry_servfail = False
         resolver.use_edns(0, dns.flags.DO, 1232)
