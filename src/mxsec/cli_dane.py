@@ -73,7 +73,9 @@ def verify(host, port, addresses, ehlo_name, as_json, config_path, nameservers, 
         _fail(f"--ehlo: {ehlo_name!r} is not a host name or address literal")
     config, _ = _load(config_path, nameservers=nameservers, ca_file=ca_file, timeout=timeout,
                       allow_addresses=allow_addresses)
-    dns, guard = _adapters(config)
+    from mxsec.daemon.app import make_dns_and_guard
+
+    dns, guard = make_dns_and_guard(config)
     roots = None
     store_label = None
     if config.tls.ca_file:
@@ -94,12 +96,6 @@ def verify(host, port, addresses, ehlo_name, as_json, config_path, nameservers, 
         for line in _verify_lines(report):
             click.echo(line)
     raise SystemExit(0 if report["ok"] else 1)
-
-
-def _adapters(config):
-    from mxsec.daemon.app import make_dns_and_guard
-
-    return make_dns_and_guard(config)
 
 
 async def _verify(host, port, overrides, dns, guard, timeout, ehlo_name, roots, store_label) -> dict:

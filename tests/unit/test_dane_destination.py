@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from mxsec.dane.destination import HostFacts, decide, host_state, needs_tlsa
+from mxsec.dane.destination import HostFacts, base_candidates, decide, host_state
 
 GOOD = (3, 1, 1, bytes(32))
 PKIX_ONLY = (1, 1, 1, bytes(32))
@@ -26,9 +26,9 @@ def host(name, *, addr_secure=True, addr_status="ok", tlsa=None):
 
 
 def test_dane_h_9_tlsa_only_after_secure_addresses():
-    assert needs_tlsa(A(secure=True))
-    assert not needs_tlsa(A(secure=False))
-    assert not needs_tlsa(A(status="error"))
+    assert base_candidates("mx.x", A(secure=True)) == ("mx.x",)
+    assert base_candidates("mx.x", A(secure=False)) == ()
+    assert base_candidates("mx.x", A(status="error")) == ()
 
 
 def test_dane_h_17_every_host_usable_is_dane_only():
@@ -98,7 +98,7 @@ def test_ttl_is_the_smallest_involved():
 
 import asyncio  # noqa: E402
 
-from mxsec.dane.destination import base_candidates, is_ip_literal  # noqa: E402
+from mxsec.dane.destination import is_ip_literal  # noqa: E402
 from mxsec.dane.gather import destination_decision, host_facts  # noqa: E402
 from mxsec.net.dns import AddressAnswer, FamilyAnswer, RRAnswer  # noqa: E402
 

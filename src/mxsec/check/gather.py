@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from mxsec.dane.destination import HostFacts, is_ip_literal
+from mxsec.dane.destination import HostFacts, is_ip_literal, mx_host_names
 from mxsec.dane.gather import host_facts
 from mxsec.net.dns import AddressAnswer, RRAnswer, TxtAnswer
 from mxsec.net.https import FetchOutcome
@@ -74,16 +74,8 @@ def store_phrase(label: str | None) -> str:
 
 
 def mx_hosts(facts: DomainFacts, limit: int) -> list[str]:
-    """The MX host names to examine, in preference order, without the null MX and duplicates; the domain
-    itself when it has no MX RRset (RFC 5321 §5.1)."""
-    mx = facts.mx
-    if mx is None:
-        return []
-    if mx.status == "nodata":
-        return [facts.domain]
-    if mx.status != "ok":
-        return []
-    return list(dict.fromkeys(h for _p, h in mx.records if h))[:limit]
+    """The MX host names to examine (the daemon's own selection, whatever the MX RRset's DNSSEC state)."""
+    return [] if facts.mx is None else mx_host_names(facts.mx, facts.domain, limit)
 
 
 async def gather(domain: str, dns, fetcher, guard, settings: CheckSettings,

@@ -29,10 +29,10 @@ reply is one level for all MX hosts, and a passing MTA-STS check must never over
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+from mxsec import names
 from mxsec.dane.tlsa import TlsaRecord, usable
 
 #: how long decisions are remembered when DNS gives no TTL (denials) and after errors, seconds
@@ -88,21 +88,20 @@ class DaneDecision:
         return self.level in ("dane", "dane-only")
 
 
-def needs_tlsa(addresses) -> bool:
-    """DANE-H-9: look TLSA up only for hosts whose address records are secure (and exist)."""
-    return getattr(addresses, "status", None) == "ok" and bool(getattr(addresses, "secure", False))
-
-
 def is_ip_literal(host: str) -> bool:
     """An MX "host" that is really an IP address (``10 192.0.2.1``) — DANE does not apply (DANE-H-11)."""
-    text = host.strip().rstrip(".")
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
+    return names.is_ip_literal(host.strip().rstrip("."))
+
+
+def mx_host_names(mx, domain: str, limit: int) -> list[str]:
+    """The MX host names of ``mx`` (an MX answer) in preference order, null MX and repeats left out, at most
+    ``limit``; the domain itself when it has no MX RRset (RFC 5321 §5.1); none after a lookup failure."""
+    status = getattr(mx, "status", "error")
+    if status == "nodata":
+        return [domain]
+    if status != "ok":
+        return []
+    return list(dict.fromkeys(host for _pref, host in mx.records if host))[:limit]
 
 
 def base_candidates(host: str, addresses, first_cname=None) -> tuple[str, ...]:

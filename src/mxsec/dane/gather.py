@@ -23,6 +23,7 @@ from mxsec.dane.destination import (
     base_candidates,
     decide,
     is_ip_literal,
+    mx_host_names,
     needs_cname_query,
 )
 
@@ -53,13 +54,10 @@ async def destination_facts(dns, domain: str, max_hosts: int = 10):
     Without MX records (a secure NODATA) the domain itself is the host (RFC 5321 §5.1).
     """
     mx = await dns.mx(domain)
-    if mx.status == "nodata" and mx.secure:
-        names = [domain]
-    elif mx.status == "ok" and mx.secure:
-        names = [host for _pref, host in mx.records if host][:max_hosts]
-    else:
+    if not mx.secure:
         return mx, {}
-    gathered = await asyncio.gather(*(host_facts(dns, name) for name in dict.fromkeys(names)))
+    names = mx_host_names(mx, domain, max_hosts)
+    gathered = await asyncio.gather(*(host_facts(dns, name) for name in names))
     return mx, {facts.host: facts for facts in gathered}
 
 
