@@ -35,6 +35,8 @@ DAY_END_EXCLUSIVE = "2024-02-18T00:00:00Z"  # the other style (EC-37)
 DAY_START_TS = int(datetime(2024, 2, 17, tzinfo=UTC).timestamp())
 DAY_END_TS = DAY_START_TS + 86400 - 1
 
+DEFAULT_REPORT_ID = "2024-02-17T00:00:00Z_example.com"
+
 # Hex digests for TLSA policy strings (made up, right lengths).
 SHA256_A = "8f" * 32
 SHA256_B = "3c" * 32
@@ -47,7 +49,7 @@ def report(
     *,
     organization: Any = "Example Reporter Inc.",
     contact: Any = "tlsrpt-noreply@reporter.example",
-    report_id: Any = "2024-02-17T00:00:00Z_example.com",
+    report_id: Any = None,
     start: Any = DAY_START,
     end: Any = DAY_END_INCLUSIVE,
     policies: Any = None,
@@ -60,7 +62,7 @@ def report(
         "organization-name": organization,
         "date-range": {"start-datetime": start, "end-datetime": end},
         "contact-info": contact,
-        "report-id": report_id,
+        "report-id": DEFAULT_REPORT_ID if report_id is None else report_id,
         policies_key: policies if policies is not None else [sts_entry()],
     }
     for key in omit:
@@ -309,12 +311,12 @@ class Case:
         return as_email(self.doc, **{**self.email, **overrides})
 
 
-def _rfc_example(mx_host: Any) -> dict[str, Any]:
+def _rfc_example(mx_host: Any, report_id: str = "5065427c-23d3-47ca-b6e0-946ea0e8c4be") -> dict[str, Any]:
     """The shape of the RFC 8460 §4.4 example: one sts policy, three failure details using every field."""
     return report(
         organization="Company-X",
         contact="sts-reporting@company-x.example",
-        report_id="5065427c-23d3-47ca-b6e0-946ea0e8c4be",
+        report_id=report_id,
         start="2016-04-01T00:00:00Z",
         end="2016-04-01T23:59:59Z",
         policies=[
@@ -353,7 +355,7 @@ def corpus() -> list[Case]:
              successful=5326, failed=303,
              email={"policy_domain": "company-y.example", "submitter": "company-x.example"}),
         Case("rfc-mx-host-string", "§6.3 item 5: the RFC example's mx-host as a bare string",
-             _rfc_example("*.mail.company-y.example"), frozenset({"mx-host-string"}),
+             _rfc_example("*.mail.company-y.example", "5065427c-23d3-47ca-b6e0-946ea0e8c4bf"), frozenset({"mx-host-string"}),
              policy_domains=("company-y.example",), successful=5326, failed=303),
         Case("google-heartbeat", "§7: Google style, success only, end 23:59:59Z (RPT-I-37 heartbeat)",
              report(organization="Google Inc.", contact="smtp-tls-reporting@google.example",
@@ -474,6 +476,10 @@ def corpus() -> list[Case]:
              report(policies=[entry(sts_policy("Bücher.Example"), ok=1)]),
              frozenset({"policy-domain-normalized"}), policy_domains=("xn--bcher-kva.example",), successful=1),
     ]
+    # Each case is its own report (the store de-duplicates on organization and report-id).
+    for item in cases:
+        if isinstance(item.doc, dict) and item.doc.get("report-id") == DEFAULT_REPORT_ID:
+            item.doc["report-id"] = f"{DEFAULT_REPORT_ID}/{item.name}"
     return [copy.deepcopy(case) for case in cases]
 
 
