@@ -230,3 +230,12 @@ _register_serve_policy()
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+def _register_reports() -> None:
+    from mxsec.cli_reports import reports
+
+    main.add_command(reports)
+
+
+_register_reports()

@@ -1,0 +1,184 @@
+"""``mxsec reports …``: receive TLSRPT reports (interface.md): ingest, summary, serve (and fetch-imap).
+
+Exit codes: 0 when all went well, 1 when an input was rejected (``ingest``) or failures exceed the threshold
+(``summary --fail-on-failures``), 2 for usage errors and an unusable database (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import date
+from pathlib import Path
+
+import click
+
+from mxsec.cli_common import _fail, _guarded
+
+
+def default_reports_db_url() -> str:
+    """``sqlite:///`` file in the user's data directory (``/var/lib/mxsec`` as root)."""
+    geteuid = getattr(os, "geteuid", None)
+    if geteuid is not None and geteuid() == 0:
+        base = "/var/lib/mxsec"
+    else:
+        data = os.environ.get("XDG_DATA_HOME", "")
+        if not data or not os.path.isabs(data):
+            data = os.path.join(os.path.expanduser("~"), ".local", "share")
+        base = os.path.join(data, "mxsec")
+    return "sqlite:///" + os.path.join(base, "reports.sqlite3")
+
+
+def db_option(fn):
+    return click.option(
+        "--db", "db_url", envvar="MXSEC_REPORTS_DB", metavar="URL",
+        help="Report database: sqlite:///PATH or postgresql://USER@HOST/DB "
+             "(default: reports.sqlite3 in the user's data directory; env MXSEC_REPORTS_DB).",
+    )(fn)
+
+
+def open_db(db_url: str | None):
+    from mxsec.store.reportdb import ReportDB
+
+    return ReportDB(db_url or default_reports_db_url())
+
+
+def _day(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+@click.group("reports")
+def reports() -> None:
+    """Receive TLSRPT reports: store them, summarise them, show them in a dashboard."""
+
+
+@reports.command("ingest")
+@click.argument("paths", nargs=-1, required=True)
+@db_option
+@click.option("--dkim/--no-dkim", default=True, show_default=True,
+              help="Verify DKIM signatures of mailed reports (DNS lookups of the signing keys).")
+@click.option("--require-dkim", is_flag=True,
+              help="Reject mailed reports without a valid DKIM signature (RFC 8460 §3).")
+@click.option("--nameserver", "nameservers", multiple=True, metavar="IP[:PORT]",
+              help="Resolver for DKIM key lookups instead of /etc/resolv.conf (repeatable).")
+@click.option("--move-processed", type=click.Path(file_okay=False), metavar="MAILDIR",
+              help="Move Maildir messages into this Maildir once stored.")
+@click.option("--move-rejected", type=click.Path(file_okay=False), metavar="MAILDIR",
+              help="Move rejected Maildir messages into this Maildir (else they stay).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per input per line.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only rejected inputs and the total.")
+@_guarded
+def ingest_command(paths, db_url, dkim, require_dkim, nameservers, move_processed, move_rejected, as_json, quiet):
+    """Store the reports in PATH... : .json, .json.gz, .gz or zip reports, RFC 5322 messages (.eml), mbox
+    files, Maildir folders; - reads standard input. The same report twice is stored once."""
+    from mxsec.reports.inputs import Options, count_outcomes, ingest, outcome_line, path_inputs
+
+    verifier = None
+    if dkim or require_dkim:
+        from mxsec.reports.dkim import make_verifier
+
+        verifier = make_verifier(list(nameservers))
+    options = Options(
+        dkim=verifier, require_dkim=require_dkim,
+        move_processed=Path(move_processed) if move_processed else None,
+        move_rejected=Path(move_rejected) if move_rejected else None,
+    )
+
+    def show(item) -> None:
+        if as_json:
+            click.echo(json.dumps({
+                "input": item.name, "kind": item.kind, "error": item.error,
+                "reports": [
+                    {"outcome": r.outcome, "id": r.id, "organization": r.organization_name, "report_id": r.report_id}
+                    for r in item.results
+                ],
+            }, ensure_ascii=False))
+        elif item.rejected or not quiet:
+            click.echo(_printable(outcome_line(item)), err=item.rejected)
+
+    db = open_db(db_url)
+    try:
+        items = ingest(db, (item for path in paths for item in path_inputs(path, options)), options, on_done=show)
+    finally:
+        db.close()
+    counts = count_outcomes(items)
+    if not as_json:
+        click.echo(
+            f"{len(items)} input(s): {counts['stored']} stored, {counts['duplicate']} duplicate, "
+            f"{counts['conflict']} conflicting, {counts['rejected']} rejected"
+        )
+    sys.exit(1 if counts["rejected"] else 0)
+
+
+def _printable(text: str) -> str:
+    # Names and errors may carry text from hostile reports: no terminal control characters.
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
+@reports.command("summary")
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (interface.md keys and more).")
+@click.option("--since", callback=_day, metavar="YYYY-MM-DD", help="Only reports from this UTC day on.")
+@click.option("--until", callback=_day, metavar="YYYY-MM-DD", help="Only reports up to this UTC day.")
+@click.option("--domain", metavar="DOMAIN", help="Only this policy domain.")
+@click.option("--organization", metavar="NAME", help="Only reports of this reporter.")
+@click.option("--top", default=10, show_default=True, type=click.IntRange(1, 1000),
+              help="Rows in the MX and sending-IP tables.")
+@click.option("--fail-on-failures", is_flag=True,
+              help="Exit 1 when failed sessions exceed --threshold (for cron and monitoring).")
+@click.option("--threshold", default="0", show_default=True, metavar="N|P%",
+              help="Failed sessions allowed (a count, or a share such as 0.5%).")
+@_guarded
+def summary_command(db_url, as_json, since, until, domain, organization, top, fail_on_failures, threshold):
+    """Totals of the stored reports: sessions, failures by result type, per reporter, per policy domain,
+    per day, per MX host, failing sending IPs."""
+    from rich.console import Console
+
+    from mxsec.names import DomainError, normalize_domain
+    from mxsec.reports.summary import Threshold, render, summary_data
+    from mxsec.store.reportdb import NO_DOMAIN, Filters
+
+    rule = Threshold.parse(threshold)
+    if since and until and since > until:
+        _fail("--since is after --until")
+    if domain is not None and domain != NO_DOMAIN:
+        try:
+            domain = normalize_domain(domain)
+        except DomainError as exc:
+            _fail(f"--domain: {exc}")
+    db = open_db(db_url)
+    try:
+        data = summary_data(db, Filters(since, until, domain, organization), top=top)
+    finally:
+        db.close()
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+    else:
+        render(data, Console(highlight=False))
+    if fail_on_failures and rule.exceeded(data):
+        click.echo(
+            f"mxsec: {data['failed_sessions']:,} failed session(s), more than {rule.describe()}", err=True
+        )
+        sys.exit(1)
+
+
+@reports.command("serve")
+@db_option
+@click.option("--listen", default="127.0.0.1:8025", show_default=True, metavar="HOST:PORT",
+              help="Address of the dashboard and of POST /tlsrpt.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), help="PEM certificate chain (serve HTTPS).")
+@click.option("--tls-key", type=click.Path(dir_okay=False), help="PEM private key for --tls-cert.")
+@_guarded
+def serve_command(db_url, listen, tls_cert, tls_key):
+    """Web dashboard of the stored reports, and POST /tlsrpt for reports sent over HTTPS (RFC 8460 §5.4)."""
+    from mxsec.reports.web.server import serve
+
+    if bool(tls_cert) != bool(tls_key):
+        _fail("--tls-cert and --tls-key go together")
+    serve(db_url or default_reports_db_url(), listen, tls_cert=tls_cert, tls_key=tls_key)

@@ -1,0 +1,282 @@
+"""Where received reports come from: files, messages, mbox files, Maildir folders and standard input.
+
+Everything here turns bytes into :class:`~mxsec.store.reportdb.Incoming` values and hands them to the
+report database; the IMAP reader (:mod:`mxsec.reports.imap`) and the HTTPS endpoint use the same pieces.
+
+One *input* is one thing a user can point at: a report file, a message file, one message of an mbox file or
+of a Maildir. An input is stored whole or not at all; several inputs are grouped into one database
+transaction for speed (a crash loses the whole group, never part of an input).
+
+What a file holds is told by its content, not its name: gzip or zip magic bytes, JSON text, an mbox
+``From `` line, or else an RFC 5322 message.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+from ..errors import ParseError
+from ..store.reportdb import Incoming, IngestResult, ReportDB
+from ..tlsrpt.message import MessageError, extract_reports, iter_mbox, looks_like_mbox
+from ..tlsrpt.report import GZIP_MAGIC, ZIP_MAGIC, ReportWarning, filename_parts, parse_report
+
+#: Largest input file read (an mbox may hold many reports; a single report is limited by the parser).
+MAX_FILE_BYTES = 256 * 1024 * 1024
+#: Inputs per database transaction.
+BATCH_INPUTS = 500
+
+#: DKIM verification of one message: returns (status, signing domains), status ``pass``, ``fail`` or ``none``.
+DkimVerifier = Callable[[bytes], "tuple[str, tuple[str, ...]]"]
+
+
+@dataclass
+class Input:
+    """One input and what became of it. ``error`` is a one-line reason when it was rejected; ``results``
+    are the database outcomes of its reports once stored."""
+
+    name: str
+    kind: str  # report, message, mbox-message, maildir-message
+    incoming: list[Incoming] = field(default_factory=list)
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    results: list[IngestResult] = field(default_factory=list)
+    #: A Maildir message file to move once stored (see ``move_processed``).
+    path: Path | None = None
+
+    @property
+    def rejected(self) -> bool:
+        return self.error is not None
+
+
+@dataclass(frozen=True)
+class Options:
+    """``dkim`` verifies mailed reports (``None``: not checked, stored as such); ``require_dkim`` rejects
+    messages whose verdict is not ``pass`` (RFC 8460 §3: mailed reports must be DKIM-signed)."""
+
+    dkim: DkimVerifier | None = None
+    require_dkim: bool = False
+    #: Maildir folder into which processed Maildir messages are moved (created if missing).
+    move_processed: Path | None = None
+    #: Maildir folder for Maildir messages that were rejected (left in place when ``None``).
+    move_rejected: Path | None = None
+
+
+class InputError(ParseError):
+    """A path that cannot be read as an input at all (missing, a directory that is not a Maildir...)."""
+
+
+# ------------------------------------------------------------------------------------------- reading
+
+
+def kind_of(data: bytes) -> str:
+    """``report`` (gzip, zip or JSON), ``mbox`` or ``message``, from the content alone."""
+    if data[:2] == GZIP_MAGIC or data[:4] == ZIP_MAGIC:
+        return "report"
+    head = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    if head in (b"{", b"["):
+        return "report"
+    if looks_like_mbox(data):
+        return "mbox"
+    return "message"
+
+
+def report_input(data: bytes, name: str, source: str) -> Input:
+    """A bare report (JSON, gzip or zip); the file name's policy domain fills a missing ``policy-domain``."""
+    item = Input(name, "report")
+    parts = filename_parts(os.path.basename(name))
+    try:
+        report = parse_report(data, fallback_domain=parts.policy_domain if parts else None)
+    except ParseError as exc:
+        item.error = str(exc)
+        return item
+    item.incoming.append(Incoming(report, source, name))
+    return item
+
+
+def message_input(data: bytes, name: str, source: str, options: Options, kind: str = "message") -> Input:
+    """Every report attached to one RFC 5322 message; a message without any is rejected."""
+    item = Input(name, kind)
+    try:
+        message = extract_reports(data)
+    except MessageError as exc:
+        item.error = str(exc)
+        return item
+    if not message.attachments:
+        item.error = "message holds no TLSRPT report"
+        return item
+    dkim, domains = (None, ())
+    if options.dkim is not None:
+        dkim, domains = options.dkim(data)
+        if options.require_dkim and dkim != "pass":
+            item.error = f"DKIM {dkim}: rejected by --require-dkim (RFC 8460 §3 wants mailed reports signed)"
+            return item
+    label = message.message_id or name
+    warnings: list[ReportWarning] = list(message.warnings)
+    if dkim is not None and dkim != "pass":
+        warnings.append(ReportWarning("dkim-" + dkim, f"DKIM verification: {dkim}"))
+    for attachment in message.attachments:
+        try:
+            report = attachment.parse()
+        except ParseError as exc:
+            item.error = f"{attachment.filename or 'attachment'}: {exc}"
+            item.incoming.clear()
+            return item
+        item.incoming.append(Incoming(
+            report, source, label, dkim=dkim, dkim_domains=tuple(domains),
+            transport_warnings=tuple(warnings) + tuple(attachment.warnings),
+        ))
+    return item
+
+
+def bytes_inputs(data: bytes, name: str, source: str, options: Options) -> Iterator[Input]:
+    """The inputs in one file's (or stdin's) bytes."""
+    kind = kind_of(data)
+    if kind == "report":
+        yield report_input(data, name, source)
+    elif kind == "mbox":
+        for number, message in enumerate(iter_mbox(data), 1):
+            yield message_input(message, f"{name}#{number}", "mbox", options, "mbox-message")
+    else:
+        yield message_input(data, name, "message" if source == "file" else source, options)
+
+
+def is_maildir(path: Path) -> bool:
+    return path.is_dir() and (path / "cur").is_dir() and (path / "new").is_dir()
+
+
+def maildir_inputs(path: Path, options: Options) -> Iterator[Input]:
+    """Messages in ``new/`` then ``cur/``, oldest name first (Maildir names begin with the delivery time)."""
+    for sub in ("new", "cur"):
+        for entry in sorted((path / sub).iterdir(), key=lambda p: p.name):
+            if not entry.is_file() or entry.name.startswith("."):
+                continue
+            try:
+                data = _read(entry)
+            except InputError as exc:
+                yield Input(str(entry), "maildir-message", error=str(exc), path=entry)
+                continue
+            item = message_input(data, str(entry), "maildir", options, "maildir-message")
+            item.path = entry
+            yield item
+
+
+def path_inputs(name: str, options: Options, stdin: "Callable[[], bytes] | None" = None) -> Iterator[Input]:
+    """The inputs named by one command-line argument (``-`` is standard input)."""
+    if name == "-":
+        reader = stdin or (lambda: sys.stdin.buffer.read(MAX_FILE_BYTES + 1))
+        data = reader()
+        if len(data) > MAX_FILE_BYTES:
+            yield Input("-", "report", error=f"standard input is larger than {MAX_FILE_BYTES} bytes")
+            return
+        yield from bytes_inputs(data, "-", "stdin", options)
+        return
+    path = Path(name)
+    if path.is_dir():
+        if not is_maildir(path):
+            yield Input(name, "report", error="a directory that is not a Maildir (no cur/ and new/)")
+            return
+        yield from maildir_inputs(path, options)
+        return
+    try:
+        data = _read(path)
+    except InputError as exc:
+        yield Input(name, "report", error=str(exc))
+        return
+    yield from bytes_inputs(data, name, "file", options)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise InputError(f"{size} bytes, more than the limit of {MAX_FILE_BYTES}")
+        with open(path, "rb") as handle:
+            return handle.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise InputError("no such file") from None
+    except PermissionError:
+        raise InputError("permission denied") from None
+    except IsADirectoryError:
+        raise InputError("is a directory") from None
+    except OSError as exc:
+        raise InputError(exc.strerror or str(exc)) from None
+
+
+# ------------------------------------------------------------------------------------------- storing
+
+
+def ingest(db: ReportDB, inputs: Iterable[Input], options: Options = Options(),
+           *, batch: int = BATCH_INPUTS, on_done: Callable[[Input], None] | None = None) -> list[Input]:
+    """Store the reports of every accepted input, ``batch`` inputs per transaction; move Maildir messages
+    as *options* say once their transaction has committed; call *on_done* for each input in order."""
+    done: list[Input] = []
+    pending: list[Input] = []
+
+    def flush() -> None:
+        accepted = [item for item in pending if not item.rejected]
+        results = db.ingest([incoming for item in accepted for incoming in item.incoming])
+        position = 0
+        for item in accepted:
+            item.results = results[position:position + len(item.incoming)]
+            position += len(item.incoming)
+        for item in pending:
+            _move(item, options)
+            if on_done is not None:
+                on_done(item)
+        done.extend(pending)
+        pending.clear()
+
+    for item in inputs:
+        pending.append(item)
+        if len(pending) >= batch:
+            flush()
+    if pending:
+        flush()
+    return done
+
+
+def _move(item: Input, options: Options) -> None:
+    if item.path is None:
+        return
+    target = options.move_rejected if item.rejected else options.move_processed
+    if target is None:
+        return
+    for sub in ("cur", "new", "tmp"):
+        (target / sub).mkdir(parents=True, exist_ok=True)
+    name = item.path.name
+    if ":2," not in name:
+        name += ":2,S"  # seen
+    destination = target / "cur" / name
+    try:
+        os.rename(item.path, destination)
+    except OSError:
+        shutil.move(str(item.path), str(destination))
+
+
+def outcome_line(item: Input) -> str:
+    """One line per input: ``NAME: stored 1 report (ORG, DAY, DOMAINS)`` / ``duplicate`` / ``rejected: WHY``."""
+    if item.rejected:
+        return f"{item.name}: rejected: {item.error}"
+    parts = []
+    for incoming, result in zip(item.incoming, item.results):
+        report = incoming.report
+        domains = ", ".join(sorted({p.policy_domain or "?" for p in report.policies})) or "no policies"
+        day = report.day.isoformat() if report.day else report.start.strftime("%Y-%m-%d %H:%M")
+        extra = f", {len(report.warnings)} warning(s)" if report.warnings else ""
+        parts.append(f"{result.outcome} {report.organization_name} {day} ({domains}{extra})")
+    return f"{item.name}: " + "; ".join(parts)
+
+
+def count_outcomes(items: Sequence[Input]) -> dict[str, int]:
+    counts = {"stored": 0, "duplicate": 0, "conflict": 0, "rejected": 0}
+    for item in items:
+        if item.rejected:
+            counts["rejected"] += 1
+        for result in item.results:
+            counts[result.outcome] += 1
+    return counts

@@ -1,0 +1,151 @@
+"""``mxsec reports summary``: what the stored reports say, as JSON or as terminal tables, and the alert rule.
+
+The JSON object keeps the interface.md keys (``reports``, ``successful_sessions``, ``failed_sessions``,
+``by_result_type``, ``by_organization``, ``by_policy_domain``) and adds ``success_rate``, ``by_policy_type``,
+``by_day``, ``by_mx``, ``failing_sending_ips`` and ``filters``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from ..errors import ConfigError
+from ..store.reportdb import Filters, ReportDB, Totals
+
+
+def summary_data(db: ReportDB, filters: Filters, *, top: int = 10) -> dict[str, Any]:
+    out = db.summary(filters)
+    out["by_mx"] = db.by_mx(filters, limit=top)
+    out["failing_sending_ips"] = [
+        {"ip": ip, "result_type": result_type, "failed_sessions": count}
+        for ip, result_type, count in db.failing_sending_ips(filters, limit=top)
+    ]
+    out["filters"] = {
+        "since": filters.since.isoformat() if filters.since else None,
+        "until": filters.until.isoformat() if filters.until else None,
+        "domain": filters.domain,
+        "organization": filters.organization,
+    }
+    return out
+
+
+# ------------------------------------------------------------------------------------------- alerting
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Failures allowed before ``--fail-on-failures`` exits 1: a count (``5``) or a share (``0.5%``)."""
+
+    count: int | None = None
+    rate: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Threshold":
+        value = text.strip()
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)%", value)
+        if match:
+            rate = float(match.group(1))
+            if rate > 100:
+                raise ConfigError(f"--threshold {text!r}: a percentage is at most 100%")
+            return cls(rate=rate / 100)
+        if re.fullmatch(r"\d{1,18}", value):
+            return cls(count=int(value))
+        raise ConfigError(f"--threshold {text!r}: give a number of failed sessions (5) or a share (0.5%)")
+
+    def exceeded(self, totals: dict[str, Any]) -> bool:
+        failed = int(totals["failed_sessions"])
+        if self.rate is not None:
+            total = failed + int(totals["successful_sessions"])
+            return total > 0 and failed / total > self.rate
+        return failed > (self.count or 0)
+
+    def describe(self) -> str:
+        if self.rate is not None:
+            return f"{self.rate * 100:g}% of sessions"
+        return f"{self.count or 0} failed session(s)"
+
+
+# ------------------------------------------------------------------------------------------- terminal
+
+
+def _rate(ok: int, bad: int) -> Text:
+    total = ok + bad
+    if not total:
+        return Text("-", style="dim")
+    rate = ok / total
+    style = "green" if rate >= 0.999 else "yellow" if rate >= 0.95 else "red"
+    return Text(f"{rate * 100:.2f}%", style=style)
+
+
+def _n(value: int) -> str:
+    return f"{value:,}"
+
+
+def _totals_table(title: str, first: str, rows: dict[Any, Totals | dict[str, int]]) -> Table:
+    table = Table(title=title, title_justify="left", expand=False)
+    table.add_column(first, overflow="fold")
+    table.add_column("reports", justify="right")
+    table.add_column("successful", justify="right")
+    table.add_column("failed", justify="right")
+    table.add_column("success", justify="right")
+    for key, value in rows.items():
+        data = value.as_dict() if isinstance(value, Totals) else value
+        ok, bad = data["successful_sessions"], data["failed_sessions"]
+        table.add_row(
+            escape(str(key)), _n(data["reports"]), _n(ok), Text(_n(bad), style="red" if bad else ""), _rate(ok, bad)
+        )
+    return table
+
+
+def render(data: dict[str, Any], console: Console) -> None:
+    """Print the summary as rich tables (hostile names are escaped: they come from reports)."""
+    ok, bad = data["successful_sessions"], data["failed_sessions"]
+    head = Text.assemble(
+        ("reports ", "bold"), _n(data["reports"]), ("   successful sessions ", "bold"), _n(ok),
+        ("   failed sessions ", "bold"), (_n(bad), "red" if bad else "green"), ("   success ", "bold"),
+        _rate(ok, bad),
+    )
+    filters = data.get("filters") or {}
+    scope = ", ".join(f"{k} {v}" for k, v in filters.items() if v)
+    console.print(Panel(head, title="TLSRPT reports" + (f" ({escape(scope)})" if scope else ""), expand=False))
+    if not data["reports"]:
+        console.print("No reports stored" + (" for these filters." if scope else " yet: mxsec reports ingest FILE..."))
+        return
+    parts: list[Any] = []
+    if data["by_day"]:
+        parts.append(_totals_table("Per day", "day", data["by_day"]))
+    parts.append(_totals_table("Per reporter", "organization", data["by_organization"]))
+    parts.append(_totals_table("Per policy domain", "policy domain", data["by_policy_domain"]))
+    if data["by_result_type"]:
+        table = Table(title="Top result types", title_justify="left")
+        table.add_column("result type")
+        table.add_column("failed sessions", justify="right")
+        for name, count in list(data["by_result_type"].items())[:10]:
+            table.add_row(escape(name), _n(count))
+        parts.append(table)
+    if data.get("by_mx"):
+        table = Table(title="Failures per MX host", title_justify="left")
+        table.add_column("receiving MX", overflow="fold")
+        table.add_column("failed sessions", justify="right")
+        table.add_column("result types", overflow="fold")
+        for host, types in data["by_mx"].items():
+            detail = ", ".join(f"{escape(k)} {_n(v)}" for k, v in types.items())
+            table.add_row(escape(host) or Text("(not reported)", style="dim"), _n(sum(types.values())), detail)
+        parts.append(table)
+    if data.get("failing_sending_ips"):
+        table = Table(title="Failing sending IPs", title_justify="left")
+        table.add_column("sending MTA IP")
+        table.add_column("result type")
+        table.add_column("failed sessions", justify="right")
+        for row in data["failing_sending_ips"]:
+            table.add_row(escape(row["ip"]), escape(row["result_type"]), _n(row["failed_sessions"]))
+        parts.append(table)
+    console.print(Group(*parts))
