@@ -44,13 +44,13 @@ def open_db(db_url: str | None):
     return ReportDB(db_url or default_reports_db_url())
 
 
-def _day(ctx, param, value):
+def _day(option: str, value: str | None) -> date | None:
     if value is None:
         return None
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
+        _fail(f"{option} {value!r}: not a date (YYYY-MM-DD)")
 
 
 @click.group("reports")
@@ -124,8 +124,8 @@ def _printable(text: str) -> str:
 @reports.command("summary")
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (interface.md keys and more).")
-@click.option("--since", callback=_day, metavar="YYYY-MM-DD", help="Only reports from this UTC day on.")
-@click.option("--until", callback=_day, metavar="YYYY-MM-DD", help="Only reports up to this UTC day.")
+@click.option("--since", metavar="YYYY-MM-DD", help="Only reports from this UTC day on.")
+@click.option("--until", metavar="YYYY-MM-DD", help="Only reports up to this UTC day.")
 @click.option("--domain", metavar="DOMAIN", help="Only this policy domain.")
 @click.option("--organization", metavar="NAME", help="Only reports of this reporter.")
 @click.option("--top", default=10, show_default=True, type=click.IntRange(1, 1000),
@@ -134,8 +134,10 @@ def _printable(text: str) -> str:
               help="Exit 1 when failed sessions exceed --threshold (for cron and monitoring).")
 @click.option("--threshold", default="0", show_default=True, metavar="N|P%",
               help="Failed sessions allowed (a count, or a share such as 0.5%).")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Print nothing unless --fail-on-failures trips (for cron: mail only when it matters).")
 @_guarded
-def summary_command(db_url, as_json, since, until, domain, organization, top, fail_on_failures, threshold):
+def summary_command(db_url, as_json, since, until, domain, organization, top, fail_on_failures, threshold, quiet):
     """Totals of the stored reports: sessions, failures by result type, per reporter, per policy domain,
     per day, per MX host, failing sending IPs."""
     from rich.console import Console
@@ -145,6 +147,7 @@ def summary_command(db_url, as_json, since, until, domain, organization, top, fa
     from mxsec.store.reportdb import NO_DOMAIN, Filters
 
     rule = Threshold.parse(threshold)
+    since, until = _day("--since", since), _day("--until", until)
     if since and until and since > until:
         _fail("--since is after --until")
     if domain is not None and domain != NO_DOMAIN:
@@ -157,11 +160,14 @@ def summary_command(db_url, as_json, since, until, domain, organization, top, fa
         data = summary_data(db, Filters(since, until, domain, organization), top=top)
     finally:
         db.close()
+    tripped = fail_on_failures and rule.exceeded(data)
+    if quiet and not tripped:
+        return
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
     else:
         render(data, Console(highlight=False))
-    if fail_on_failures and rule.exceeded(data):
+    if tripped:
         click.echo(
             f"mxsec: {data['failed_sessions']:,} failed session(s), more than {rule.describe()}", err=True
         )

@@ -4,8 +4,8 @@ Everything here turns bytes into :class:`~mxsec.store.reportdb.Incoming` values 
 report database; the IMAP reader (:mod:`mxsec.reports.imap`) and the HTTPS endpoint use the same pieces.
 
 One *input* is one thing a user can point at: a report file, a message file, one message of an mbox file or
-of a Maildir. An input is stored whole or not at all; several inputs are grouped into one database
-transaction for speed (a crash loses the whole group, never part of an input).
+of a Maildir. An input is stored whole or not at all, and so is a whole mbox file; several inputs are grouped
+into one database transaction for speed (a crash loses the whole group, never part of an input or an mbox).
 
 What a file holds is told by its content, not its name: gzip or zip magic bytes, JSON text, an mbox
 ``From `` line, or else an RFC 5322 message.
@@ -47,6 +47,8 @@ class Input:
     results: list[IngestResult] = field(default_factory=list)
     #: A Maildir message file to move once stored (see ``move_processed``).
     path: Path | None = None
+    #: Inputs of one group (the messages of one mbox file) always share a transaction.
+    group: str | None = None
 
     @property
     def rejected(self) -> bool:
@@ -140,7 +142,9 @@ def bytes_inputs(data: bytes, name: str, source: str, options: Options) -> Itera
         yield report_input(data, name, source)
     elif kind == "mbox":
         for number, message in enumerate(iter_mbox(data), 1):
-            yield message_input(message, f"{name}#{number}", "mbox", options, "mbox-message")
+            item = message_input(message, f"{name}#{number}", "mbox", options, "mbox-message")
+            item.group = name
+            yield item
     else:
         yield message_input(data, name, "message" if source == "file" else source, options)
 
@@ -212,8 +216,9 @@ def _read(path: Path) -> bytes:
 
 def ingest(db: ReportDB, inputs: Iterable[Input], options: Options = Options(),
            *, batch: int = BATCH_INPUTS, on_done: Callable[[Input], None] | None = None) -> list[Input]:
-    """Store the reports of every accepted input, ``batch`` inputs per transaction; move Maildir messages
-    as *options* say once their transaction has committed; call *on_done* for each input in order."""
+    """Store the reports of every accepted input, about ``batch`` inputs per transaction (never splitting a
+    group: the messages of one mbox file are stored together); move Maildir messages as *options* say once
+    their transaction has committed; call *on_done* for each input in order."""
     done: list[Input] = []
     pending: list[Input] = []
 
@@ -232,9 +237,9 @@ def ingest(db: ReportDB, inputs: Iterable[Input], options: Options = Options(),
         pending.clear()
 
     for item in inputs:
-        pending.append(item)
-        if len(pending) >= batch:
+        if len(pending) >= batch and (item.group is None or item.group != pending[-1].group):
             flush()
+        pending.append(item)
     if pending:
         flush()
     return done

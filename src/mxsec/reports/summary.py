@@ -76,6 +76,11 @@ class Threshold:
 # ------------------------------------------------------------------------------------------- terminal
 
 
+def _clean(value: Any) -> str:
+    """Text from reports, safe for a terminal: markup escaped, control characters shown as '?'."""
+    return escape("".join(ch if ch.isprintable() else "?" for ch in str(value)))
+
+
 def _rate(ok: int, bad: int) -> Text:
     total = ok + bad
     if not total:
@@ -100,7 +105,7 @@ def _totals_table(title: str, first: str, rows: dict[Any, Totals | dict[str, int
         data = value.as_dict() if isinstance(value, Totals) else value
         ok, bad = data["successful_sessions"], data["failed_sessions"]
         table.add_row(
-            escape(str(key)), _n(data["reports"]), _n(ok), Text(_n(bad), style="red" if bad else ""), _rate(ok, bad)
+            _clean(key), _n(data["reports"]), _n(ok), Text(_n(bad), style="red" if bad else ""), _rate(ok, bad)
         )
     return table
 
@@ -115,7 +120,7 @@ def render(data: dict[str, Any], console: Console) -> None:
     )
     filters = data.get("filters") or {}
     scope = ", ".join(f"{k} {v}" for k, v in filters.items() if v)
-    console.print(Panel(head, title="TLSRPT reports" + (f" ({escape(scope)})" if scope else ""), expand=False))
+    console.print(Panel(head, title="TLSRPT reports" + (f" ({_clean(scope)})" if scope else ""), expand=False))
     if not data["reports"]:
         console.print("No reports stored" + (" for these filters." if scope else " yet: mxsec reports ingest FILE..."))
         return
@@ -129,7 +134,7 @@ def render(data: dict[str, Any], console: Console) -> None:
         table.add_column("result type")
         table.add_column("failed sessions", justify="right")
         for name, count in list(data["by_result_type"].items())[:10]:
-            table.add_row(escape(name), _n(count))
+            table.add_row(_clean(name), _n(count))
         parts.append(table)
     if data.get("by_mx"):
         table = Table(title="Failures per MX host", title_justify="left")
@@ -137,8 +142,8 @@ def render(data: dict[str, Any], console: Console) -> None:
         table.add_column("failed sessions", justify="right")
         table.add_column("result types", overflow="fold")
         for host, types in data["by_mx"].items():
-            detail = ", ".join(f"{escape(k)} {_n(v)}" for k, v in types.items())
-            table.add_row(escape(host) or Text("(not reported)", style="dim"), _n(sum(types.values())), detail)
+            detail = ", ".join(f"{_clean(k)} {_n(v)}" for k, v in types.items())
+            table.add_row(_clean(host) or Text("(not reported)", style="dim"), _n(sum(types.values())), detail)
         parts.append(table)
     if data.get("failing_sending_ips"):
         table = Table(title="Failing sending IPs", title_justify="left")
@@ -146,6 +151,6 @@ def render(data: dict[str, Any], console: Console) -> None:
         table.add_column("result type")
         table.add_column("failed sessions", justify="right")
         for row in data["failing_sending_ips"]:
-            table.add_row(escape(row["ip"]), escape(row["result_type"]), _n(row["failed_sessions"]))
+            table.add_row(_clean(row["ip"]), _clean(row["result_type"]), _n(row["failed_sessions"]))
         parts.append(table)
     console.print(Group(*parts))

@@ -429,7 +429,7 @@ class ReportDB:
                     _json(dict(detail.extra)) if detail.extra else None,
                 ))
         if failures:
-            self._conn.executemany(self._sql(_INSERT_FAILURE), failures)
+            self._conn.cursor().executemany(self._sql(_INSERT_FAILURE), failures)
         return IngestResult("stored", report_pk, report.organization_name, report.report_id)
 
     def delete_before(self, day: date) -> int:
@@ -543,7 +543,8 @@ class ReportDB:
         """Failed sessions per receiving MX host name (from failure details), then per result type."""
         rows = self._failure_query(
             "COALESCE(f.receiving_mx_hostname, ''), f.result_type, SUM(f.failed_session_count)", filters,
-            "COALESCE(f.receiving_mx_hostname, ''), f.result_type", "SUM(f.failed_session_count) DESC",
+            "COALESCE(f.receiving_mx_hostname, ''), f.result_type",
+            "SUM(f.failed_session_count) DESC, COALESCE(f.receiving_mx_hostname, ''), f.result_type",
         )
         out: dict[str, dict[str, int]] = {}
         for host, name, count in rows:
@@ -556,7 +557,8 @@ class ReportDB:
         """(sending MTA IP, result type, failed sessions), most failures first; empty IPs left out."""
         rows = self._failure_query(
             "f.sending_mta_ip, f.result_type, SUM(f.failed_session_count)", filters,
-            "f.sending_mta_ip, f.result_type", "SUM(f.failed_session_count) DESC, f.sending_mta_ip", limit=limit * 4,
+            "f.sending_mta_ip, f.result_type", "SUM(f.failed_session_count) DESC, f.sending_mta_ip, f.result_type",
+            limit=limit * 4,
         )
         return [(str(ip), str(name), int(count)) for ip, name, count in rows if ip][:limit]
 
@@ -667,6 +669,55 @@ class ReportDB:
         out["by_policy_type"] = {k: v.as_dict() for k, v in self.by_policy_type(filters).items()}
         out["by_day"] = {k.isoformat(): v.as_dict() for k, v in self.by_day(filters).items()}
         return out
+
+    # ------------------------------------------------------------------------- dashboard and metrics (web)
+
+    def by_organization_and_domain(self, filters: Filters = Filters()) -> dict[tuple[str, str], Totals]:
+        """Totals per (organization, policy domain); a report counts once under each domain it names."""
+        rows = self._policy_query(
+            "r.organization_name, p.policy_domain, " + self._TOTALS, filters,
+            "r.organization_name, p.policy_domain", "r.organization_name, p.policy_domain",
+        )
+        return {
+            (str(org), _domain_key(domain)): Totals(int(n), int(ok), int(bad)) for org, domain, n, ok, bad in rows
+        }
+
+    def failures_by_domain(self, filters: Filters = Filters()) -> dict[str, dict[str, int]]:
+        """Failed sessions (from failure details) per policy domain, then per result type."""
+        rows = self._failure_query(
+            "p.policy_domain, f.result_type, SUM(f.failed_session_count)", filters,
+            "p.policy_domain, f.result_type", "p.policy_domain, f.result_type",
+        )
+        out: dict[str, dict[str, int]] = {}
+        for domain, name, count in rows:
+            out.setdefault(_domain_key(domain), {})[str(name)] = int(count)
+        return out
+
+    def last_report_by_domain(self, filters: Filters = Filters()) -> dict[str, tuple[datetime, datetime]]:
+        """Per policy domain: (end of the newest report's date range, when the latest report was received)."""
+        rows = self._policy_query(
+            "p.policy_domain, MAX(r.end_ts), MAX(r.received_ts)", filters, "p.policy_domain", "p.policy_domain",
+        )
+        return {_domain_key(domain): (_from_ts(end), _from_ts(received)) for domain, end, received in rows}
+
+    def policies_seen(self, filters: Filters = Filters(), limit: int = 20) -> list[dict[str, Any]]:
+        """The distinct policies reporters applied (type, domain, policy-string), most reports first: each a
+        dict with ``policy_type``, ``policy_domain``, ``policy_string`` (list), ``reports``, ``successful``,
+        ``failed``, ``first`` and ``last`` (UTC days of the reports' starts)."""
+        rows = self._policy_query(
+            "p.policy_type, p.policy_domain, p.policy_string, " + self._TOTALS + ", MIN(r.start_ts), MAX(r.start_ts)",
+            filters, "p.policy_type, p.policy_domain, p.policy_string",
+            "COUNT(DISTINCT r.id) DESC, MAX(r.start_ts) DESC, p.policy_type, p.policy_domain, p.policy_string",
+            limit=limit,
+        )
+        return [
+            {
+                "policy_type": str(ptype), "policy_domain": _domain_key(domain), "policy_string": json.loads(text),
+                "reports": int(n), "successful": int(ok), "failed": int(bad),
+                "first": _from_ts(first).date(), "last": _from_ts(last).date(),
+            }
+            for ptype, domain, text, n, ok, bad, first, last in rows
+        ]
 
 
 # --------------------------------------------------------------------------------------------- URLs
