@@ -1,0 +1,221 @@
+"""TLSRPT receiving side: ingest rate end to end, and parse rate beside parsedmarc's in the same run.
+
+    .venv/bin/python bench/reports_ingest.py [--reports 10000] [--parsedmarc PYTHON | --no-peer]
+
+1. Writes ``--reports`` report files (gzip, the RFC 8460 file names; one to three policies each, Google-,
+   Microsoft- and RFC-style, a quarter with failure details) into a temporary directory.
+2. Times ``mxsec reports ingest -q --db sqlite:///…`` over all of them, as a user runs it (a fresh process,
+   new database, every report parsed, stored with its policies, failure details and raw JSON), and checks
+   the stored totals are exact. Then times the same command again (all duplicates).
+3. Parse only, in-process, over the same gzip bytes: ``mxsec.tlsrpt.report.parse_report``, and the peer
+   parsedmarc's ``parse_report_file`` (what its CLI runs per file: detect, gunzip, parse) and its bare
+   ``parse_smtp_tls_report_json`` (JSON in, no validation) in parsedmarc's own virtualenv
+   (``bench/.parsedmarc-venv``, made with pip on first use; ``--parsedmarc PYTHON`` to use another).
+   Prints reports/s and the ratios.
+
+Bounded: a fixed number of files, each step run once (parse steps take the best of three passes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import random
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MXSEC = str(Path(sys.executable).with_name("mxsec"))
+BENCH = Path(__file__).resolve().parent
+PEER_VENV = BENCH / ".parsedmarc-venv"
+PEER_PACKAGE = "parsedmarc==11.1.0"
+DAY = 1708128000  # 2024-02-17
+
+
+def make_report(index: int, rng: random.Random) -> tuple[dict, int, int]:
+    day = DAY - 86400 * (index % 30)
+    start = time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime(day))
+    end = time.strftime("%Y-%m-%dT23:59:59Z", time.gmtime(day))
+    domain = f"d{index % 50}.example"
+    policies = []
+    ok_total = bad_total = 0
+    for number in range(rng.randint(1, 3)):
+        ok = rng.randint(0, 5000)
+        details = []
+        if rng.random() < 0.25:
+            for kind in rng.sample(["certificate-expired", "starttls-not-supported", "validation-failure",
+                                    "sts-policy-fetch-error", "certificate-host-mismatch"], rng.randint(1, 3)):
+                details.append({
+                    "result-type": kind, "sending-mta-ip": f"192.0.2.{rng.randint(1, 254)}",
+                    "receiving-mx-hostname": f"mx{number}.{domain}", "receiving-ip": "198.51.100.7",
+                    "failed-session-count": rng.randint(1, 40),
+                })
+        bad = sum(d["failed-session-count"] for d in details)
+        policy_type = ["sts", "tlsa", "no-policy-found"][number % 3]
+        policies.append({
+            "policy": {
+                "policy-type": policy_type,
+                "policy-string": ["version: STSv1", "mode: enforce", f"mx: *.{domain}", "max_age: 604800"]
+                if policy_type == "sts" else [],
+                "policy-domain": domain,
+                "mx-host": [f"*.{domain}"],
+            },
+            "summary": {"total-successful-session-count": ok, "total-failure-session-count": bad},
+            **({"failure-details": details} if details else {}),
+        })
+        ok_total += ok
+        bad_total += bad
+    doc = {
+        "organization-name": ["Google Inc.", "Microsoft Corporation", "Reporter Example"][index % 3],
+        "date-range": {"start-datetime": start, "end-datetime": end},
+        "contact-info": "smtp-tls-reporting@reporter.example",
+        "report-id": f"{start}_{domain}_{index}",
+        "policies": policies,
+    }
+    return doc, ok_total, bad_total
+
+
+def write_corpus(directory: Path, count: int) -> tuple[list[bytes], int, int]:
+    rng = random.Random(8460)
+    payloads: list[bytes] = []
+    ok_sum = bad_sum = 0
+    for index in range(count):
+        doc, ok, bad = make_report(index, rng)
+        raw = json.dumps(doc).encode()
+        payloads.append(raw)
+        ok_sum += ok
+        bad_sum += bad
+        name = f"reporter.example!{doc['policies'][0]['policy']['policy-domain']}!{DAY}!{DAY + 86399}!{index}.json.gz"
+        (directory / name).write_bytes(gzip.compress(raw, 6, mtime=0))
+    return payloads, ok_sum, bad_sum
+
+
+def run_ingest(files: list[str], db: str) -> float:
+    began = time.perf_counter()
+    # The argument list is given through xargs-like chunks only if it is too long for one exec.
+    chunks = [files[i:i + 20000] for i in range(0, len(files), 20000)]
+    for chunk in chunks:
+        result = subprocess.run([MXSEC, "reports", "ingest", "-q", "--no-dkim", "--db", db, *chunk],
+                                capture_output=True, text=True, timeout=1800, check=False)
+        if result.returncode != 0:
+            raise SystemExit(f"ingest failed ({result.returncode}): {result.stderr[-2000:]}")
+    return time.perf_counter() - began
+
+
+def ensure_peer() -> str:
+    python = PEER_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True, timeout=300)
+        result = subprocess.run([str(PEER_VENV / "bin" / "pip"), "install", "-q", PEER_PACKAGE],
+                                capture_output=True, text=True, timeout=900, check=False)
+        if result.returncode != 0:
+            shutil.rmtree(PEER_VENV, ignore_errors=True)
+            raise SystemExit(f"pip install {PEER_PACKAGE} failed: {result.stderr.strip()[-500:]}")
+    return str(python)
+
+
+def parse_rate_mxsec(payloads: list[bytes]) -> float:
+    from mxsec.tlsrpt.report import parse_report
+
+    best = float("inf")
+    for _ in range(3):
+        began = time.perf_counter()
+        for raw in payloads:
+            parse_report(raw)
+        best = min(best, time.perf_counter() - began)
+    return len(payloads) / best
+
+
+PARSEDMARC_SCRIPT = r"""
+import base64, gzip, json, sys, time
+from parsedmarc import parse_report_file, parse_smtp_tls_report_json
+payloads = [base64.b64decode(line) for line in open(sys.argv[1]).read().split() if line]
+texts = [gzip.decompress(p).decode() for p in payloads]
+
+def best_rate(call, items):
+    failed, best = 0, float("inf")
+    for _ in range(3):
+        began = time.perf_counter()
+        for item in items:
+            try:
+                call(item)
+            except Exception:
+                failed += 1
+        best = min(best, time.perf_counter() - began)
+    return len(items) / best, failed // 3
+
+file_rate, file_failed = best_rate(lambda p: parse_report_file(p, offline=True), payloads)
+json_rate, json_failed = best_rate(parse_smtp_tls_report_json, texts)
+print(json.dumps({"file": file_rate, "json": json_rate, "failed": file_failed + json_failed}))
+"""
+
+
+def parse_rate_parsedmarc(python: str, payloads: list[bytes], directory: Path) -> dict | None:
+    import base64
+
+    lines = directory / "payloads.b64"
+    lines.write_text("\n".join(base64.b64encode(p).decode() for p in payloads))
+    script = directory / "pm.py"
+    script.write_text(PARSEDMARC_SCRIPT)
+    result = subprocess.run([python, str(script), str(lines)], capture_output=True, text=True, timeout=1800,
+                            check=False)
+    if result.returncode != 0:
+        print(f"parsedmarc run failed: {result.stderr.strip()[-500:]}")
+        return None
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reports", type=int, default=10_000)
+    parser.add_argument("--parsedmarc", metavar="PYTHON", help="a Python interpreter with parsedmarc installed")
+    parser.add_argument("--no-peer", action="store_true", help="skip parsedmarc")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="mxsec-bench-reports-"))
+    try:
+        corpus = work / "reports"
+        corpus.mkdir()
+        payloads, ok_sum, bad_sum = write_corpus(corpus, args.reports)
+        files = sorted(str(p) for p in corpus.iterdir())
+        db_path = work / "reports.sqlite3"
+        db = f"sqlite:///{db_path}"
+        first = run_ingest(files, db)
+        conn = sqlite3.connect(db_path)
+        (stored, ok, bad), = conn.execute("SELECT COUNT(*), SUM(successful), SUM(failed) FROM tlsrpt_report")
+        (policies,), = conn.execute("SELECT COUNT(*) FROM tlsrpt_policy")
+        (details,), = conn.execute("SELECT COUNT(*) FROM tlsrpt_failure")
+        conn.close()
+        exact = (stored, ok, bad) == (args.reports, ok_sum, bad_sum)
+        again = run_ingest(files, db)
+        size = db_path.stat().st_size
+        print(f"reports: {args.reports:,} gzip files, {policies:,} policies, {details:,} failure details")
+        print(f"ingest into SQLite (new database, one process): {first:.2f} s = {args.reports / first:,.0f} reports/s"
+              f"  [target >= 2,000/s: {'PASS' if args.reports / first >= 2000 else 'FAIL'}]")
+        print(f"ingest again (all duplicates): {again:.2f} s = {args.reports / again:,.0f} reports/s")
+        print(f"stored totals exact: {exact} ({stored:,} reports, {ok:,} successful, {bad:,} failed); "
+              f"database {size / 1e6:.1f} MB")
+        packed = [gzip.compress(p, 6, mtime=0) for p in payloads]
+        mine = parse_rate_mxsec(packed)
+        print(f"parse only (gzip bytes in), mxsec parse_report: {mine:,.0f} reports/s")
+        if not args.no_peer:
+            theirs = parse_rate_parsedmarc(args.parsedmarc or ensure_peer(), packed, work)
+            if theirs:
+                print(f"parse only (gzip bytes in), parsedmarc parse_report_file: {theirs['file']:,.0f} reports/s")
+                print(f"parse only (JSON text in), parsedmarc parse_smtp_tls_report_json: {theirs['json']:,.0f} "
+                      f"reports/s ({theirs['failed']} refused)")
+                ratio = mine / theirs["file"]
+                print(f"ratio mxsec / parsedmarc parse_report_file: {ratio:.2f}x  "
+                      f"[target >= 1.5x: {'PASS' if ratio >= 1.5 else 'FAIL'}]")
+        return 0 if exact else 1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
