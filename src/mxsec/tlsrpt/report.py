@@ -21,6 +21,7 @@ refused before :mod:`json` builds anything.
 
 from __future__ import annotations
 
+import functools
 import io
 import ipaddress
 import json
@@ -511,6 +512,30 @@ def _load_json(payload: bytes, limits: Limits, warnings: _Warnings) -> dict[str,
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ReportError("not-utf8", f"report is not UTF-8 (invalid byte at offset {exc.start})") from None
+    # A text no longer than the string limit cannot hold a too-long string, nor more values or containers than
+    # the limits allow; without a surrogate escape it cannot hold a lone surrogate. Such texts (nearly every
+    # real report) are decoded without the pre-scan and the per-string checks, then checked for depth and
+    # number ranges. Whatever goes wrong on that path is decided by the full path, so errors are the same.
+    size = len(text)
+    if (
+        size <= limits.max_string_chars and size <= limits.max_values and size <= 2 * limits.max_containers
+        and _SURROGATE_ESCAPE_RE.search(text) is None
+    ):
+        try:
+            document = _FAST_DECODER.decode(text)
+            _check_tree(document, limits.max_depth)
+        except (ValueError, RecursionError):
+            document = _load_json_checked(text, limits)
+    else:
+        document = _load_json_checked(text, limits)
+    if isinstance(document, str):
+        _check_string(document, limits.max_string_chars)
+    if not isinstance(document, dict):
+        raise ReportError("not-an-object", f"report JSON must be an object, not {_json_type(document)}")
+    return document
+
+
+def _load_json_checked(text: str, limits: Limits) -> Any:
     _prescan(text, limits)
     decoder = json.JSONDecoder(
         object_pairs_hook=_object_hook(limits.max_string_chars),
@@ -520,7 +545,7 @@ def _load_json(payload: bytes, limits: Limits, warnings: _Warnings) -> dict[str,
         strict=True,
     )
     try:
-        document = decoder.decode(text)
+        return decoder.decode(text)
     except ReportError:
         raise  # from a hook (ReportError is a ValueError too)
     except json.JSONDecodeError as exc:
@@ -530,11 +555,42 @@ def _load_json(payload: bytes, limits: Limits, warnings: _Warnings) -> dict[str,
         raise ReportError("too-deep", "report JSON is nested too deeply") from None
     except ValueError as exc:  # e.g. an integer with more digits than int() accepts
         raise ReportError("not-json", f"report is not valid JSON: {_clip(str(exc))}") from None
-    if isinstance(document, str):
-        _check_string(document, limits.max_string_chars)
-    if not isinstance(document, dict):
-        raise ReportError("not-an-object", f"report JSON must be an object, not {_json_type(document)}")
-    return document
+
+
+def _check_tree(document: Any, max_depth: int) -> None:
+    """What the fast path's decoder did not check: nesting depth and I-JSON number ranges."""
+    if not isinstance(document, (dict, list)):
+        if type(document) is int and not -MAX_SAFE_INTEGER <= document <= MAX_SAFE_INTEGER:
+            _parse_int(str(document))
+        return
+    stack = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > max_depth:
+            raise ReportError("too-deep", f"report JSON is nested deeper than {max_depth} levels")
+        children = value.values() if isinstance(value, dict) else value
+        for child in children:
+            kind = type(child)
+            if kind is dict or kind is list:
+                stack.append((child, depth + 1))
+            elif kind is int:
+                if not -MAX_SAFE_INTEGER <= child <= MAX_SAFE_INTEGER:
+                    _parse_int(str(child))
+            elif kind is float and not math.isfinite(child):
+                raise ReportError("number-out-of-range", f"number {child!r} overflows a double")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise ReportError(
+                    "duplicate-key", f"member {_show(key)} appears twice in one object (I-JSON, RFC 7493 §2.3)"
+                )
+            seen.add(key)
+    return result
 
 
 def _prescan(text: str, limits: Limits) -> None:
@@ -614,6 +670,10 @@ def _parse_float(text: str) -> float:
 
 def _parse_constant(text: str) -> Any:
     raise ReportError("not-json", f"report is not valid JSON: {text} is not a JSON value")
+
+
+_SURROGATE_ESCAPE_RE = re.compile(r"\\u[dD][89a-fA-F]")
+_FAST_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_parse_constant, strict=True)
 
 
 # ------------------------------------------------------------------------------------ building the tree
@@ -763,34 +823,9 @@ class _Builder:
     def datetime(self, parts: dict[str, Any], name: str) -> datetime:
         raw = self.text(parts, name, required=True, where=" in date-range")
         assert raw is not None
-        match = _DATETIME_RE.fullmatch(raw.strip())
-        if match is None:
-            raise ReportError("bad-datetime", f"{name} {_show(raw)} is not an RFC 3339 date-time")
-        hour, minute, second = (int(match[k] or 0) for k in ("hour", "minute", "second"))
-        micro = int((match["frac"] or "").ljust(6, "0")[:6])
-        if second == 60:
-            second = 59
-            self.warn("datetime-leap-second", f"{name} {_show(raw)} is a leap second; read as :59")
-        tz = match["tz"]
-        if tz is None:
-            offset = timedelta(0)
-            self.warn("datetime-no-timezone", f"{name} {_show(raw)} has no time zone; taken as UTC")
-        elif tz in "Zz":
-            offset = timedelta(0)
-        else:
-            digits = tz[1:].replace(":", "")
-            hours, minutes = int(digits[:2]), int(digits[2:])
-            if hours > 23 or minutes > 59:
-                raise ReportError("bad-datetime", f"{name} {_show(raw)} has an impossible UTC offset")
-            offset = timedelta(hours=hours, minutes=minutes) * (-1 if tz[0] == "-" else 1)
-        try:
-            year, month, day = (int(p) for p in match["date"].split("-"))
-            value = datetime(year, month, day, hour, minute, second, micro, tzinfo=timezone(offset))
-            value = value.astimezone(UTC)
-        except (ValueError, OverflowError):
-            raise ReportError("bad-datetime", f"{name} {_show(raw)} is not a valid date-time") from None
-        if not _RFC3339_RE.fullmatch(raw):
-            self.warn("datetime-nonstandard", f"{name} {_show(raw)} is not RFC 3339; read as {_format_datetime(value)}")
+        value, warnings = _read_datetime(name, raw)
+        for code, message in warnings:
+            self.warn(code, message)
         return value
 
     # -- policies
@@ -1039,9 +1074,7 @@ class _Builder:
         if not stripped:
             self.warn("ip-empty", f"{name} empty; taken as absent")
             return None
-        try:
-            ipaddress.ip_address(stripped)
-        except ValueError:
+        if not _is_ip_address(stripped):
             self.warn("ip-invalid", f"{name} {_show(text)} is not an IP address; kept as written")
             return text
         return stripped
@@ -1054,6 +1087,44 @@ class _Builder:
             self.warn("host-empty", f"{name} {'null' if text is None else 'empty'}; taken as absent")
             return None
         return text
+
+
+@functools.lru_cache(maxsize=4096)
+def _read_datetime(name: str, raw: str) -> tuple[datetime, tuple[tuple[str, str], ...]]:
+    """A date-range member as an aware UTC datetime, with the warnings reading it gave (memoised: a batch of
+    reports repeats the same few days)."""
+    warnings: list[tuple[str, str]] = []
+    match = _DATETIME_RE.fullmatch(raw.strip())
+    if match is None:
+        raise ReportError("bad-datetime", f"{name} {_show(raw)} is not an RFC 3339 date-time")
+    hour, minute, second = (int(match[k] or 0) for k in ("hour", "minute", "second"))
+    micro = int((match["frac"] or "").ljust(6, "0")[:6])
+    if second == 60:
+        second = 59
+        warnings.append(("datetime-leap-second", f"{name} {_show(raw)} is a leap second; read as :59"))
+    tz = match["tz"]
+    if tz is None:
+        offset = timedelta(0)
+        warnings.append(("datetime-no-timezone", f"{name} {_show(raw)} has no time zone; taken as UTC"))
+    elif tz in "Zz":
+        offset = timedelta(0)
+    else:
+        digits = tz[1:].replace(":", "")
+        hours, minutes = int(digits[:2]), int(digits[2:])
+        if hours > 23 or minutes > 59:
+            raise ReportError("bad-datetime", f"{name} {_show(raw)} has an impossible UTC offset")
+        offset = timedelta(hours=hours, minutes=minutes) * (-1 if tz[0] == "-" else 1)
+    try:
+        year, month, day = (int(p) for p in match["date"].split("-"))
+        value = datetime(year, month, day, hour, minute, second, micro, tzinfo=timezone(offset))
+        value = value.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise ReportError("bad-datetime", f"{name} {_show(raw)} is not a valid date-time") from None
+    if not _RFC3339_RE.fullmatch(raw):
+        warnings.append(
+            ("datetime-nonstandard", f"{name} {_show(raw)} is not RFC 3339; read as {_format_datetime(value)}")
+        )
+    return value, tuple(warnings)
 
 
 # --------------------------------------------------------------------------------------------- file names
@@ -1105,6 +1176,16 @@ def filename_parts(name: str) -> ReportFilename | None:
 # ------------------------------------------------------------------------------------------------ helpers
 
 
+@functools.lru_cache(maxsize=8192)
+def _is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=8192)
 def _try_domain(text: str) -> str | None:
     try:
         return normalize_domain(text.strip())
