@@ -186,3 +186,56 @@ def test_to_json_round_trips(doc):
 def test_filename_parts_never_raises(name):
     parts = filename_parts(name)
     assert parts is None or (parts.begin.tzinfo is not None and "!" not in parts.submitter)
+
+
+# ----------------------------------------------------------------- fast JSON path == full JSON path
+
+_JSON_PIECES = st.recursive(
+    st.one_of(
+        st.none(), st.booleans(), st.integers(min_value=-(2**60), max_value=2**60),
+        st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8),
+        st.sampled_from(["1e400", "-1e400", "NaN", "9007199254740993", "1" + "0" * 5000, '"\\ud800"',
+                         '"\\ud83d\\ude00"']).map(lambda raw: _Raw(raw)),
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.lists(st.tuples(st.sampled_from(["a", "b", "policies", "x"]), children), max_size=4),
+    ),
+    max_leaves=30,
+)
+
+
+class _Raw(str):
+    """A JSON fragment written as is (numbers and escapes json.dumps would not produce)."""
+
+
+def _write(value) -> str:
+    if isinstance(value, _Raw):
+        return str(value)
+    if isinstance(value, list) and value and all(isinstance(v, tuple) for v in value):
+        return "{" + ",".join(f"{json.dumps(k)}:{_write(v)}" for k, v in value) + "}"  # may repeat keys
+    if isinstance(value, list):
+        return "[" + ",".join(_write(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def _outcome(call):
+    try:
+        return ("ok", call())
+    except ReportError as exc:
+        return ("error", exc.code)
+
+
+@FAST
+@given(_JSON_PIECES)
+def test_fast_json_path_decides_exactly_like_the_full_path(value):
+    from mxsec.tlsrpt import report as module
+
+    text = _write(value)
+    limits = module.DEFAULT_LIMITS
+    fast = _outcome(lambda: module._load_json(text.encode(), limits, module._Warnings(10)))
+    if fast[0] == "ok" or fast[1] != "not-an-object":
+        full = _outcome(lambda: module._load_json_checked(text, limits))
+        if full[0] == "ok" and not isinstance(full[1], dict):
+            full = ("error", "not-an-object")
+        assert fast == full
