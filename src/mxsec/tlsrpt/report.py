@@ -559,11 +559,7 @@ def _load_json_checked(text: str, limits: Limits) -> Any:
 
 def _check_tree(document: Any, max_depth: int) -> None:
     """What the fast path's decoder did not check: nesting depth and I-JSON number ranges."""
-    if not isinstance(document, (dict, list)):
-        if type(document) is int and not -MAX_SAFE_INTEGER <= document <= MAX_SAFE_INTEGER:
-            _parse_int(str(document))
-        return
-    stack = [(document, 1)]
+    stack = [([document], 0)]
     while stack:
         value, depth = stack.pop()
         if depth > max_depth:
