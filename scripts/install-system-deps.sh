@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the demo start for real: Redis and PostgreSQL (cache backends),
-# and for the lab: Knot DNS, Unbound, ldns tools, Postfix, iproute2, and Debian's Exim (unpacked privately,
-# see the end of this file). Only what is missing is installed.
+# Dovecot (IMAP, for reports fetch-imap), and for the lab: Knot DNS, Unbound, ldns tools, Postfix, iproute2,
+# Chromium (dashboard tests), and Debian's Exim (unpacked privately, see the end of this file). Only what is
+# missing is installed.
 set -euo pipefail
 EXIM_ROOT="${MXSEC_EXIM_ROOT:-/opt/mxsec/exim4}"
 need=()
@@ -20,6 +21,13 @@ have openssl || need+=(openssl)
 # nginx only as a binary for `nginx -t` of the generated policy-host snippet (tests/unit/test_cli_generate.py);
 # its service is kept from starting (see below)
 have /usr/sbin/nginx || need+=(nginx-light)
+# Dovecot for `reports fetch-imap` (tests/integration/dovecot.py starts private instances with their own
+# config; the package's service is kept from starting like nginx's)
+have /usr/sbin/dovecot || need+=(dovecot-core)
+have /usr/lib/dovecot/imap || need+=(dovecot-imapd)
+# Debian's Chromium for the dashboard's browser tests (tests/lab/test_reports_dashboard.py, driven by Playwright
+# with executable_path; Playwright's own browser downloads are never used)
+have /usr/bin/chromium || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && [ -x "$EXIM_ROOT/usr/sbin/exim4" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "install-system-deps: missing ${need[*]}; run as root (or: sudo apt-get install ${need[*]})" >&2

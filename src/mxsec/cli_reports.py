@@ -188,3 +188,6 @@ def serve_command(db_url, listen, tls_cert, tls_key):
     if bool(tls_cert) != bool(tls_key):
         _fail("--tls-cert and --tls-key go together")
     serve(db_url or default_reports_db_url(), listen, tls_cert=tls_cert, tls_key=tls_key)
+
+
+import mxsec.cli_reports_imap  # noqa: F401 - registers "reports fetch-imap" (see that module)
