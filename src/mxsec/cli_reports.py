@@ -190,4 +190,26 @@ def serve_command(db_url, listen, tls_cert, tls_key):
     serve(db_url or default_reports_db_url(), listen, tls_cert=tls_cert, tls_key=tls_key)
 
 
+
+@reports.command("prune")
+@db_option
+@click.option("--before", metavar="YYYY-MM-DD", help="Delete reports whose day is before this UTC day.")
+@click.option("--older-than", type=click.IntRange(min=1), metavar="DAYS",
+              help="Delete reports whose day is more than DAYS days before today (UTC).")
+@_guarded
+def prune_command(db_url, before, older_than):
+    """Delete old reports with their policies and failure details (retention)."""
+    from datetime import UTC, datetime, timedelta
+
+    if (before is None) == (older_than is None):
+        _fail("give exactly one of --before DATE and --older-than DAYS")
+    cutoff = _day("--before", before) if before else datetime.now(UTC).date() - timedelta(days=older_than)
+    db = open_db(db_url)
+    try:
+        gone = db.delete_before(cutoff)
+    finally:
+        db.close()
+    click.echo(f"{gone} report(s) from before {cutoff.isoformat()} deleted")
+
+
 import mxsec.cli_reports_imap  # noqa: F401 - registers "reports fetch-imap" (see that module)

@@ -230,3 +230,16 @@ def test_rpt_crash_mid_input_stores_all_or_nothing(db, tmp_path):
     again = mxsec("ingest", "--no-dkim", "-q", str(mbox), db=db)
     assert again.returncode == 0
     assert summary(db)["reports"] == 3001
+
+
+def test_prune_deletes_old_reports_only(db, tmp_path):
+    paths = write_files(tmp_path / "files")
+    assert mxsec("ingest", *paths, db=db).returncode == 0
+    result = mxsec("prune", "--before", "2020-01-01", db=db)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().startswith("2 report(s) from before 2020-01-01 deleted")
+    assert summary(db)["reports"] == REPORTS - 2
+    both = mxsec("prune", "--before", "2020-01-01", "--older-than", "3", db=db)
+    assert both.returncode == 2 and len(both.stderr.decode().strip().splitlines()) == 1
+    assert mxsec("prune", "--older-than", "1", db=db).returncode == 0
+    assert summary(db)["reports"] == 0
