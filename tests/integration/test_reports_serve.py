@@ -1,0 +1,266 @@
+"""``mxsec reports serve`` for real: uvicorn with TLS on 127.0.0.1 (certificates from a throw-away ``trustme``
+CA), reports POSTed over HTTPS (RFC 8460 §5.4), stored in SQLite and in a real PostgreSQL server.
+
+The expected figures are the corpus' own (``Case.successful``/``Case.failed`` summed), so a report lost or
+counted twice on the way in shows up as a wrong total.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import trustme
+
+from mxsec.errors import ConfigError
+from mxsec.reports.web.server import bind, build_server, serve
+from mxsec.store.reportdb import Filters, ReportDB
+from tests import tlsrpt_corpus as tc
+
+from .servers import free_port, postgres_bindir, running_postgres
+
+pytestmark = pytest.mark.integration
+
+CASES = tc.corpus()
+HOST = "127.0.0.1"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    directory = tmp_path_factory.mktemp("pki")
+    ca = trustme.CA()
+    cert = ca.issue_cert(HOST, "localhost")
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    return {"cert": str(cert_file), "key": str(key_file), "context": client_context}
+
+
+@contextlib.contextmanager
+def running_server(db: ReportDB, pki: dict[str, object], **kwargs: object) -> Iterator[str]:
+    """The app on a uvicorn server in a thread, with TLS, on a kernel-chosen port; yields the base URL."""
+    server = build_server(db, tls_cert=pki["cert"], tls_key=pki["key"], **kwargs)
+    sock = bind(HOST, 0)
+    port = sock.getsockname()[1]
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"https://{HOST}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
+        assert not thread.is_alive()
+
+
+def post_corpus(client: httpx.Client, base: str, packing: str) -> list[tuple[int, dict[str, object]]]:
+    out = []
+    for case in CASES:
+        body = case.gzip() if packing == "gzip" else case.json()
+        response = client.post(f"{base}/tlsrpt", content=body,
+                               headers={"content-type": f"application/tlsrpt+{packing}"})
+        out.append((response.status_code, response.json()))
+    return out
+
+
+def check_corpus_round_trip(db: ReportDB, pki: dict[str, object]) -> None:
+    with running_server(db, pki) as base, httpx.Client(verify=pki["context"], timeout=10) as client:
+        first = post_corpus(client, base, "gzip")
+        assert [status for status, _ in first] == [201] * len(CASES)
+        assert [body["outcome"] for _, body in first] == ["stored"] * len(CASES)
+        summary = db.summary()
+        assert summary["reports"] == len(CASES)
+        assert summary["successful_sessions"] == sum(c.successful for c in CASES)
+        assert summary["failed_sessions"] == sum(c.failed for c in CASES)
+        assert summary["by_organization"]["Company-X"] == {
+            "reports": 2, "successful_sessions": 2 * 5326, "failed_sessions": 2 * 303}
+        # The same reports again, as JSON this time: the same documents, so duplicates of the same rows.
+        second = post_corpus(client, base, "json")
+        assert [status for status, _ in second] == [200] * len(CASES)
+        assert [body for _, body in second] == [{"outcome": "duplicate", "id": body["id"]} for _, body in first]
+        assert db.summary() == summary
+        rows = db.reports(Filters(), limit=100)
+        assert {(r.source, r.source_name) for r in rows} == {("https", HOST)}
+        # The dashboard over the same server shows the same totals.
+        page = client.get(f"{base}/")
+        assert page.status_code == 200 and 'id="card-reports"><span class="num" title="27">27<' in page.text
+
+
+def test_post_the_corpus_over_https_into_sqlite(tmp_path: Path, pki: dict[str, object]) -> None:
+    db = ReportDB(f"sqlite:///{tmp_path}/reports.db")
+    try:
+        check_corpus_round_trip(db, pki)
+    finally:
+        db.close()
+
+
+def test_post_the_corpus_over_https_into_postgresql(pki: dict[str, object]) -> None:
+    if postgres_bindir() is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    with running_postgres("mxsec_reports_web") as server:
+        db = ReportDB(server.url)
+        try:
+            check_corpus_round_trip(db, pki)
+            with running_server(db, pki) as base, httpx.Client(verify=pki["context"], timeout=10) as client:
+                metrics = client.get(f"{base}/metrics").text
+            assert "mxsec_tlsrpt_stored_reports 27.0" in metrics
+            assert 'mxsec_tlsrpt_sessions{policy_domain="company-y.example",result="failed"} 606.0' in metrics
+        finally:
+            db.close()
+
+
+def _connect(base: str, pki: dict[str, object]) -> ssl.SSLSocket:
+    port = int(base.rsplit(":", 1)[1])
+    context: ssl.SSLContext = pki["context"]  # type: ignore[assignment]
+    return context.wrap_socket(socket.create_connection((HOST, port), timeout=10), server_hostname=HOST)
+
+
+def _read_head(conn: ssl.SSLSocket) -> bytes:
+    answer = b""
+    conn.setblocking(True)
+    conn.settimeout(10)
+    with contextlib.suppress(OSError):
+        while b"\r\n\r\n" not in answer:
+            data = conn.recv(65536)
+            if not data:
+                break
+            answer += data
+    return answer
+
+
+def _push_chunks(conn: ssl.SSLSocket, offered: int) -> tuple[int, str, bytes]:
+    """Send a chunked body of up to *offered* bytes until the server answers or drops the connection;
+    return (bytes sent, "answered" | "dropped" | "all sent", the first bytes of the answer)."""
+    chunk = b"10000\r\n" + b" " * 0x10000 + b"\r\n"
+    pending = chunk
+    sent = 0
+    conn.setblocking(False)
+    deadline = time.monotonic() + 30
+    while sent < offered and time.monotonic() < deadline:
+        readable, writable, _ = select.select([conn], [conn], [], 1)
+        if readable:
+            try:
+                data = conn.recv(65536)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                data = None  # a TLS record without application data (a TLS 1.3 session ticket)
+            except (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError):
+                return sent, "dropped", b""
+            if data == b"":
+                return sent, "dropped", b""
+            if data:
+                return sent, "answered", data
+        if not writable:
+            continue
+        try:
+            n = conn.send(pending)
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+            continue
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError):
+            return sent, "dropped", b""
+        sent += n
+        pending = pending[n:] or chunk
+    return sent, "all sent", b""
+
+
+def test_oversize_bodies_are_refused_early_and_the_server_keeps_serving(
+        tmp_path: Path, pki: dict[str, object]) -> None:
+    """A declared Content-Length over the cap is refused before any body byte is read. A chunked body (no
+    length to check) is refused once the cap is passed, long before the client could send all it offers:
+    the client either reads the 413 or, when it was still sending, finds the connection closed (unread data
+    makes the kernel reset it). Either way the server goes on serving other clients."""
+    db = ReportDB(f"sqlite:///{tmp_path}/reports.db")
+    limit = 256 * 1024
+    offered = 256 * 1024 * 1024
+    try:
+        with running_server(db, pki, max_body=limit) as base:
+            with _connect(base, pki) as conn:
+                conn.sendall(b"POST /tlsrpt HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/tlsrpt+gzip"
+                             b"\r\nContent-Length: %d\r\n\r\n" % (limit * 4))
+                answer = _read_head(conn)
+            assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+
+            with _connect(base, pki) as conn:
+                conn.sendall(b"POST /tlsrpt HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                             b"Content-Type: application/tlsrpt+json\r\nTransfer-Encoding: chunked\r\n\r\n")
+                sent, ended, answer = _push_chunks(conn, offered)
+            assert ended != "all sent", f"the server took {sent} bytes without refusing"
+            assert sent < 64 * 1024 * 1024, f"{sent} bytes went in before the server refused"
+            assert ended == "dropped" or answer.startswith(b"HTTP/1.1 413"), (ended, answer[:200])
+
+            with httpx.Client(verify=pki["context"], timeout=10) as client:
+                ok = client.post(f"{base}/tlsrpt", content=tc.case("google-heartbeat").gzip(),
+                                 headers={"content-type": "application/tlsrpt+gzip"})
+                assert ok.status_code == 201
+                assert client.get(f"{base}/healthz").text == "ok"
+        assert db.totals().reports == 1
+    finally:
+        db.close()
+
+
+def test_serve_runs_until_sigterm(tmp_path: Path, pki: dict[str, object]) -> None:
+    """The CLI's entry point in its own process: TLS, the listen address, a clean exit on SIGTERM."""
+    port = free_port()
+    url = f"sqlite:///{tmp_path}/reports.db"
+    code = (
+        "import sys; from mxsec.reports.web.server import serve; "
+        "serve(sys.argv[1], sys.argv[2], tls_cert=sys.argv[3], tls_key=sys.argv[4])"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, url, f"{HOST}:{port}", str(pki["cert"]), str(pki["key"])],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 20
+        with httpx.Client(verify=pki["context"], timeout=5) as client:
+            while True:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                try:
+                    health = client.get(f"https://{HOST}:{port}/healthz")
+                    break
+                except httpx.ConnectError:
+                    assert time.monotonic() < deadline, "serve() did not come up"
+                    time.sleep(0.1)
+            assert health.status_code == 200 and health.text == "ok"
+            posted = client.post(f"https://{HOST}:{port}/tlsrpt", content=tc.case("postfix-dane").json(),
+                                 headers={"content-type": "application/tlsrpt+json"})
+            assert posted.status_code == 201
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    db = ReportDB(url)
+    assert db.totals().as_dict() == {"reports": 1, "successful_sessions": 88, "failed_sessions": 2}
+    db.close()
+
+
+def test_serve_refuses_a_busy_port_and_bad_tls_files(tmp_path: Path, pki: dict[str, object]) -> None:
+    url = f"sqlite:///{tmp_path}/reports.db"
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen(1)
+        with pytest.raises(ConfigError, match="cannot listen on 127.0.0.1:"):
+            serve(url, f"{HOST}:{taken.getsockname()[1]}")
+    with pytest.raises(ConfigError, match="TLS key"):
+        serve(url, f"{HOST}:0", tls_cert=str(pki["cert"]), tls_key=str(tmp_path / "missing.pem"))
+    with pytest.raises(ConfigError, match="listen address"):
+        serve(url, "127.0.0.1")
