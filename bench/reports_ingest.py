@@ -7,7 +7,9 @@
 2. Times ``mxsec reports ingest -q --db sqlite:///…`` over all of them, as a user runs it (a fresh process,
    new database, every report parsed, stored with its policies, failure details and raw JSON), and checks
    the stored totals are exact. Then times the same command again (all duplicates).
-3. Parse only, in-process, over the same gzip bytes: ``mxsec.tlsrpt.report.parse_report``, and the peer
+3. A gzip bomb (1 GiB of JSON text, about 1 MB compressed) given to ``parse_report`` in a fresh process: the
+   time to refuse it and the growth of peak memory (ru_maxrss) above the process's baseline.
+4. Parse only, in-process, over the same gzip bytes: ``mxsec.tlsrpt.report.parse_report``, and the peer
    parsedmarc's ``parse_report_file`` (what its CLI runs per file: detect, gunzip, parse) and its bare
    ``parse_smtp_tls_report_json`` (JSON in, no validation) in parsedmarc's own virtualenv
    (``bench/.parsedmarc-venv``, made with pip on first use; ``--parsedmarc PYTHON`` to use another).
@@ -171,6 +173,39 @@ def parse_rate_parsedmarc(python: str, payloads: list[bytes], directory: Path) -
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+BOMB_SCRIPT = r"""
+import json, resource, sys, time, zlib
+from mxsec.tlsrpt.report import ReportError, parse_report
+nominal = 1 << 30
+packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip container
+chunk = b" " * (1 << 20)
+parts = [packer.compress(b'{"organization-name": "' )]
+for _ in range(nominal // len(chunk)):
+    parts.append(packer.compress(chunk))
+parts.append(packer.flush())
+bomb = b"".join(parts)
+del parts
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+began = time.perf_counter()
+try:
+    parse_report(bomb)
+    code = "accepted"
+except ReportError as exc:
+    code = exc.code
+took = time.perf_counter() - began
+grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
+print(json.dumps({"compressed": len(bomb), "code": code, "seconds": took, "rss_growth_kib": grew}))
+"""
+
+
+def gzip_bomb_check() -> dict:
+    result = subprocess.run([sys.executable, "-c", BOMB_SCRIPT], capture_output=True, text=True, timeout=300,
+                            check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"gzip bomb run failed: {result.stderr.strip()[-500:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reports", type=int, default=10_000)
@@ -200,6 +235,10 @@ def main() -> int:
         print(f"ingest again (all duplicates): {again:.2f} s = {args.reports / again:,.0f} reports/s")
         print(f"stored totals exact: {exact} ({stored:,} reports, {ok:,} successful, {bad:,} failed); "
               f"database {size / 1e6:.1f} MB")
+        bomb = gzip_bomb_check()
+        print(f"gzip bomb (1 GiB of JSON text in {bomb['compressed'] / 1e6:.1f} MB): refused as {bomb['code']!r} in "
+              f"{bomb['seconds'] * 1000:.0f} ms, peak memory +{bomb['rss_growth_kib'] / 1024:.1f} MiB  [target < 1 s "
+              f"and < 64 MB: {'PASS' if bomb['seconds'] < 1 and bomb['rss_growth_kib'] < 62500 else 'FAIL'}]")
         packed = [gzip.compress(p, 6, mtime=0) for p in payloads]
         mine = parse_rate_mxsec(packed)
         print(f"parse only (gzip bytes in), mxsec parse_report: {mine:,.0f} reports/s")
