@@ -77,7 +77,7 @@ def reports() -> None:
 def ingest_command(paths, db_url, dkim, require_dkim, nameservers, move_processed, move_rejected, as_json, quiet):
     """Store the reports in PATH... : .json, .json.gz, .gz or zip reports, RFC 5322 messages (.eml), mbox
     files, Maildir folders; - reads standard input. The same report twice is stored once."""
-    from mxsec.reports.inputs import Options, count_outcomes, ingest, outcome_line, path_inputs
+    from mxsec.reports.inputs import Options, count_outcomes, ingest, path_inputs
 
     verifier = None
     if dkim or require_dkim:
@@ -90,30 +90,42 @@ def ingest_command(paths, db_url, dkim, require_dkim, nameservers, move_processe
         move_rejected=Path(move_rejected) if move_rejected else None,
     )
 
-    def show(item) -> None:
-        if as_json:
-            click.echo(json.dumps({
-                "input": item.name, "kind": item.kind, "error": item.error,
-                "reports": [
-                    {"outcome": r.outcome, "id": r.id, "organization": r.organization_name, "report_id": r.report_id}
-                    for r in item.results
-                ],
-            }, ensure_ascii=False))
-        elif item.rejected or not quiet:
-            click.echo(_printable(outcome_line(item)), err=item.rejected)
-
     db = open_db(db_url)
     try:
-        items = ingest(db, (item for path in paths for item in path_inputs(path, options)), options, on_done=show)
+        items = ingest(
+            db, (item for path in paths for item in path_inputs(path, options)), options,
+            on_done=lambda item: echo_input(item, as_json=as_json, quiet=quiet),
+        )
     finally:
         db.close()
     counts = count_outcomes(items)
     if not as_json:
-        click.echo(
-            f"{len(items)} input(s): {counts['stored']} stored, {counts['duplicate']} duplicate, "
-            f"{counts['conflict']} conflicting, {counts['rejected']} rejected"
-        )
+        click.echo(totals_line(len(items), "input(s)", counts))
     sys.exit(1 if counts["rejected"] else 0)
+
+
+def echo_input(item, *, as_json: bool, quiet: bool, **extra) -> None:
+    """Print what became of one input: a JSON object (``extra`` keys after ``kind``) or its outcome line
+    (rejected ones on stderr, the others unless ``quiet``)."""
+    from mxsec.reports.inputs import outcome_line
+
+    if as_json:
+        click.echo(json.dumps({
+            "input": item.name, "kind": item.kind, **extra, "error": item.error,
+            "reports": [
+                {"outcome": r.outcome, "id": r.id, "organization": r.organization_name, "report_id": r.report_id}
+                for r in item.results
+            ],
+        }, ensure_ascii=False))
+    elif item.rejected or not quiet:
+        click.echo(_printable(outcome_line(item)), err=item.rejected)
+
+
+def totals_line(count: int, noun: str, counts: dict[str, int]) -> str:
+    return (
+        f"{count} {noun}: {counts['stored']} stored, {counts['duplicate']} duplicate, "
+        f"{counts['conflict']} conflicting, {counts['rejected']} rejected"
+    )
 
 
 def _printable(text: str) -> str:

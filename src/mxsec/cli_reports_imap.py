@@ -10,14 +10,13 @@ usage errors and when the server or the database cannot be used (one line on std
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 import click
 
 from mxsec.cli_common import _fail, _guarded
-from mxsec.cli_reports import _printable, db_option, open_db, reports
+from mxsec.cli_reports import db_option, echo_input, open_db, reports, totals_line
 from mxsec.reports.imap import (
     DEFAULT_LIMIT,
     DEFAULT_TIMEOUT,
@@ -106,7 +105,7 @@ def fetch_imap(host, port, security, ca_file, user, password_file, mailbox, all_
         check_plan,
         fetch_reports,
     )
-    from mxsec.reports.inputs import Options, count_outcomes, outcome_line
+    from mxsec.reports.inputs import Options, count_outcomes
 
     account = Account(host=host, user=user, password=read_password(password_file), port=port,
                       security=security, ca_file=ca_file, mailbox=mailbox, timeout=timeout)
@@ -122,18 +121,8 @@ def fetch_imap(host, port, security, ca_file, user, password_file, mailbox, all_
     options = Options(dkim=verifier, require_dkim=require_dkim)
 
     def show(fetched) -> None:
-        item = fetched.item
-        if as_json:
-            click.echo(json.dumps({
-                "input": item.name, "kind": item.kind, "uid": fetched.uid, "error": item.error,
-                "action": fetched.action, "folder": fetched.folder,
-                "reports": [
-                    {"outcome": r.outcome, "id": r.id, "organization": r.organization_name, "report_id": r.report_id}
-                    for r in item.results
-                ],
-            }, ensure_ascii=False))
-        elif item.rejected or not quiet:
-            click.echo(_printable(outcome_line(item)), err=item.rejected)
+        echo_input(fetched.item, as_json=as_json, quiet=quiet, uid=fetched.uid, action=fetched.action,
+                   folder=fetched.folder)
 
     db = open_db(db_url)
     try:
@@ -143,10 +132,7 @@ def fetch_imap(host, port, security, ca_file, user, password_file, mailbox, all_
     counts = count_outcomes(run.inputs)
     if not as_json:
         left = f"; {run.left} more left for the next run (--limit)" if run.left else ""
-        click.echo(
-            f"{len(run.items)} message(s): {counts['stored']} stored, {counts['duplicate']} duplicate, "
-            f"{counts['conflict']} conflicting, {counts['rejected']} rejected{left}"
-        )
+        click.echo(totals_line(len(run.items), "message(s)", counts) + left)
     sys.exit(1 if counts["rejected"] else 0)
 
 
