@@ -10,35 +10,18 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import html
-import re
 from collections import Counter
 
 from mxsec.check.findings import Finding
 from mxsec.check.gather import DomainFacts
 from mxsec.dane.destination import decide, host_state
+from mxsec.display import safe_text
 
 __all__ = ["SEVERITY_ORDER", "render_html", "render_terminal", "result_json", "safe_text", "summarize"]
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 _AREAS = (("check", "Checker"), ("mx", "MX"), ("dnssec", "DNSSEC"), ("sts", "MTA-STS"),
           ("smtp", "SMTP and certificates"), ("dane", "DANE"), ("tlsrpt", "TLSRPT"))
-
-#: C0 and C1 control characters, DEL, and the Unicode format characters that reorder or hide text
-#: (bidirectional overrides and isolates, zero-width characters): never written raw to a terminal or a page
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
-
-
-def safe_text(text: object) -> str:
-    """``text`` with every control or invisible formatting character written as an escape (``\\x1b``,
-    ``\\u202e``), so DNS, HTTP and SMTP content from the checked domain cannot drive the terminal or hide in
-    the report. JSON output needs no such care (``json.dumps`` escapes control characters itself)."""
-    return _UNSAFE.sub(_escape, str(text))
-
-
-def _escape(match: re.Match) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
 
 def area_of(code: str) -> str:
     return code.split("-", 1)[0]

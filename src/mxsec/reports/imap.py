@@ -33,6 +33,7 @@ import ssl
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from ..display import safe_text
 from ..errors import ConfigError
 from ..store.reportdb import ReportDB
 from .inputs import Input, Options, ingest, message_input
@@ -211,12 +212,12 @@ def uid_sets(uids: Sequence[int], size: int = UIDS_PER_COMMAND) -> Iterator[str]
 
 
 def _text(value: object, limit: int = 200) -> str:
-    """Server text for a one-line message: decoded, control characters replaced, shortened."""
+    """Server text for a one-line message: decoded, control characters escaped, shortened."""
     if isinstance(value, (list, tuple)) and value:
         value = value[-1]
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
-    text = "".join(ch if ch.isprintable() else "?" for ch in str(value)).strip()
+    text = safe_text(value).strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -17,6 +17,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from ..display import safe_text
 from ..errors import ConfigError
 from ..store.reportdb import Filters, ReportDB, Totals
 
@@ -77,8 +78,8 @@ class Threshold:
 
 
 def _clean(value: Any) -> str:
-    """Text from reports, safe for a terminal: markup escaped, control characters shown as '?'."""
-    return escape("".join(ch if ch.isprintable() else "?" for ch in str(value)))
+    """Text from reports, safe for a terminal: control characters escaped, then rich markup escaped."""
+    return escape(safe_text(value))
 
 
 def _rate(ok: int, bad: int) -> Text:
