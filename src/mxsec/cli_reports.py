@@ -7,7 +7,6 @@ Exit codes: 0 when all went well, 1 when an input was rejected (``ingest``) or f
 from __future__ import annotations
 
 import json
-import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -15,19 +14,7 @@ from pathlib import Path
 import click
 
 from mxsec.cli_common import _fail, _guarded
-
-
-def default_reports_db_url() -> str:
-    """``sqlite:///`` file in the user's data directory (``/var/lib/mxsec`` as root)."""
-    geteuid = getattr(os, "geteuid", None)
-    if geteuid is not None and geteuid() == 0:
-        base = "/var/lib/mxsec"
-    else:
-        data = os.environ.get("XDG_DATA_HOME", "")
-        if not data or not os.path.isabs(data):
-            data = os.path.join(os.path.expanduser("~"), ".local", "share")
-        base = os.path.join(data, "mxsec")
-    return "sqlite:///" + os.path.join(base, "reports.sqlite3")
+from mxsec.display import safe_text
 
 
 def db_option(fn):
@@ -40,6 +27,8 @@ def db_option(fn):
 
 def open_db(db_url: str | None):
     from mxsec.store.reportdb import ReportDB
+
+    from mxsec.config import default_reports_db_url
 
     return ReportDB(db_url or default_reports_db_url())
 
@@ -118,7 +107,7 @@ def echo_input(item, *, as_json: bool, quiet: bool, **extra) -> None:
             ],
         }, ensure_ascii=False))
     elif item.rejected or not quiet:
-        click.echo(_printable(outcome_line(item)), err=item.rejected)
+        click.echo(safe_text(outcome_line(item)), err=item.rejected)
 
 
 def totals_line(count: int, noun: str, counts: dict[str, int]) -> str:
@@ -126,11 +115,6 @@ def totals_line(count: int, noun: str, counts: dict[str, int]) -> str:
         f"{count} {noun}: {counts['stored']} stored, {counts['duplicate']} duplicate, "
         f"{counts['conflict']} conflicting, {counts['rejected']} rejected"
     )
-
-
-def _printable(text: str) -> str:
-    # Names and errors may carry text from hostile reports: no terminal control characters.
-    return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
 @reports.command("summary")
@@ -199,6 +183,8 @@ def serve_command(db_url, listen, tls_cert, tls_key):
 
     if bool(tls_cert) != bool(tls_key):
         _fail("--tls-cert and --tls-key go together")
+    from mxsec.config import default_reports_db_url
+
     serve(db_url or default_reports_db_url(), listen, tls_cert=tls_cert, tls_key=tls_key)
 
 

@@ -65,6 +65,18 @@ def default_state_dir() -> str:
     return os.path.join(base, "mxsec")
 
 
+def default_data_dir() -> str:
+    """Where mxsec keeps data a user asked it to keep (received reports): ``/var/lib/mxsec`` for root, else
+    ``$XDG_DATA_HOME/mxsec`` or ``~/.local/share/mxsec``."""
+    geteuid = getattr(os, "geteuid", None)
+    if geteuid is not None and geteuid() == 0:
+        return "/var/lib/mxsec"
+    base = os.environ.get("XDG_DATA_HOME", "")
+    if not base or not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "mxsec")
+
+
 def _sqlite_url(path: str) -> str:
     return "sqlite:///" + path
 
@@ -77,6 +89,11 @@ def default_cache_url() -> str:
 def default_tlsrpt_db_url() -> str:
     """The sender-side TLSRPT session counter database, next to the policy cache."""
     return _sqlite_url(os.path.join(default_state_dir(), "tlsrpt.sqlite3"))
+
+
+def default_reports_db_url() -> str:
+    """The database of received TLSRPT reports (``mxsec reports``), in the data directory."""
+    return _sqlite_url(os.path.join(default_data_dir(), "reports.sqlite3"))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -548,3 +548,16 @@ def test_parse_listen_round_trips(text):
     except ConfigError:
         return
     assert parse_listen(str(parsed)) == parsed
+
+
+def test_reports_db_defaults_to_the_data_directory(monkeypatch, tmp_path):
+    from mxsec import config as config_module
+
+    monkeypatch.setattr(config_module.os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert config_module.default_reports_db_url() == f"sqlite:///{tmp_path}/mxsec/reports.sqlite3"
+    monkeypatch.setenv("XDG_DATA_HOME", "relative")  # not absolute: ignored
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert config_module.default_reports_db_url() == f"sqlite:///{tmp_path}/.local/share/mxsec/reports.sqlite3"
+    monkeypatch.setattr(config_module.os, "geteuid", lambda: 0)
+    assert config_module.default_reports_db_url() == "sqlite:////var/lib/mxsec/reports.sqlite3"
