@@ -29,7 +29,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 from ..errors import ConfigError
 from ..tlsrpt.report import Report
@@ -469,8 +469,9 @@ class ReportDB:
         return self._query(statement, params)
 
     def _failure_query(self, select: str, filters: Filters, group: str, order: str,
-                       limit: int | None = None) -> list[tuple[Any, ...]]:
+                       limit: int | None = None, extra_where: Sequence[str] = ()) -> list[tuple[Any, ...]]:
         where, params = filters.clauses()
+        where = list(where) + list(extra_where)
         statement = (
             f"SELECT {select} FROM tlsrpt_failure f JOIN tlsrpt_policy p ON p.id = f.policy "
             "JOIN tlsrpt_report r ON r.id = f.report"
@@ -558,9 +559,9 @@ class ReportDB:
         rows = self._failure_query(
             "f.sending_mta_ip, f.result_type, SUM(f.failed_session_count)", filters,
             "f.sending_mta_ip, f.result_type", "SUM(f.failed_session_count) DESC, f.sending_mta_ip, f.result_type",
-            limit=limit * 4,
+            limit=limit, extra_where=("f.sending_mta_ip IS NOT NULL", "f.sending_mta_ip <> ''"),
         )
-        return [(str(ip), str(name), int(count)) for ip, name, count in rows if ip][:limit]
+        return [(str(ip), str(name), int(count)) for ip, name, count in rows]
 
     def organizations(self) -> list[str]:
         return [str(r[0]) for r in self._query(
@@ -745,13 +746,3 @@ def _parse_url(url: str) -> tuple[str, str]:
         f"report database URL {_redact(url)!r}: unknown scheme; use sqlite:///PATH or postgresql://USER@HOST/DB"
     )
 
-
-def iter_batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
