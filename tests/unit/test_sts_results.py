@@ -87,3 +87,15 @@ def test_sts_b_13_mapping_accepts_plain_string_values() -> None:
     assert result_type_for("redirect") is ResultType.STS_POLICY_FETCH_ERROR  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         result_type_for("no-such-problem")  # type: ignore[arg-type]
+
+
+def test_rpt_result_types_fall_in_the_rfc_8460_groups():
+    from mxsec.sts.results import ResultType
+
+    groups = {rt.value: rt.group for rt in ResultType}
+    assert [k for k, g in groups.items() if g == "TLS negotiation"] == [
+        "starttls-not-supported", "certificate-host-mismatch", "certificate-expired", "certificate-not-trusted",
+        "validation-failure"]
+    assert [k for k, g in groups.items() if g == "DANE"] == ["tlsa-invalid", "dnssec-invalid", "dane-required"]
+    assert [k for k, g in groups.items() if g == "MTA-STS"] == [
+        "sts-policy-fetch-error", "sts-policy-invalid", "sts-webpki-invalid"]

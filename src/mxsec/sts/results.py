@@ -28,6 +28,16 @@ class ResultType(str, enum.Enum):
     def __str__(self) -> str:
         return self.value
 
+    @property
+    def group(self) -> str:
+        """The RFC 8460 §4.3 group: ``TLS negotiation`` (§4.3.1), ``DANE`` (§4.3.2.1) or ``MTA-STS``
+        (§4.3.2.2)."""
+        if self.value.startswith("sts-"):
+            return "MTA-STS"
+        if self in (ResultType.TLSA_INVALID, ResultType.DNSSEC_INVALID, ResultType.DANE_REQUIRED):
+            return "DANE"
+        return "TLS negotiation"
+
 
 class FetchProblem(str, enum.Enum):
     """Every way fetching ``https://mta-sts.<domain>/.well-known/mta-sts.txt`` can fail (RFC 8461 §3.3)."""

@@ -10,6 +10,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from mxsec.store.reportdb import NO_DOMAIN, Filters, ReportDB, Totals
+from mxsec.sts.results import ResultType
 
 from .params import DateRange
 
@@ -24,12 +25,9 @@ RAW_INLINE_LIMIT = 2 * 1024 * 1024
 #: Failure details shown per policy on the report page.
 DETAILS_SHOWN = 500
 
-#: Stable colours for the result types in charts (the rest take the fallback palette in dashboard.js).
-RESULT_TYPE_ORDER = (
-    "starttls-not-supported", "certificate-host-mismatch", "certificate-expired", "certificate-not-trusted",
-    "validation-failure", "tlsa-invalid", "dnssec-invalid", "dane-required", "sts-policy-fetch-error",
-    "sts-policy-invalid", "sts-webpki-invalid",
-)
+#: Stable colours for the result types in charts, in RFC 8460 §4.3 order (the rest take the fallback palette in
+#: dashboard.js).
+RESULT_TYPE_ORDER = tuple(rt.value for rt in ResultType)
 
 
 def filters_for(rng: DateRange, *, domain: str | None = None, organization: str | None = None) -> Filters:

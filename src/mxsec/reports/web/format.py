@@ -11,6 +11,8 @@ import math
 from datetime import date, datetime
 from typing import Any
 
+from mxsec.sts.results import ResultType
+
 #: A success rate at or above this is shown as good (green); at or above WARN_RATE as a warning (amber);
 #: below as bad (red). TLS failures are rare on a healthy domain, so the bar is high.
 GOOD_RATE = 0.999
@@ -18,19 +20,19 @@ WARN_RATE = 0.98
 
 _SUFFIXES = ((10**15, "Q"), (10**12, "T"), (10**9, "B"), (10**6, "M"))
 
-#: RFC 8460 §4.3 result types, in the RFC's groups, with a short explanation for the dashboard's titles.
-RESULT_TYPES: dict[str, tuple[str, str]] = {
-    "starttls-not-supported": ("TLS negotiation", "The MX did not offer STARTTLS."),
-    "certificate-host-mismatch": ("TLS negotiation", "The MX certificate does not name the MX host."),
-    "certificate-expired": ("TLS negotiation", "The MX certificate has expired."),
-    "certificate-not-trusted": ("TLS negotiation", "The MX certificate does not chain to a trusted root."),
-    "validation-failure": ("TLS negotiation", "Another certificate or TLS validation failure."),
-    "tlsa-invalid": ("DANE", "The TLSA records were erroneous or matched no certificate."),
-    "dnssec-invalid": ("DANE", "The resolver gave no DNSSEC-valid answer."),
-    "dane-required": ("DANE", "The sender requires DANE but found no valid TLSA records."),
-    "sts-policy-fetch-error": ("MTA-STS", "The MTA-STS policy could not be fetched over HTTPS."),
-    "sts-policy-invalid": ("MTA-STS", "The MTA-STS policy was fetched but did not validate."),
-    "sts-webpki-invalid": ("MTA-STS", "The policy host's HTTPS certificate did not validate."),
+#: What each RFC 8460 §4.3 result type means, for the dashboard's titles (the group comes from ResultType).
+RESULT_TYPE_HELP: dict[ResultType, str] = {
+    ResultType.STARTTLS_NOT_SUPPORTED: "The MX did not offer STARTTLS.",
+    ResultType.CERTIFICATE_HOST_MISMATCH: "The MX certificate does not name the MX host.",
+    ResultType.CERTIFICATE_EXPIRED: "The MX certificate has expired.",
+    ResultType.CERTIFICATE_NOT_TRUSTED: "The MX certificate does not chain to a trusted root.",
+    ResultType.VALIDATION_FAILURE: "Another certificate or TLS validation failure.",
+    ResultType.TLSA_INVALID: "The TLSA records were erroneous or matched no certificate.",
+    ResultType.DNSSEC_INVALID: "The resolver gave no DNSSEC-valid answer.",
+    ResultType.DANE_REQUIRED: "The sender requires DANE but found no valid TLSA records.",
+    ResultType.STS_POLICY_FETCH_ERROR: "The MTA-STS policy could not be fetched over HTTPS.",
+    ResultType.STS_POLICY_INVALID: "The MTA-STS policy was fetched but did not validate.",
+    ResultType.STS_WEBPKI_INVALID: "The policy host's HTTPS certificate did not validate.",
 }
 
 
@@ -89,15 +91,23 @@ def timestamp(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _known(name: str) -> ResultType | None:
+    try:
+        return ResultType(name)
+    except ValueError:
+        return None
+
+
 def result_type_group(name: str) -> str:
-    return RESULT_TYPES.get(name, ("other", ""))[0]
+    known = _known(name)
+    return known.group if known else "other"
 
 
 def result_type_help(name: str) -> str:
     """The title text for a result type: its RFC 8460 group and meaning, or a note that it is not in the RFC."""
-    if name in RESULT_TYPES:
-        group, text = RESULT_TYPES[name]
-        return f"{group}: {text}"
+    known = _known(name)
+    if known:
+        return f"{known.group}: {RESULT_TYPE_HELP[known]}"
     return "Not an RFC 8460 result type (kept as the reporter wrote it)."
 
 
