@@ -30,6 +30,7 @@ __all__ = [
     "Policy",
     "PolicyCount",
     "PolicyOutcome",
+    "PolicyTotals",
     "PolicyType",
     "Session",
     "Tally",
@@ -144,6 +145,17 @@ class PolicyCount:
     successful: int = 0
     failed: int = 0
     failures: dict[Failure, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyTotals:
+    """A policy's counts for one (day, report domain) as stored, with its failure details (largest first):
+    what a report's ``policies[]`` entry is built from."""
+
+    policy: Policy
+    successful: int
+    failed: int
+    failures: tuple[tuple[Failure, int], ...] = ()
 
 
 class Tally:

@@ -1,0 +1,432 @@
+"""The TLSRPT sender's database (``mxsec tlsrpt …``): counted sessions, built reports, delivery state.
+
+SQLite by default; PostgreSQL lets the collectors of many MTAs write into one database from which one
+``mxsec tlsrpt send`` reports. Tables:
+
+- ``tlsrpt_out_policy``: per (UTC day, report domain, policy) the successful and failed session counts;
+  the policy is identified by a SHA-256 of its canonical JSON (policy strings can be kilobytes long);
+- ``tlsrpt_out_failure``: per policy row and distinct failure detail, the session count; at most
+  ``max_failure_rows`` distinct details per policy row, more are folded by result type (see
+  :mod:`mxsec.tlsrpt.session`);
+- ``tlsrpt_out_domain``: the last ``_smtp._tls`` record an MTA reported per domain (shown by ``status``);
+- ``tlsrpt_out_report``: the built report of a (day, domain): report-id, file name, the gzip bytes;
+- ``tlsrpt_out_delivery``: per report and destination URI: state, attempts, next attempt, last error;
+- ``tlsrpt_out_message``: Message-IDs of the report messages sent, so that log followers leave the sessions
+  that carried them out of later reports (RFC 8460 §3);
+- ``tlsrpt_out_position``: where each log follower stopped, written in the same transaction as the counts it
+  read, so a restart neither loses nor double-counts a line.
+
+Every write of counts is one transaction of additive upserts, so several writers (collectors of a fleet) can
+share the tables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from ..tlsrpt.session import MAX_FAILURE_ROWS, Failure, Policy, PolicyTotals, PolicyType, Tally, folded
+from .base import StoreError
+from .sqldb import SqlDatabase
+from .sqlite import _one_line
+
+__all__ = ["DELIVERY_STATES", "DeliveryRow", "ReportRow", "SenderDB"]
+
+#: ``pending`` (not yet accepted, retried), ``delivered`` (accepted), ``failed`` (given up after the retry
+#: window), ``skipped`` (an unsupported scheme or an unusable address: nothing to try).
+DELIVERY_STATES = ("pending", "delivered", "failed", "skipped")
+
+_MIGRATIONS: dict[int, list[str]] = {
+    0: [
+        """CREATE TABLE tlsrpt_out_policy (
+            id {id},
+            day TEXT NOT NULL,
+            report_domain TEXT NOT NULL,
+            policy_key TEXT NOT NULL,
+            policy_type TEXT NOT NULL,
+            policy_domain TEXT NOT NULL,
+            policy_string TEXT NOT NULL,
+            mx_host TEXT NOT NULL,
+            successful {big} NOT NULL DEFAULT 0,
+            failed {big} NOT NULL DEFAULT 0,
+            failure_rows INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (day, report_domain, policy_key)
+        )""",
+        """CREATE TABLE tlsrpt_out_failure (
+            policy {big} NOT NULL REFERENCES tlsrpt_out_policy (id) ON DELETE CASCADE,
+            failure_key TEXT NOT NULL,
+            result_type TEXT NOT NULL,
+            sending_mta_ip TEXT,
+            receiving_mx_hostname TEXT,
+            receiving_mx_helo TEXT,
+            receiving_ip TEXT,
+            additional_information TEXT,
+            failure_reason_code TEXT,
+            sessions {big} NOT NULL,
+            PRIMARY KEY (policy, failure_key)
+        )""",
+        """CREATE TABLE tlsrpt_out_domain (
+            report_domain TEXT PRIMARY KEY,
+            record TEXT NOT NULL,
+            seen_ts {big} NOT NULL
+        )""",
+        """CREATE TABLE tlsrpt_out_report (
+            id {id},
+            day TEXT NOT NULL,
+            report_domain TEXT NOT NULL,
+            report_id TEXT NOT NULL,
+            filename TEXT NOT NULL,
+            report_gz {blob} NOT NULL,
+            successful {big} NOT NULL,
+            failed {big} NOT NULL,
+            built_ts {big} NOT NULL,
+            UNIQUE (day, report_domain)
+        )""",
+        """CREATE TABLE tlsrpt_out_delivery (
+            id {id},
+            report {big} NOT NULL REFERENCES tlsrpt_out_report (id) ON DELETE CASCADE,
+            destination TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            first_attempt_ts {big},
+            last_attempt_ts {big},
+            next_attempt_ts {big} NOT NULL,
+            last_error TEXT,
+            UNIQUE (report, destination)
+        )""",
+        "CREATE INDEX tlsrpt_out_delivery_due ON tlsrpt_out_delivery (state, next_attempt_ts)",
+        """CREATE TABLE tlsrpt_out_message (
+            message_id TEXT PRIMARY KEY,
+            sent_ts {big} NOT NULL
+        )""",
+        """CREATE TABLE tlsrpt_out_position (
+            source TEXT PRIMARY KEY,
+            position TEXT NOT NULL,
+            updated_ts {big} NOT NULL
+        )""",
+    ],
+}
+
+
+def _policy_key(policy: Policy) -> str:
+    canonical = json.dumps([policy.type.value, policy.domain, policy.strings, policy.mx_hosts], ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _failure_key(failure: Failure) -> str:
+    canonical = json.dumps(
+        [failure.result_type, failure.sending_mta_ip, failure.receiving_mx_hostname, failure.receiving_mx_helo,
+         failure.receiving_ip, failure.additional_information, failure.failure_reason_code],
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    pk: int
+    day: date
+    domain: str
+    report_id: str
+    filename: str
+    successful: int
+    failed: int
+    built_ts: int
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    pk: int
+    report: ReportRow
+    destination: str
+    state: str
+    attempts: int
+    first_attempt_ts: int | None
+    last_attempt_ts: int | None
+    next_attempt_ts: int
+    last_error: str | None
+
+
+_REPORT_SELECT = "r.id, r.day, r.report_domain, r.report_id, r.filename, r.successful, r.failed, r.built_ts"
+
+
+def _report_row(values: tuple[Any, ...]) -> ReportRow:
+    pk, day, domain, report_id, filename, ok, bad, built = values
+    return ReportRow(int(pk), date.fromisoformat(day), domain, report_id, filename, int(ok), int(bad), int(built))
+
+
+class SenderDB(SqlDatabase):
+    """Counted sessions and report delivery state in SQLite or PostgreSQL."""
+
+    WHAT = "TLSRPT sender database"
+    SCHEMA_VERSION = 1
+    MIGRATIONS = _MIGRATIONS
+    VERSION_TABLE = "tlsrpt_out_schema_version"
+    LOCK_KEY = 0x6D78736563534E44  # "mxsecSND"
+
+    def __init__(self, url: str, *, max_failure_rows: int = MAX_FAILURE_ROWS) -> None:
+        super().__init__(url)
+        self.max_failure_rows = max_failure_rows
+        self._keys: dict[Policy, str] = {}
+
+    # -------------------------------------------------------------------------------------------- counts
+
+    def add(self, tally: Tally, *, positions: Mapping[str, str] | None = None, now: float | None = None) -> None:
+        """Add *tally* (and, in the same transaction, follower *positions*) to the stored counts."""
+        stamp = int(time.time() if now is None else now)
+        if not tally and not positions:
+            return
+        with self._lock:
+            try:
+                with self._transaction():
+                    for key, count in tally.items():
+                        self._add_policy(key.day, key.domain, key.policy, count.successful, count.failed,
+                                         count.failures)
+                    for domain, record in tally.records.items():
+                        self._execute(
+                            "INSERT INTO tlsrpt_out_domain (report_domain, record, seen_ts) VALUES (?, ?, ?) "
+                            "ON CONFLICT (report_domain) DO UPDATE SET record = excluded.record, "
+                            "seen_ts = excluded.seen_ts",
+                            (domain, record, stamp),
+                        )
+                    for source, position in (positions or {}).items():
+                        self._execute(
+                            "INSERT INTO tlsrpt_out_position (source, position, updated_ts) VALUES (?, ?, ?) "
+                            "ON CONFLICT (source) DO UPDATE SET position = excluded.position, "
+                            "updated_ts = excluded.updated_ts",
+                            (source, position, stamp),
+                        )
+            except self._errors() as exc:
+                raise StoreError(f"{self.WHAT}: {_one_line(exc)}") from None
+
+    def _key(self, policy: Policy) -> str:
+        key = self._keys.get(policy)
+        if key is None:
+            key = _policy_key(policy)
+            if len(self._keys) > 10000:
+                self._keys.clear()
+            self._keys[policy] = key
+        return key
+
+    def _add_policy(self, day: date, domain: str, policy: Policy, ok: int, bad: int,
+                    failures: Mapping[Failure, int]) -> None:
+        row = self._execute(
+            "INSERT INTO tlsrpt_out_policy (day, report_domain, policy_key, policy_type, policy_domain, "
+            "policy_string, mx_host, successful, failed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (day, report_domain, policy_key) DO UPDATE SET "
+            "successful = tlsrpt_out_policy.successful + excluded.successful, "
+            "failed = tlsrpt_out_policy.failed + excluded.failed RETURNING id, failure_rows",
+            (day.isoformat(), domain, self._key(policy), policy.type.value, policy.domain,
+             json.dumps(policy.strings, ensure_ascii=False), json.dumps(policy.mx_hosts, ensure_ascii=False),
+             ok, bad),
+        ).fetchone()
+        pk, rows = int(row[0]), int(row[1])
+        added = 0
+        for failure, n in failures.items():
+            fkey = _failure_key(failure)
+            cursor = self._execute(
+                "UPDATE tlsrpt_out_failure SET sessions = sessions + ? WHERE policy = ? AND failure_key = ?",
+                (n, pk, fkey),
+            )
+            if cursor.rowcount:
+                continue
+            if rows + added >= self.max_failure_rows and failure != folded(failure):
+                failure = folded(failure)
+                fkey = _failure_key(failure)
+            else:
+                added += 1
+            self._execute(
+                "INSERT INTO tlsrpt_out_failure (policy, failure_key, result_type, sending_mta_ip, "
+                "receiving_mx_hostname, receiving_mx_helo, receiving_ip, additional_information, "
+                "failure_reason_code, sessions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (policy, failure_key) DO UPDATE SET "
+                "sessions = tlsrpt_out_failure.sessions + excluded.sessions",
+                (pk, fkey, failure.result_type, failure.sending_mta_ip, failure.receiving_mx_hostname,
+                 failure.receiving_mx_helo, failure.receiving_ip, failure.additional_information,
+                 failure.failure_reason_code, n),
+            )
+        if added:
+            self._execute("UPDATE tlsrpt_out_policy SET failure_rows = failure_rows + ? WHERE id = ?", (added, pk))
+
+    def position(self, source: str) -> str | None:
+        rows = self._query("SELECT position FROM tlsrpt_out_position WHERE source = ?", (source,))
+        return rows[0][0] if rows else None
+
+    def days(self) -> list[date]:
+        """Every day with counted sessions, oldest first."""
+        return [date.fromisoformat(r[0]) for r in self._query("SELECT DISTINCT day FROM tlsrpt_out_policy ORDER BY day")]
+
+    def domains(self, day: date) -> list[str]:
+        rows = self._query("SELECT DISTINCT report_domain FROM tlsrpt_out_policy WHERE day = ? ORDER BY report_domain",
+                           (day.isoformat(),))
+        return [r[0] for r in rows]
+
+    def totals(self, day: date, domain: str) -> list[PolicyTotals]:
+        """The policies counted for *domain* on *day*, in a stable order, with their failure details."""
+        rows = self._query(
+            "SELECT id, policy_type, policy_domain, policy_string, mx_host, successful, failed "
+            "FROM tlsrpt_out_policy WHERE day = ? AND report_domain = ? ORDER BY policy_type, policy_domain, policy_key",
+            (day.isoformat(), domain),
+        )
+        result = []
+        for pk, ptype, pdomain, strings, mx, ok, bad in rows:
+            details = self._query(
+                "SELECT result_type, sending_mta_ip, receiving_mx_hostname, receiving_mx_helo, receiving_ip, "
+                "additional_information, failure_reason_code, sessions FROM tlsrpt_out_failure WHERE policy = ? "
+                "ORDER BY sessions DESC, failure_key",
+                (pk,),
+            )
+            policy = Policy(PolicyType(ptype), pdomain, tuple(json.loads(strings)), tuple(json.loads(mx)))
+            failures = tuple((Failure(*d[:7]), int(d[7])) for d in details)
+            result.append(PolicyTotals(policy, int(ok), int(bad), failures))
+        return result
+
+    def day_totals(self, day: date) -> dict[str, tuple[int, int]]:
+        rows = self._query(
+            "SELECT report_domain, sum(successful), sum(failed) FROM tlsrpt_out_policy WHERE day = ? "
+            "GROUP BY report_domain ORDER BY report_domain",
+            (day.isoformat(),),
+        )
+        return {r[0]: (int(r[1]), int(r[2])) for r in rows}
+
+    def record(self, domain: str) -> str | None:
+        rows = self._query("SELECT record FROM tlsrpt_out_domain WHERE report_domain = ?", (domain,))
+        return rows[0][0] if rows else None
+
+    def delete_days_before(self, day: date) -> int:
+        """Drop counted sessions and reports of days before *day* (retention)."""
+        with self._lock:
+            try:
+                with self._transaction():
+                    n = self._execute("DELETE FROM tlsrpt_out_policy WHERE day < ?", (day.isoformat(),)).rowcount
+                    self._execute("DELETE FROM tlsrpt_out_report WHERE day < ?", (day.isoformat(),))
+                    return int(n)
+            except self._errors() as exc:
+                raise StoreError(f"{self.WHAT}: {_one_line(exc)}") from None
+
+    # ------------------------------------------------------------------------------------------- reports
+
+    def save_report(self, day: date, domain: str, report_id: str, filename: str, gz: bytes, successful: int,
+                    failed: int, *, now: float | None = None) -> ReportRow:
+        """Store (or replace) the built report of (*day*, *domain*); its deliveries are kept."""
+        stamp = int(time.time() if now is None else now)
+        with self._lock:
+            try:
+                with self._transaction():
+                    self._execute(
+                        "INSERT INTO tlsrpt_out_report (day, report_domain, report_id, filename, report_gz, "
+                        "successful, failed, built_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT (day, report_domain) DO UPDATE SET report_id = excluded.report_id, "
+                        "filename = excluded.filename, report_gz = excluded.report_gz, "
+                        "successful = excluded.successful, failed = excluded.failed, built_ts = excluded.built_ts",
+                        (day.isoformat(), domain, report_id, filename, gz, successful, failed, stamp),
+                    )
+            except self._errors() as exc:
+                raise StoreError(f"{self.WHAT}: {_one_line(exc)}") from None
+        found = self.report(day, domain)
+        assert found is not None
+        return found
+
+    def report(self, day: date, domain: str) -> ReportRow | None:
+        rows = self._query(f"SELECT {_REPORT_SELECT} FROM tlsrpt_out_report r WHERE r.day = ? AND r.report_domain = ?",
+                           (day.isoformat(), domain))
+        return _report_row(rows[0]) if rows else None
+
+    def reports(self, day: date | None = None) -> list[ReportRow]:
+        if day is None:
+            rows = self._query(f"SELECT {_REPORT_SELECT} FROM tlsrpt_out_report r ORDER BY r.day, r.report_domain")
+        else:
+            rows = self._query(f"SELECT {_REPORT_SELECT} FROM tlsrpt_out_report r WHERE r.day = ? "
+                               "ORDER BY r.report_domain", (day.isoformat(),))
+        return [_report_row(r) for r in rows]
+
+    def report_gz(self, pk: int) -> bytes:
+        rows = self._query("SELECT report_gz FROM tlsrpt_out_report WHERE id = ?", (pk,))
+        if not rows:
+            raise StoreError(f"{self.WHAT}: report {pk} is gone")
+        return bytes(rows[0][0])
+
+    def unreported(self, before: date) -> list[tuple[date, str]]:
+        """(day, domain) pairs with counted sessions before *before* and no built report yet."""
+        rows = self._query(
+            "SELECT DISTINCT p.day, p.report_domain FROM tlsrpt_out_policy p LEFT JOIN tlsrpt_out_report r "
+            "ON r.day = p.day AND r.report_domain = p.report_domain WHERE p.day < ? AND r.id IS NULL "
+            "ORDER BY p.day, p.report_domain",
+            (before.isoformat(),),
+        )
+        return [(date.fromisoformat(d), dom) for d, dom in rows]
+
+    # ---------------------------------------------------------------------------------------- deliveries
+
+    def add_delivery(self, report: ReportRow, destination: str, *, state: str = "pending",
+                     next_attempt: float, error: str | None = None) -> None:
+        """A destination for *report* (no change when it is already there)."""
+        with self._lock:
+            try:
+                self._execute(
+                    "INSERT INTO tlsrpt_out_delivery (report, destination, state, next_attempt_ts, last_error) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (report, destination) DO NOTHING",
+                    (report.pk, destination, state, int(next_attempt), error),
+                )
+            except self._errors() as exc:
+                raise StoreError(f"{self.WHAT}: {_one_line(exc)}") from None
+
+    def deliveries(self, *, report: ReportRow | None = None, states: Iterable[str] | None = None,
+                   due_before: float | None = None) -> list[DeliveryRow]:
+        where, params = [], []
+        if report is not None:
+            where.append("d.report = ?")
+            params.append(report.pk)
+        if states is not None:
+            states = list(states)
+            where.append("d.state IN (" + ", ".join("?" for _ in states) + ")")
+            params.extend(states)
+        if due_before is not None:
+            where.append("d.next_attempt_ts <= ?")
+            params.append(int(due_before))
+        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        rows = self._query(
+            f"SELECT d.id, d.destination, d.state, d.attempts, d.first_attempt_ts, d.last_attempt_ts, "
+            f"d.next_attempt_ts, d.last_error, {_REPORT_SELECT} FROM tlsrpt_out_delivery d "
+            f"JOIN tlsrpt_out_report r ON r.id = d.report {clause} ORDER BY r.day, r.report_domain, d.destination",
+            params,
+        )
+        return [
+            DeliveryRow(int(r[0]), _report_row(r[8:]), r[1], r[2], int(r[3]),
+                        None if r[4] is None else int(r[4]), None if r[5] is None else int(r[5]), int(r[6]), r[7])
+            for r in rows
+        ]
+
+    def record_attempt(self, delivery: DeliveryRow, *, state: str, at: float, next_attempt: float,
+                       error: str | None) -> None:
+        if state not in DELIVERY_STATES:
+            raise ValueError(f"unknown delivery state {state!r}")
+        first = delivery.first_attempt_ts if delivery.first_attempt_ts is not None else int(at)
+        with self._lock:
+            try:
+                self._execute(
+                    "UPDATE tlsrpt_out_delivery SET state = ?, attempts = attempts + 1, first_attempt_ts = ?, "
+                    "last_attempt_ts = ?, next_attempt_ts = ?, last_error = ? WHERE id = ?",
+                    (state, first, int(at), int(next_attempt), error, delivery.pk),
+                )
+            except self._errors() as exc:
+                raise StoreError(f"{self.WHAT}: {_one_line(exc)}") from None
+
+    # ------------------------------------------------------------------------------- report messages sent
+
+    def remember_message(self, message_id: str, *, now: float | None = None) -> None:
+        stamp = int(time.time() if now is None else now)
+        with self._lock:
+            try:
+                self._execute("INSERT INTO tlsrpt_out_message (message_id, sent_ts) VALUES (?, ?) "
+                              "ON CONFLICT (message_id) DO NOTHING", (message_id, stamp))
+            except self._errors() as exc:
+                raise StoreError(f"{self.WHAT}: {_one_line(exc)}") from None
+
+    def is_report_message(self, message_id: str) -> bool:
+        return bool(self._query("SELECT 1 FROM tlsrpt_out_message WHERE message_id = ?", (message_id,)))
