@@ -1,7 +1,7 @@
 """A corpus of TLSRPT reports for tests: the parser's, and later the store's and the ingest command's.
 
-Every report is built here, in code, from the *facts* recorded in /work/shared/reference/checkers.md §6.3 and
-§7 (which fields real senders send, in which shapes, with which quirks). No sample file was copied: names,
+Every report is built here, in code, from the *facts* listed in docs/reports.md ("What real reports look
+like": which fields real senders send, in which shapes, with which quirks). No sample file was copied: names,
 addresses, keys and counts are our own (RFC 2606 / RFC 5737 / RFC 3849 example names and addresses).
 
 * :func:`corpus` returns the :class:`Case` list (each a JSON document plus what parsing it must give).
@@ -292,7 +292,7 @@ class Case:
     """One report of the corpus: the document, where its shape comes from, and what parsing must give."""
 
     name: str
-    quirk: str  # which fact it reproduces (checkers.md §6.3 item, EC, RFC section)
+    quirk: str  # which fact it reproduces (quirk of docs/reports.md, EC, RFC section)
     doc: dict[str, Any]
     warnings: frozenset[str] = frozenset()  # warning codes parse_report must give (exactly these)
     fallback_domain: str | None = None
@@ -348,49 +348,49 @@ def _rfc_example(mx_host: Any, report_id: str = "5065427c-23d3-47ca-b6e0-946ea0e
 
 
 def corpus() -> list[Case]:
-    """At least twenty reports covering every quirk of checkers.md §6.3 items 1–12 and EC-35..EC-37."""
+    """At least twenty reports covering every quirk 1–12 of docs/reports.md and EC-35..EC-37."""
     cases = [
         Case("rfc-errata-6241", "RFC 8460 §4.4 example with erratum 6241 (mx-host an array)",
              _rfc_example(["*.mail.company-y.example"]), policy_domains=("company-y.example",),
              successful=5326, failed=303,
              email={"policy_domain": "company-y.example", "submitter": "company-x.example"}),
-        Case("rfc-mx-host-string", "§6.3 item 5: the RFC example's mx-host as a bare string",
+        Case("rfc-mx-host-string", "quirk 5: the RFC example's mx-host as a bare string",
              _rfc_example("*.mail.company-y.example", "5065427c-23d3-47ca-b6e0-946ea0e8c4bf"), frozenset({"mx-host-string"}),
              policy_domains=("company-y.example",), successful=5326, failed=303),
-        Case("google-heartbeat", "§7: Google style, success only, end 23:59:59Z (RPT-I-37 heartbeat)",
+        Case("google-heartbeat", "Google's usual shape: success only, end 23:59:59Z (RPT-I-37 heartbeat)",
              report(organization="Google Inc.", contact="smtp-tls-reporting@google.example",
                     policies=[entry(sts_policy(), ok=1452)]), successful=1452,
              email={"submitter": "google.example"}),
-        Case("google-next-day-end", "§6.3 item 11: end-datetime the next day's 00:00:00Z",
+        Case("google-next-day-end", "quirk 11: end-datetime the next day's 00:00:00Z",
              report(organization="Google Inc.", end=DAY_END_EXCLUSIVE, policies=[entry(sts_policy(), ok=7)]),
              successful=7),
-        Case("google-empty-sending-ip", "§6.3 item 2: sending-mta-ip \"\" in a validation-failure",
+        Case("google-empty-sending-ip", "quirk 2: sending-mta-ip \"\" in a validation-failure",
              report(organization="Google Inc.", policies=[entry(
                  sts_policy(mx=("*.mx.example.net",)), ok=20, failed=4,
                  details=[detail("validation-failure", 4, sending_mta_ip="", receiving_ip="198.51.100.9",
                                  receiving_mx_hostname="mail.mx.example.net")])]),
              frozenset({"ip-empty"}), successful=20, failed=4),
-        Case("google-no-policy-found", "§6.3 item 8: Google's no-policy-found omits policy-string and mx-host",
+        Case("google-no-policy-found", "quirk 8: Google's no-policy-found omits policy-string and mx-host",
              report(organization="Google Inc.", policies=[entry(no_policy("example.com"), ok=3)]), successful=3),
-        Case("microsoft-no-sending-ip", "§6.3 item 1, EC-35: sts-policy-fetch-error without sending-mta-ip or "
+        Case("microsoft-no-sending-ip", "quirk 1, EC-35: sts-policy-fetch-error without sending-mta-ip or "
              "receiving-*; report-id ending in a bare '+'",
              report(organization="Microsoft Corporation", contact="tlsrpt-noreply@microsoft.example",
                     report_id="133524288000000000+",
                     policies=[entry(sts_policy(mx_host=None), ok=0, failed=12,
                                     details=[detail("sts-policy-fetch-error", 12)])]),
              frozenset({"sending-mta-ip-missing"}), failed=12),
-        Case("microsoft-no-timezone", "§6.3 item 4: datetimes without a time zone",
+        Case("microsoft-no-timezone", "quirk 4: datetimes without a time zone",
              report(organization="Microsoft Corporation", start="2024-02-17T00:00:00", end="2024-02-18T00:00:00",
                     report_id="133524288000000001+example.com",
                     policies=[entry(sts_policy(mx_host=None), ok=61)]),
              frozenset({"datetime-no-timezone"}), successful=61),
-        Case("microsoft-tlsa-json-array", "§6.3 item 7: a tlsa policy-string holding one JSON-encoded array",
+        Case("microsoft-tlsa-json-array", "quirk 7: a tlsa policy-string holding one JSON-encoded array",
              report(organization="Microsoft Corporation", report_id="133524288000000002+example.com",
                     policies=[entry({"policy-type": "tlsa",
                                      "policy-string": [json.dumps([f"3 1 1 {SHA256_A}", f"3 1 1 {SHA256_B}"])],
                                      "policy-domain": "mx1.example.com"}, ok=40)]),
              frozenset({"policy-string-json-array"}), policy_domains=("mx1.example.com",), successful=40),
-        Case("null-contact-empty-no-policy", "§6.3 items 3 and 8, EC-36: contact-info null; no-policy-found with "
+        Case("null-contact-empty-no-policy", "quirks 3 and 8, EC-36: contact-info null; no-policy-found with "
              "policy-string [] and mx-host []",
              report(organization="mx.egress.example", contact=None, report_id="egress-2024-02-17-1",
                     policies=[entry(no_policy("example.com", strings=[], mx_host=[]), ok=0)]),
@@ -399,11 +399,11 @@ def corpus() -> list[Case]:
              report(organization="mx.egress.example", report_id="egress-2024-02-17-2",
                     policies=[entry(no_policy(None, strings=[]), ok=5)]),
              frozenset({"policy-domain-fallback"}), fallback_domain="example.com", successful=5),
-        Case("mx-prefix", "§6.3 item 6: mx-host entries written with the 'mx: ' prefix",
+        Case("mx-prefix", "quirk 6: mx-host entries written with the 'mx: ' prefix",
              report(contact=None, policies=[entry(sts_policy(mx_host=["mx: mx1.example.com", "mx: *.mx.example.net"]),
                                                   ok=9)]),
              frozenset({"mx-host-prefix", "contact-info-null"}), successful=9),
-        Case("free-text-reason-mismatch", "§6.3 items 9 and 10: free-text failure-reason-code; summary 1 but "
+        Case("free-text-reason-mismatch", "quirks 9 and 10: free-text failure-reason-code; summary 1 but "
              "details adding up to 2",
              report(organization="Mail.example", contact="tlsrpt@mail.example", report_id="example.com.1708128000",
                     policies=[entry(sts_policy(), ok=0, failed=1, details=[
@@ -412,19 +412,19 @@ def corpus() -> list[Case]:
                                sending_mta_ip="192.0.2.44"),
                     ])]),
              frozenset({"summary-mismatch", "sending-mta-ip-missing"}), failed=1),
-        Case("legacy-failure-error-code", "§6.3 item 12: the draft's failure-error-code",
+        Case("legacy-failure-error-code", "quirk 12: the draft's failure-error-code",
              report(policies=[entry(sts_policy(), ok=1, failed=2, details=[
                  detail("certificate-not-trusted", 2, sending_mta_ip="192.0.2.10", receiving_ip="198.51.100.2",
                         receiving_mx_hostname="mx1.example.com",
                         failure_error_code="X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT")])]),
              frozenset({"legacy-field"}), successful=1, failed=2),
-        Case("legacy-tls-report", "§6.3 item 12: 'tls-report' instead of 'policies'",
+        Case("legacy-tls-report", "quirk 12: 'tls-report' instead of 'policies'",
              report(policies_key="tls-report", policies=[entry(sts_policy(), ok=2)]),
              frozenset({"legacy-field"}), successful=2),
-        Case("legacy-mx-host-pattern", "§6.3 item 12: parsedmarc's 'mx-host-pattern'",
+        Case("legacy-mx-host-pattern", "quirk 12: parsedmarc's 'mx-host-pattern'",
              report(policies=[entry({**sts_policy(mx_host=None), "mx-host-pattern": ["mx1.example.com"]}, ok=2)]),
              frozenset({"legacy-field"}), successful=2),
-        Case("legacy-additional-info-uri", "§6.3 item 12: parsedmarc's 'additional-info-uri'",
+        Case("legacy-additional-info-uri", "quirk 12: parsedmarc's 'additional-info-uri'",
              report(policies=[entry(sts_policy(), ok=0, failed=1, details=[
                  detail("starttls-not-supported", 1, sending_mta_ip="192.0.2.3",
                         receiving_mx_hostname="mx1.example.com",

@@ -1,7 +1,7 @@
 """The ``mxsec`` command tree. Parses options, calls a front-end, prints.
 
-Exit status (interface.md): 0 success; 1 the command ran and found problems; 2 usage error or unreadable input,
-with a one-line message on stderr and no traceback.
+Exit status (docs/configuration.md, "Exit status"): 0 success; 1 the command ran and found problems; 2 usage
+error or unreadable input, with a one-line message on stderr and no traceback.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``mxsec check``: the domain checker (interface.md). Composes :mod:`mxsec.check`; prints.
+"""``mxsec check``: the domain checker (docs/check.md). Composes :mod:`mxsec.check`; prints.
 
 Exit 0 when no finding is an error, 1 when some are, 2 for usage errors and unreadable input (one line on
 stderr, no traceback). docs/check.md describes the output.

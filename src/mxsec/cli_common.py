@@ -36,7 +36,7 @@ def _guarded(fn):
 
 
 def network_options(fn):
-    """Options shared by every command that touches the network (interface.md)."""
+    """Options shared by every command that touches the network (docs/configuration.md, "Command-line flags")."""
     options = [
         click.option("--config", "config_path", type=click.Path(dir_okay=False),
                      help="TOML file (default /etc/mxsec/mxsec.toml if present); a postfix-mta-sts-resolver "

@@ -42,7 +42,7 @@ def _warn(warnings) -> None:
 
 
 class _OneLineUsageError(click.UsageError):
-    """A usage error shown as one line (interface.md: exit 2, one-line message, no traceback)."""
+    """A usage error shown as one line (docs/generate.md: exit 2, one-line message, no traceback)."""
 
     def show(self, file=None) -> None:
         click.echo(f"mxsec: {self.format_message()}", err=True)

@@ -1,4 +1,4 @@
-"""``mxsec reports …``: receive TLSRPT reports (interface.md): ingest, summary, serve (and fetch-imap).
+"""``mxsec reports …``: receive TLSRPT reports (docs/reports.md): ingest, summary, serve (and fetch-imap).
 
 Exit codes: 0 when all went well, 1 when an input was rejected (``ingest``) or failures exceed the threshold
 (``summary --fail-on-failures``), 2 for usage errors and an unusable database (one line on stderr).
@@ -119,7 +119,7 @@ def totals_line(count: int, noun: str, counts: dict[str, int]) -> str:
 
 @reports.command("summary")
 @db_option
-@click.option("--json", "as_json", is_flag=True, help="One JSON object (interface.md keys and more).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (keys in docs/reports.md).")
 @click.option("--since", metavar="YYYY-MM-DD", help="Only reports from this UTC day on.")
 @click.option("--until", metavar="YYYY-MM-DD", help="Only reports up to this UTC day.")
 @click.option("--domain", metavar="DOMAIN", help="Only this policy domain.")

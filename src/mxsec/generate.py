@@ -62,7 +62,7 @@ __all__ = [
     "txt_rdata",
 ]
 
-#: Below this (one day) an ``enforce`` policy gets a warning (checkers.md C14: error below one day).
+#: Below this (one day) an ``enforce`` policy gets a warning (some domain checkers call it an error; docs/generate.md).
 ENFORCE_MIN_MAX_AGE = 86400
 #: What the warning suggests (one week).
 RECOMMENDED_MAX_AGE = 604800

@@ -94,7 +94,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> N
 
 
 def assert_contract(obj: dict) -> None:
-    """interface.md, `mxsec check --json`."""
+    """The stable keys of `mxsec check --json` (docs/check.md, "JSON Lines")."""
     assert isinstance(obj["domain"], str) and obj["domain"].isascii() and obj["domain"] == obj["domain"].lower()
     assert {"findings", "mta_sts", "tlsrpt", "dane", "mx"} <= set(obj)
     for f in obj["findings"]:

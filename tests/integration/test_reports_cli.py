@@ -88,7 +88,7 @@ def test_rpt_ingest_files_exact_summary_and_duplicates(db, tmp_path):
     assert again.returncode == 0
     assert f"0 stored, {REPORTS} duplicate" in again.stdout.decode()
     assert_exact(summary(db))
-    # interface.md keys and shapes
+    # the stable keys and shapes of docs/reports.md
     for key in ("by_result_type", "by_organization", "by_policy_domain"):
         assert isinstance(data[key], dict)
     assert sum(data["by_result_type"].values()) > 0

@@ -98,7 +98,7 @@ def test_check_findings_per_scenario(checked, name: str) -> None:
         if result_type is not None:
             assert found[code]["result_type"] == result_type
     assert not (must_not & set(found)), f"{name}: unexpected {sorted(must_not & set(found))}"
-    for f in result["findings"]:  # the contract of interface.md
+    for f in result["findings"]:  # the stable keys of docs/check.md
         assert set(f) >= {"code", "severity", "message", "result_type", "requirement"}
         assert f["severity"] in ("error", "warning", "info")
     assert {"mta_sts", "tlsrpt", "dane", "mx"} <= set(result)

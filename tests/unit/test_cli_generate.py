@@ -1,4 +1,4 @@
-"""``mxsec generate``: outputs, exit codes, one-line errors (interface.md), and the examples in docs/generate.md."""
+"""``mxsec generate``: outputs, exit codes, one-line errors, and the examples in docs/generate.md."""
 
 from __future__ import annotations
 

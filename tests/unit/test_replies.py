@@ -1,4 +1,4 @@
-"""Verdict → Postfix reply text (interface.md `postfix` and `tlsrpt` dialects; postfix.md §1–§3)."""
+"""Verdict → Postfix reply text (the `postfix` and `tlsrpt` dialects of docs/daemon.md)."""
 
 from mxsec.daemon.replies import NOTFOUND, Zone, format_reply, postfix_pattern, reply_kind
 from mxsec.sts.policy import parse_policy

@@ -1,6 +1,6 @@
 """mxsec.tlsrpt.report: parsing TLSRPT aggregate reports (RFC 8460 §4, §5.1, §5.2; RPT-I-26..45, EC-35..40).
 
-The reports come from tests/tlsrpt_corpus.py (built from the facts in checkers.md §6.3 and §7).
+The reports come from tests/tlsrpt_corpus.py (built from the facts in docs/reports.md).
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ def test_unknown_policy_type_is_kept():
     assert report.warning_codes == ("unknown-policy-type",)
 
 
-# -------------------------------------------------------------------------- real-world quirks (§6.3, EC)
+# -------------------------------------------------------------------------- real-world quirks (docs/reports.md, EC)
 
 
 def test_ec_35_missing_sending_mta_ip_and_receiving_fields_microsoft():

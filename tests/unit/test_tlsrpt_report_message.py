@@ -1,5 +1,5 @@
 """mxsec.tlsrpt.message: report attachments from RFC 5322 messages and mbox files (RFC 8460 §5.3;
-RPT-I-17..22, RPT-I-44, RPT-I-45, EC-36, checkers.md §6.3 items 13 and 15)."""
+RPT-I-17..22, RPT-I-44, RPT-I-45, EC-36, quirks 13 and 15 of docs/reports.md)."""
 
 from __future__ import annotations
 

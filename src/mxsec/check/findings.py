@@ -2,8 +2,8 @@
 
 Every finding the checker emits comes from :data:`CATALOGUE`, so a code always has the same severity, RFC 8460
 result type (what a sending MTA would report for this problem, ``None`` when a sender reports nothing), the
-requirement ID from ``rfc-requirements.md`` and a fix. ``docs/check.md`` lists the same codes; a unit test keeps
-both in step. Codes never change meaning; new ones may be added.
+requirement ID from ``docs/reference/requirements.md`` and a fix. ``docs/check.md`` lists the same codes; a unit
+test keeps both in step. Codes never change meaning; new ones may be added.
 """
 
 from __future__ import annotations

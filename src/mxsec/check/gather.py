@@ -5,7 +5,7 @@ Thin async composition of the adapters (:class:`~mxsec.net.dns.DnsClient`,
 daemon uses (:func:`mxsec.dane.gather.host_facts`), so the checker and the MTA never disagree about which
 records apply. No judgement here: :mod:`mxsec.check.rules` turns :class:`DomainFacts` into findings.
 
-Politeness and bounds (checkers.md E13): one connection per MX address per run, MX hosts capped at
+Politeness and bounds (docs/check.md): one connection per MX address per run, MX hosts capped at
 ``max_hosts`` and addresses per host at ``max_addresses``, every step under the adapters' own time limits,
 and the SSRF guard applied to every address before a connection.
 """

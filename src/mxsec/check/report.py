@@ -1,4 +1,4 @@
-"""Present a checked domain: the JSON object (interface.md), a terminal view (rich) and a standalone HTML page.
+"""Present a checked domain: the JSON object (docs/check.md), a terminal view (rich) and a standalone HTML page.
 
 ``result_json`` is the contract of ``mxsec check --json`` (one object per domain per line): ``domain``,
 ``findings`` (code, severity, message, result_type, requirement, fix, subject), the raw facts ``mx``,

@@ -25,7 +25,7 @@ from mxsec.sts.cache import RefreshTiming
 
 log = logging.getLogger("mxsec.daemon")
 
-#: the map names every daemon answers, with their reply dialect (interface.md)
+#: the map names every daemon answers, with their reply dialect (docs/daemon.md, "Protocol")
 BUILTIN_MAPS = {"postfix": "postfix", "QUERY": "postfix", "tlsrpt": "tlsrpt", "QUERYwithTLSRPT": "tlsrpt",
                 "exim": "exim"}
 
@@ -34,7 +34,7 @@ def make_zones(config: Config) -> dict[str, Zone]:
     default = config.daemon.default_zone
     zones = {
         name: Zone(
-            dialect=dialect,  # the tlsrpt dialect is never served under "postfix" (interface.md)
+            dialect=dialect,  # the tlsrpt dialect is never served under "postfix": older Postfix rejects its attributes
             strict_testing=default.strict_testing,
             require_sni=default.require_sni,
         )

@@ -11,7 +11,8 @@
 (``policy_type=sts policy_domain=D mx_host_pattern=P… { policy_string = LINE }…``), which also switch on
 Postfix ≥ 3.10.5's own MX-name check against the patterns. The other replies are those of ``postfix``:
 answering ``may policy_type=…`` for domains without an enforced policy would override the global
-``smtp_tls_security_level`` (``dane`` for instance) and is therefore never done. Reference: postfix.md §1–§3.
+``smtp_tls_security_level`` (``dane`` for instance) and is therefore never done. Reference:
+docs/daemon.md ("Replies") and Postfix's TLSRPT_README (the policy-map attributes for MTA-STS).
 
 ``exim`` dialect (Exim's ``${readsocket}``, docs/exim.md): one line of ``key=value`` tokens, read by the
 routers of ``contrib/exim/`` with ``${extract}``:

@@ -1,6 +1,6 @@
 """``mxsec reports summary``: what the stored reports say, as JSON or as terminal tables, and the alert rule.
 
-The JSON object keeps the interface.md keys (``reports``, ``successful_sessions``, ``failed_sessions``,
+The JSON object keeps the stable keys of docs/reports.md (``reports``, ``successful_sessions``, ``failed_sessions``,
 ``by_result_type``, ``by_organization``, ``by_policy_domain``) and adds ``success_rate``, ``by_policy_type``,
 ``by_day``, ``by_mx``, ``failing_sending_ips`` and ``filters``.
 """

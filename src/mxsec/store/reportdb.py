@@ -552,7 +552,7 @@ class ReportDB(SqlDatabase):
         )
 
     def summary(self, filters: Filters = Filters()) -> dict[str, Any]:
-        """The ``mxsec reports summary --json`` object (interface.md): totals, ``by_result_type``,
+        """The ``mxsec reports summary --json`` object (docs/reports.md): totals, ``by_result_type``,
         ``by_organization`` and ``by_policy_domain``, plus ``by_policy_type``, ``by_day`` and ``success_rate``."""
         totals = self.totals(filters)
         out: dict[str, Any] = totals.as_dict()

@@ -3,7 +3,7 @@
 :func:`extract_reports` reads one RFC 5322 message with the standard :mod:`email` package
 (``policy=email.policy.default``) and returns the report attachments it carries, each with the
 ``TLS-Report-Domain`` / ``TLS-Report-Submitter`` headers and the ``Subject`` of the message that carried it
-(RPT-I-17..22). It finds reports the way senders really send them (checkers.md §6.3 item 13):
+(RPT-I-17..22). It finds reports the way senders really send them (docs/reports.md, quirk 13):
 
 * ``application/tlsrpt+gzip`` and ``application/tlsrpt+json`` parts (the RFC way), in a
   ``multipart/report; report-type=tlsrpt`` message or anywhere else;

@@ -310,8 +310,8 @@ class Report:
 
     @property
     def key(self) -> tuple[str, str, datetime, datetime]:
-        """(organization-name, report-id, start, end): the key parsedmarc de-duplicates on (checkers.md §6.3
-        item 14). The report database uses (organization-name, report-id): RFC 8460 §4.4 makes report-id
+        """(organization-name, report-id, start, end): the key parsedmarc de-duplicates on (docs/reports.md,
+        quirk 14). The report database uses (organization-name, report-id): RFC 8460 §4.4 makes report-id
         unique per reporter."""
         return (self.organization_name, self.report_id, self.start, self.end)
 
