@@ -239,3 +239,12 @@ def _register_reports() -> None:
 
 
 _register_reports()
+
+
+def _register_tlsrpt() -> None:
+    from mxsec.cli_tlsrpt import tlsrpt
+
+    main.add_command(tlsrpt)
+
+
+_register_tlsrpt()

@@ -476,10 +476,27 @@ class TlsrptConfig:
     db: str = _opt(kind="str", factory=default_tlsrpt_db_url, doc="database of counted sessions")
     organization_name: str | None = _opt(None, kind="optstr", doc="organization-name of sent reports")
     contact_info: str | None = _opt(None, kind="optstr", doc="contact-info of sent reports (its domain names the files)")
+    socket: str = _opt("/run/mxsec/tlsrpt.sock", kind="str", doc="datagram socket of `mxsec tlsrpt collect`")
+    socket_mode: int | None = _opt(0o660, kind="mode", doc="permissions of the collector's socket")
+    socket_group: str | None = _opt(None, kind="optstr", doc="group of the collector's socket (e.g. postfix)")
+    flush_interval: float = _opt(1.0, kind="number", doc="seconds between two writes of counted sessions")
+    smtp: str = _opt("127.0.0.1:25", kind="str", doc="relay for mailed reports, HOST[:PORT]")
+    from_address: str | None = _opt(None, kind="optstr", doc="envelope and From: address (default contact_info)")
+    dkim_key: str | None = _opt(None, kind="optstr", doc="PEM private key signing mailed reports")
+    dkim_selector: str | None = _opt(None, kind="optstr", doc="DKIM selector of that key")
+    dkim_domain: str | None = _opt(None, kind="optstr", doc="DKIM d= domain (default the submitter domain)")
+    max_delay: float = _opt(3600.0, kind="number", doc="seconds after 00:00 UTC over which sending is spread")
 
     def __post_init__(self) -> None:
         if "://" not in self.db:
             raise ConfigError(f"tlsrpt.db: expected a database URL such as sqlite:///PATH, got {_show(self.db)}")
+        _set(self, "socket_mode", _unix_mode(self.socket_mode, "tlsrpt.socket_mode"))
+        _set(self, "flush_interval", float(self.flush_interval))
+        _check_duration(self.flush_interval, "tlsrpt.flush_interval")
+        _set(self, "max_delay", float(self.max_delay))
+        _check_duration(self.max_delay, "tlsrpt.max_delay", allow_zero=True)
+        if not self.smtp or any(ch.isspace() for ch in self.smtp):
+            raise ConfigError(f"tlsrpt.smtp: expected HOST[:PORT], got {_show(self.smtp)}")
 
 
 @dataclass(frozen=True)

@@ -147,9 +147,10 @@ class _ResolveFailed(OSError):
 class _GuardedResolver(aiohttp.abc.AbstractResolver):
     """Resolves the policy host through our :class:`DnsClient` and returns only guard-approved addresses."""
 
-    def __init__(self, dns: DnsClient, guard: AddressGuard) -> None:
+    def __init__(self, dns: DnsClient, guard: AddressGuard, what: str = "policy host") -> None:
         self._dns = dns
         self._guard = guard
+        self._what = what
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -159,10 +160,10 @@ class _GuardedResolver(aiohttp.abc.AbstractResolver):
         failure: _ResolveFailed | None = None
         allowed: list[str] = []
         if answer.status == "error":
-            failure = _ResolveFailed(_P.DNS_ERROR, f"cannot resolve policy host {host}: {answer.error}")
+            failure = _ResolveFailed(_P.DNS_ERROR, f"cannot resolve {self._what} {host}: {answer.error}")
         elif not answer.addresses:
             why = "NXDOMAIN" if answer.status == "nxdomain" else "no A/AAAA records"
-            failure = _ResolveFailed(_P.DNS_ERROR, f"policy host {host} has no address ({why})")
+            failure = _ResolveFailed(_P.DNS_ERROR, f"{self._what} {host} has no address ({why})")
         else:
             refused: list[str] = []
             check = self._guard.check
@@ -175,7 +176,7 @@ class _GuardedResolver(aiohttp.abc.AbstractResolver):
             if not allowed:
                 failure = _ResolveFailed(
                     _P.ADDRESS_REFUSED,
-                    f"policy host {host} resolves only to refused addresses: {', '.join(refused)}",
+                    f"{self._what} {host} resolves only to refused addresses: {', '.join(refused)}",
                     answer.addresses[0],
                 )
         if failure is not None:

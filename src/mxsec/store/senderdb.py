@@ -54,11 +54,12 @@ _MIGRATIONS: dict[int, list[str]] = {
             mx_host TEXT NOT NULL,
             successful {big} NOT NULL DEFAULT 0,
             failed {big} NOT NULL DEFAULT 0,
-            failure_rows INTEGER NOT NULL DEFAULT 0,
             UNIQUE (day, report_domain, policy_key)
         )""",
         """CREATE TABLE tlsrpt_out_failure (
-            policy {big} NOT NULL REFERENCES tlsrpt_out_policy (id) ON DELETE CASCADE,
+            day TEXT NOT NULL,
+            report_domain TEXT NOT NULL,
+            policy_key TEXT NOT NULL,
             failure_key TEXT NOT NULL,
             result_type TEXT NOT NULL,
             sending_mta_ip TEXT,
@@ -68,7 +69,7 @@ _MIGRATIONS: dict[int, list[str]] = {
             additional_information TEXT,
             failure_reason_code TEXT,
             sessions {big} NOT NULL,
-            PRIMARY KEY (policy, failure_key)
+            PRIMARY KEY (day, report_domain, policy_key, failure_key)
         )""",
         """CREATE TABLE tlsrpt_out_domain (
             report_domain TEXT PRIMARY KEY,
@@ -116,6 +117,27 @@ _MIGRATIONS: dict[int, list[str]] = {
 def _policy_key(policy: Policy) -> str:
     canonical = json.dumps([policy.type.value, policy.domain, policy.strings, policy.mx_hosts], ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+_UPSERT_POLICY = (
+    "INSERT INTO tlsrpt_out_policy (day, report_domain, policy_key, policy_type, policy_domain, policy_string, "
+    "mx_host, successful, failed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (day, report_domain, policy_key) DO UPDATE SET "
+    "successful = tlsrpt_out_policy.successful + excluded.successful, "
+    "failed = tlsrpt_out_policy.failed + excluded.failed"
+)
+_UPSERT_FAILURE = (
+    "INSERT INTO tlsrpt_out_failure (day, report_domain, policy_key, failure_key, result_type, sending_mta_ip, "
+    "receiving_mx_hostname, receiving_mx_helo, receiving_ip, additional_information, failure_reason_code, "
+    "sessions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (day, report_domain, policy_key, failure_key) DO UPDATE SET "
+    "sessions = tlsrpt_out_failure.sessions + excluded.sessions"
+)
+
+
+def _failure_values(failure: Failure) -> tuple[str | None, ...]:
+    return (failure.result_type, failure.sending_mta_ip, failure.receiving_mx_hostname, failure.receiving_mx_helo,
+            failure.receiving_ip, failure.additional_information, failure.failure_reason_code)
 
 
 def _failure_key(failure: Failure) -> str:
@@ -173,6 +195,9 @@ class SenderDB(SqlDatabase):
         super().__init__(url)
         self.max_failure_rows = max_failure_rows
         self._keys: dict[Policy, str] = {}
+        #: Distinct failure rows per (day, domain, policy key) as far as this process knows (an upper bound).
+        self._rows: dict[tuple[str, str, str], int] = {}
+        self._row_days: set[str] = set()
 
     # -------------------------------------------------------------------------------------------- counts
 
@@ -184,9 +209,7 @@ class SenderDB(SqlDatabase):
         with self._lock:
             try:
                 with self._transaction():
-                    for key, count in tally.items():
-                        self._add_policy(key.day, key.domain, key.policy, count.successful, count.failed,
-                                         count.failures)
+                    self._add_counts(tally)
                     for domain, record in tally.records.items():
                         self._execute(
                             "INSERT INTO tlsrpt_out_domain (report_domain, record, seen_ts) VALUES (?, ?, ?) "
@@ -213,45 +236,66 @@ class SenderDB(SqlDatabase):
             self._keys[policy] = key
         return key
 
-    def _add_policy(self, day: date, domain: str, policy: Policy, ok: int, bad: int,
-                    failures: Mapping[Failure, int]) -> None:
-        row = self._execute(
-            "INSERT INTO tlsrpt_out_policy (day, report_domain, policy_key, policy_type, policy_domain, "
-            "policy_string, mx_host, successful, failed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (day, report_domain, policy_key) DO UPDATE SET "
-            "successful = tlsrpt_out_policy.successful + excluded.successful, "
-            "failed = tlsrpt_out_policy.failed + excluded.failed RETURNING id, failure_rows",
-            (day.isoformat(), domain, self._key(policy), policy.type.value, policy.domain,
-             json.dumps(policy.strings, ensure_ascii=False), json.dumps(policy.mx_hosts, ensure_ascii=False),
-             ok, bad),
-        ).fetchone()
-        pk, rows = int(row[0]), int(row[1])
-        added = 0
-        for failure, n in failures.items():
+    def _add_counts(self, tally: Tally) -> None:
+        """Two ``executemany`` upserts in the common case; the per-row path only for a policy that would pass
+        :attr:`max_failure_rows` distinct failure details (its new details are then folded)."""
+        policies, failures = [], []
+        slow: list[tuple[tuple[str, str, str], Mapping[Failure, int]]] = []
+        for key, count in tally.items():
+            day, pkey, policy = key.day.isoformat(), self._key(key.policy), key.policy
+            policies.append((day, key.domain, pkey, policy.type.value, policy.domain,
+                             json.dumps(policy.strings, ensure_ascii=False),
+                             json.dumps(policy.mx_hosts, ensure_ascii=False), count.successful, count.failed))
+            if not count.failures:
+                continue
+            where = (day, key.domain, pkey)
+            if day not in self._row_days:
+                self._load_row_counts(day)
+            known = self._rows.get(where, 0)
+            if known + len(count.failures) > self.max_failure_rows:
+                slow.append((where, count.failures))
+                continue
+            self._rows[where] = known + len(count.failures)  # an upper bound: some are updates
+            failures.extend((*where, _failure_key(f), *_failure_values(f), n) for f, n in count.failures.items())
+        if policies:
+            self._conn.cursor().executemany(self._sql(_UPSERT_POLICY), policies)
+        if failures:
+            self._conn.cursor().executemany(self._sql(_UPSERT_FAILURE), failures)
+        for where, items in slow:
+            self._add_capped(where, items)
+
+    def _load_row_counts(self, day: str) -> None:
+        """What is stored already for *day* (once per day and process; later rows are counted as written)."""
+        if len(self._row_days) >= 3:
+            self._rows = {k: v for k, v in self._rows.items() if k[0] >= max(self._row_days)}
+            self._row_days = {max(self._row_days)}
+        for d, domain, pkey, n in self._execute(
+                "SELECT day, report_domain, policy_key, count(*) FROM tlsrpt_out_failure WHERE day = ? "
+                "GROUP BY day, report_domain, policy_key", (day,)).fetchall():
+            self._rows[(d, domain, pkey)] = int(n)
+        self._row_days.add(day)
+
+    def _count_failure_rows(self, where: tuple[str, str, str]) -> int:
+        row = self._execute("SELECT count(*) FROM tlsrpt_out_failure WHERE day = ? AND report_domain = ? "
+                            "AND policy_key = ?", where).fetchone()
+        return int(row[0])
+
+    def _add_capped(self, where: tuple[str, str, str], items: Mapping[Failure, int]) -> None:
+        rows = self._count_failure_rows(where)
+        for failure, n in items.items():
             fkey = _failure_key(failure)
             cursor = self._execute(
-                "UPDATE tlsrpt_out_failure SET sessions = sessions + ? WHERE policy = ? AND failure_key = ?",
-                (n, pk, fkey),
-            )
+                "UPDATE tlsrpt_out_failure SET sessions = sessions + ? WHERE day = ? AND report_domain = ? "
+                "AND policy_key = ? AND failure_key = ?", (n, *where, fkey))
             if cursor.rowcount:
                 continue
-            if rows + added >= self.max_failure_rows and failure != folded(failure):
+            if rows >= self.max_failure_rows:
                 failure = folded(failure)
                 fkey = _failure_key(failure)
             else:
-                added += 1
-            self._execute(
-                "INSERT INTO tlsrpt_out_failure (policy, failure_key, result_type, sending_mta_ip, "
-                "receiving_mx_hostname, receiving_mx_helo, receiving_ip, additional_information, "
-                "failure_reason_code, sessions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (policy, failure_key) DO UPDATE SET "
-                "sessions = tlsrpt_out_failure.sessions + excluded.sessions",
-                (pk, fkey, failure.result_type, failure.sending_mta_ip, failure.receiving_mx_hostname,
-                 failure.receiving_mx_helo, failure.receiving_ip, failure.additional_information,
-                 failure.failure_reason_code, n),
-            )
-        if added:
-            self._execute("UPDATE tlsrpt_out_policy SET failure_rows = failure_rows + ? WHERE id = ?", (added, pk))
+                rows += 1
+            self._execute(_UPSERT_FAILURE, (*where, fkey, *_failure_values(failure), n))
+        self._rows[where] = rows
 
     def position(self, source: str) -> str | None:
         rows = self._query("SELECT position FROM tlsrpt_out_position WHERE source = ?", (source,))
@@ -269,17 +313,17 @@ class SenderDB(SqlDatabase):
     def totals(self, day: date, domain: str) -> list[PolicyTotals]:
         """The policies counted for *domain* on *day*, in a stable order, with their failure details."""
         rows = self._query(
-            "SELECT id, policy_type, policy_domain, policy_string, mx_host, successful, failed "
+            "SELECT policy_key, policy_type, policy_domain, policy_string, mx_host, successful, failed "
             "FROM tlsrpt_out_policy WHERE day = ? AND report_domain = ? ORDER BY policy_type, policy_domain, policy_key",
             (day.isoformat(), domain),
         )
         result = []
-        for pk, ptype, pdomain, strings, mx, ok, bad in rows:
+        for pkey, ptype, pdomain, strings, mx, ok, bad in rows:
             details = self._query(
                 "SELECT result_type, sending_mta_ip, receiving_mx_hostname, receiving_mx_helo, receiving_ip, "
-                "additional_information, failure_reason_code, sessions FROM tlsrpt_out_failure WHERE policy = ? "
-                "ORDER BY sessions DESC, failure_key",
-                (pk,),
+                "additional_information, failure_reason_code, sessions FROM tlsrpt_out_failure WHERE day = ? "
+                "AND report_domain = ? AND policy_key = ? ORDER BY sessions DESC, failure_key",
+                (day.isoformat(), domain, pkey),
             )
             policy = Policy(PolicyType(ptype), pdomain, tuple(json.loads(strings)), tuple(json.loads(mx)))
             failures = tuple((Failure(*d[:7]), int(d[7])) for d in details)
@@ -304,6 +348,7 @@ class SenderDB(SqlDatabase):
             try:
                 with self._transaction():
                     n = self._execute("DELETE FROM tlsrpt_out_policy WHERE day < ?", (day.isoformat(),)).rowcount
+                    self._execute("DELETE FROM tlsrpt_out_failure WHERE day < ?", (day.isoformat(),))
                     self._execute("DELETE FROM tlsrpt_out_report WHERE day < ?", (day.isoformat(),))
                     return int(n)
             except self._errors() as exc:

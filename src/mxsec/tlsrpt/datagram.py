@@ -181,7 +181,7 @@ class DatagramParser:
     __slots__ = ("limits", "domains", "policies", "seen")
 
     #: Entries per cache.
-    CACHE_LIMIT = 4096
+    CACHE_LIMIT = 16384
 
     def __init__(self, limits: DatagramLimits = DEFAULT_LIMITS) -> None:
         self.limits = limits

@@ -1,0 +1,289 @@
+"""``mxsec tlsrpt collect``: libtlsrpt datagrams from a Unix socket into the sender's database.
+
+libtlsrpt sends each datagram with ``MSG_DONTWAIT``: when the socket's queue is full (about eleven datagrams
+with Linux's default ``net.unix.max_dgram_qlen`` of 10) the send fails and the MTA's session is not counted.
+So the receive path never waits on anything but the socket:
+
+* one thread receives, parses (:mod:`mxsec.tlsrpt.datagram`) and adds to an in-memory :class:`Tally`; it
+  drains the socket without blocking and sleeps in ``poll`` only when the queue is empty;
+* every ``flush_interval`` seconds (default 1) it hands the tally to a writer thread and starts a new one;
+  the writer adds it to the database in one transaction. If the database is unavailable, the writer keeps
+  the counts, merges newer ones into them and tries again; nothing is dropped;
+* ``SIGTERM``/``SIGINT``: the last tally is written before the process exits, so a clean stop loses nothing;
+  ``kill -9`` loses at most what arrived since the last flush (about a second).
+
+A session is counted on the UTC day the datagram arrives (the datagram has no time of its own). Bad datagrams
+are counted per error code and logged at most once per :data:`LOG_EVERY` seconds per code.
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import logging
+import os
+import select
+import signal
+import socket
+import stat
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+from ..errors import MxsecError
+from ..store.senderdb import SenderDB
+from ..tlsrpt.datagram import MAX_DATAGRAM, DatagramError, DatagramParser
+from ..tlsrpt.session import Tally
+
+__all__ = ["Collector", "CollectorStats", "LOG_EVERY", "bind_socket"]
+
+log = logging.getLogger("mxsec.tlsrpt.collect")
+
+#: Seconds between two log lines about the same kind of bad datagram.
+LOG_EVERY = 10.0
+#: Receive buffer asked for (the queue-length limit is separate and usually the tighter one).
+RCVBUF = 4 * 1024 * 1024
+
+
+class CollectorError(MxsecError):
+    pass
+
+
+@dataclass
+class CollectorStats:
+    datagrams: int = 0
+    sessions: int = 0
+    bad: Counter[str] = field(default_factory=Counter)
+    warnings: Counter[str] = field(default_factory=Counter)
+    flushes: int = 0
+    write_errors: int = 0
+
+
+def bind_socket(path: str, *, mode: int = 0o660, group: str | None = None) -> socket.socket:
+    """A bound ``AF_UNIX``/``SOCK_DGRAM`` socket at *path* with *mode* and *group*.
+
+    A socket file left by a collector that is gone is replaced; a live one (another collector) or a file
+    that is not a socket is refused with a one-line error."""
+    if os.path.lexists(path):
+        st = os.lstat(path)
+        if not stat.S_ISSOCK(st.st_mode):
+            raise CollectorError(f"{path} exists and is not a socket; refusing to replace it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            probe.connect(path)
+        except OSError as exc:
+            if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+                raise CollectorError(f"{path}: {exc.strerror}") from None
+            os.unlink(path)
+        else:
+            raise CollectorError(f"{path}: another collector is listening there")
+        finally:
+            probe.close()
+    gid = -1
+    if group is not None:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            try:
+                gid = int(group)
+            except ValueError:
+                raise CollectorError(f"--socket-group: no group named {group!r}") from None
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise CollectorError(f"{directory}: no such directory for the socket")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        old = os.umask(0o177)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old)
+        if gid != -1:
+            os.chown(path, -1, gid)
+        os.chmod(path, mode)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        except OSError:  # pragma: no cover - the default is used
+            pass
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise CollectorError(f"{path}: {exc.strerror or exc}") from None
+    return sock
+
+
+class _Writer(threading.Thread):
+    """Writes handed-over tallies; keeps (and merges) what could not be written yet."""
+
+    def __init__(self, db: SenderDB, stats: CollectorStats) -> None:
+        super().__init__(name="mxsec-tlsrpt-writer", daemon=True)
+        self.db = db
+        self.stats = stats
+        self._cond = threading.Condition()
+        self._pending: Tally | None = None
+        self._closing = False
+        self._idle = threading.Event()
+        self._idle.set()
+        self._retry_at = 0.0
+        self._failures = 0
+
+    def hand(self, tally: Tally) -> None:
+        with self._cond:
+            if self._pending is None:
+                self._pending = tally
+            else:
+                self._pending.merge(tally)
+            self._idle.clear()
+            self._cond.notify()
+
+    def close(self, timeout: float) -> bool:
+        """Write what is left, then stop; ``False`` if it could not be written within *timeout*."""
+        with self._cond:
+            self._closing = True
+            self._retry_at = 0.0
+            self._cond.notify()
+        self.join(timeout)
+        return self._pending is None and not self.is_alive()
+
+    def run(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._closing:
+                    self._cond.wait()
+                if self._pending is None and self._closing:
+                    return
+                wait = self._retry_at - time.monotonic()
+                if wait > 0 and not self._closing:
+                    self._cond.wait(wait)
+                    continue
+                work, self._pending = self._pending, None
+            try:
+                self.db.add(work)
+            except Exception as exc:  # noqa: BLE001 - any storage error: keep the counts and retry
+                self.stats.write_errors += 1
+                self._failures += 1
+                delay = min(30.0, 0.5 * 2 ** min(self._failures, 6))
+                log.error("cannot store counted sessions (retrying in %.1f s): %s", delay, exc,
+                          extra={"sessions": work.sessions})
+                with self._cond:
+                    if self._pending is not None:
+                        work.merge(self._pending)
+                    self._pending = work
+                    self._retry_at = time.monotonic() + delay
+                    if self._closing and self._failures > 3:
+                        return
+                continue
+            self._failures = 0
+            self.stats.flushes += 1
+            with self._cond:
+                if self._pending is None:
+                    self._idle.set()
+
+    def wait_idle(self, timeout: float) -> bool:
+        return self._idle.wait(timeout)
+
+
+class Collector:
+    """Receives datagrams on *sock* and counts them into *db* (see the module notes)."""
+
+    def __init__(self, sock: socket.socket, db: SenderDB, *, flush_interval: float = 1.0,
+                 clock: Callable[[], float] = time.time, parser: DatagramParser | None = None) -> None:
+        self.sock = sock
+        self.db = db
+        self.flush_interval = flush_interval
+        self.clock = clock
+        self.parser = parser or DatagramParser()
+        self.stats = CollectorStats()
+        self._stop = threading.Event()
+        self._writer = _Writer(db, self.stats)
+        self._last_log: dict[str, float] = {}
+        self._suppressed: Counter[str] = Counter()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def install_signals(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop())
+
+    def _bad(self, exc: DatagramError) -> None:
+        self.stats.bad[exc.code] += 1
+        now = time.monotonic()
+        if now - self._last_log.get(exc.code, -LOG_EVERY) >= LOG_EVERY:
+            self._last_log[exc.code] = now
+            more = self._suppressed.pop(exc.code, 0)
+            log.warning("bad datagram (%s): %s%s", exc.code, exc,
+                        f" ({more} more of this kind not logged)" if more else "",
+                        extra={"code": exc.code})
+        else:
+            self._suppressed[exc.code] += 1
+
+    def run(self) -> CollectorStats:
+        """Receive until :meth:`stop`; then write what is left. Returns the statistics."""
+        self._writer.start()
+        sock, parser, stats = self.sock, self.parser, self.stats
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        tally = Tally()
+        day: date | None = None
+        day_end = 0.0
+        next_flush = time.monotonic() + self.flush_interval
+        recv = sock.recv
+        size = MAX_DATAGRAM + 1
+        while not self._stop.is_set():
+            try:
+                while True:
+                    data = recv(size)
+                    stats.datagrams += 1
+                    now = self.clock()
+                    if now >= day_end or day is None:
+                        current = datetime.fromtimestamp(now, UTC)
+                        day = current.date()
+                        day_end = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC).timestamp()
+                    try:
+                        parsed = parser.parse(data)
+                    except DatagramError as exc:
+                        self._bad(exc)
+                        continue
+                    if parsed.warnings:
+                        stats.warnings.update(parsed.warnings)
+                    tally.add(parsed.session, day)
+                    stats.sessions += 1
+                    if stats.datagrams & 255 == 0 and time.monotonic() >= next_flush:
+                        break
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EINTR):
+                    log.error("socket error: %s", exc)
+                    time.sleep(0.1)
+            mono = time.monotonic()
+            if mono >= next_flush:
+                if tally:
+                    self._writer.hand(tally)
+                    tally = Tally()
+                next_flush = mono + self.flush_interval
+            # wake for the next flush, and at least every 200 ms to notice stop()
+            poller.poll(max(1, min(200, int((next_flush - mono) * 1000))))
+        # drain what is already queued, then write everything
+        try:
+            while True:
+                data = recv(size)
+                stats.datagrams += 1
+                try:
+                    parsed = parser.parse(data)
+                except DatagramError as exc:
+                    self._bad(exc)
+                    continue
+                tally.add(parsed.session, day or datetime.fromtimestamp(self.clock(), UTC).date())
+                stats.sessions += 1
+        except OSError:
+            pass
+        if tally:
+            self._writer.hand(tally)
+        if not self._writer.close(timeout=60):
+            log.error("could not store the last counted sessions before stopping")
+        return stats
