@@ -6,6 +6,8 @@
     mxsec generate sts-txt [--id ID] [--name DOMAIN]
     mxsec generate tlsa --cert PEMFILE --host MXHOST [--usage 3 --selector 1 --mtype 1] [--port 25] [--index N]
     mxsec generate tlsrpt --rua URI... [--name DOMAIN]
+    mxsec generate dkim --selector SEL --domain DOMAIN (--out FILE [--algorithm rsa|ed25519] [--bits N] | --key FILE)
+                        [--service tlsrpt]
     mxsec generate nginx  --domain DOMAIN --policy-file PATH [--cert PATH --key PATH]
     mxsec generate apache --domain DOMAIN --policy-file PATH [--cert PATH --key PATH]
 
@@ -16,6 +18,7 @@ errors included, is one line on stderr with exit status 2.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import time
 
@@ -79,7 +82,7 @@ class _Group(click.Group):
 
 @click.group(cls=_Group)
 def generate() -> None:
-    """Generate MTA-STS, TLSA and TLSRPT records and policies, and policy-host web server configuration.
+    """Generate MTA-STS, TLSA, TLSRPT and DKIM records and policies, and policy-host web server configuration.
 
     Output goes to stdout and always parses with mxsec's own parsers; advice goes to stderr.
     """
@@ -156,6 +159,94 @@ def tlsrpt(rua, name):
     result = make(rua, name=name)
     _warn(result.warnings)
     click.echo(result.text)
+
+
+@generate.command("dkim")
+@click.option("--selector", required=True, metavar="SEL",
+              help="The DKIM selector: the record goes at SEL._domainkey.DOMAIN.")
+@click.option("--domain", required=True, metavar="DOMAIN",
+              help="The signing domain (d=), the reports' submitter domain.")
+@click.option("--algorithm", type=click.Choice(["rsa", "ed25519"]), metavar="rsa|ed25519",
+              help="Type of the new key (default rsa; ed25519 is RFC 8463, not yet verified everywhere).")
+@click.option("--bits", type=click.IntRange(1024, 4096), metavar="BITS",
+              help="Size of a new RSA key, 1024 to 4096 (default 2048).")
+@click.option("--key", "key_path", metavar="FILE",
+              help="An existing private key (PEM): print its record and write nothing (- for stdin).")
+@click.option("--out", "out_path", metavar="FILE",
+              help="Where the new private key goes (PEM, mode 0600; an existing file is never overwritten).")
+@click.option("--service", default="tlsrpt", show_default=True, metavar="LIST",
+              help="The record's s= service types: tlsrpt (reports only), '*' or email:tlsrpt (any mail), "
+                   "'' to leave s= out.")
+@_guarded
+def dkim(selector, domain, algorithm, bits, key_path, out_path, service):
+    """A DKIM key for signing TLS reports, and its _domainkey TXT record (RFC 8460 §3)."""
+    from mxsec.generate import GenerateError, zone_txt_line
+    from mxsec.tlsrpt.dkim_sign import (
+        DEFAULT_RSA_BITS,
+        MAX_KEY_FILE_BYTES,
+        generate_key,
+        key_owner,
+        key_record,
+        load_signing_key,
+        normalize_service,
+    )
+
+    owner = key_owner(selector, domain)
+    normalize_service(service)  # a bad --service fails before a key is made
+    if key_path is not None:
+        if out_path is not None:
+            raise GenerateError("--out is for a new key; with --key nothing is written", code="bad-parameter")
+        if key_path == "-":
+            data, source = sys.stdin.buffer.read(MAX_KEY_FILE_BYTES + 1), "stdin"
+        else:
+            with open(key_path, "rb") as handle:
+                data = handle.read(MAX_KEY_FILE_BYTES + 1)
+            source = key_path
+        key = load_signing_key(data, source=source)
+        if algorithm is not None and algorithm != key.key_type:
+            raise GenerateError(f"{source} holds a key of type {key.key_type}, not {algorithm}", code="bad-parameter")
+        if bits is not None and key.key_type != "rsa":
+            raise GenerateError(f"--bits is for RSA keys; {source} holds an Ed25519 key", code="bad-parameter")
+        if bits is not None and bits != key.bits:
+            raise GenerateError(f"{source} holds a {key.bits}-bit RSA key, not {bits}", code="bad-parameter")
+        record = key_record(key, service=service)
+    else:
+        if out_path is None or out_path == "-":
+            raise GenerateError(
+                "give --out FILE for the new private key (it is never printed), or --key FILE for an existing one",
+                code="no-out",
+            )
+        kind = algorithm or "rsa"
+        if kind == "ed25519" and bits is not None:
+            raise GenerateError("--bits is for RSA keys; an Ed25519 key has no size to choose", code="bad-parameter")
+        if os.path.lexists(out_path):
+            raise GenerateError(f"--out {out_path} exists; not overwriting it", code="out-exists")
+        pem = generate_key(kind, bits or DEFAULT_RSA_BITS)
+        key = load_signing_key(pem, source="the new key")
+        record = key_record(key, service=service)
+        _write_private(out_path, pem)
+    _warn(key.warnings)
+    click.echo(zone_txt_line(owner, record))
+
+
+def _write_private(path: str, pem: bytes) -> None:
+    """Create *path* with mode 0600 (never an existing file, nor through a symlink) and write the key."""
+    from mxsec.generate import GenerateError
+
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except FileExistsError:
+        raise GenerateError(f"--out {path} exists; not overwriting it", code="out-exists") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o600)  # whatever the umask
+            handle.write(pem)
+    except BaseException:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise
 
 
 def _host_options(fn):

@@ -217,6 +217,122 @@ def test_rpt_i_3_cli_tlsrpt_errors(args: list[str], needle: str) -> None:
     assert needle in fails("tlsrpt", *args)
 
 
+# --- dkim --------------------------------------------------------------------------------------------------------
+
+DKIM_OWNER = "tlsrpt2026._domainkey.reporter.example."
+RFC8463_KEY = str(EXAMPLES / "dkim-rfc8463.pem")
+RFC8463_P = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+
+
+def _txt_value(line: str) -> str:
+    """The record of a zone-file TXT line: its quoted strings joined without spaces, as resolvers do."""
+    assert line.startswith(DKIM_OWNER + " IN TXT ") or " IN TXT " in line
+    return "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', line))
+
+
+def _dkim(*args: str, stdin: bytes | None = None):
+    return ok("dkim", "--selector", "tlsrpt2026", "--domain", "reporter.example", *args, stdin=stdin)
+
+
+def _dkim_fails(*args: str, stdin: bytes | None = None) -> str:
+    return fails("dkim", "--selector", "tlsrpt2026", "--domain", "reporter.example", *args, stdin=stdin)
+
+
+def test_rpt_i_16_cli_dkim_new_rsa_key(tmp_path: Path) -> None:
+    from mxsec.reports.dkim import verify
+    from mxsec.tlsrpt.dkim_sign import key_record, load_signing_key, sign_message
+
+    out = tmp_path / "dkim.pem"
+    result = _dkim("--out", str(out))
+    assert result.stderr == ""
+    line = result.stdout.rstrip("\n")
+    assert "\n" not in line and line.startswith(DKIM_OWNER + ' IN TXT "v=DKIM1; k=rsa; s=tlsrpt; p=')
+    assert all(len(chunk) <= 255 for chunk in re.findall(r'"([^"]*)"', line)) and line.count('"') == 4
+    assert "PRIVATE" not in result.stdout
+    assert out.stat().st_mode & 0o777 == 0o600
+    pem = out.read_bytes()
+    assert pem.startswith(b"-----BEGIN PRIVATE KEY-----")
+    key = load_signing_key(pem)
+    assert (key.key_type, key.bits) == ("rsa", 2048)
+    record = _txt_value(line)
+    assert record == key_record(key)
+    # the printed record verifies what the written key signs (RPT-I-14)
+    message = b"From: r@reporter.example\r\nTo: t@example.com\r\nSubject: x\r\n\r\nbody\r\n"
+    signed = sign_message(message, key=key, selector="tlsrpt2026", domain="reporter.example", now=1)
+    assert verify(signed, lambda name, timeout=5: record.encode()) == ("pass", ("reporter.example",))
+
+
+def test_rpt_i_16_cli_dkim_new_ed25519_key_and_sizes(tmp_path: Path) -> None:
+    result = _dkim("--algorithm", "ed25519", "--out", str(tmp_path / "ed.pem"))
+    assert re.fullmatch(re.escape(DKIM_OWNER) + r' IN TXT "v=DKIM1; k=ed25519; s=tlsrpt; p=[A-Za-z0-9+/]{43}="\n',
+                        result.stdout)
+    big = _dkim("--bits", "3072", "--out", str(tmp_path / "big.pem"), "--service", "*")
+    assert '"v=DKIM1; k=rsa; s=*; p=' in big.stdout and big.stdout.count('" "') == 2  # ~590 octets: 3 strings
+    small = _dkim("--bits", "1024", "--out", str(tmp_path / "small.pem"))
+    assert small.stderr == "mxsec: warning: the new key is a 1024-bit RSA key; RFC 8301 recommends at least 2048 bits\n"
+    assert small.stdout.startswith(DKIM_OWNER)
+
+
+def test_rpt_i_16_cli_dkim_existing_key(tmp_path: Path) -> None:
+    result = ok("dkim", "--selector", "brisbane", "--domain", "football.example.com", "--key", RFC8463_KEY)
+    assert result.stdout == (
+        f'brisbane._domainkey.football.example.com. IN TXT "v=DKIM1; k=ed25519; s=tlsrpt; p={RFC8463_P}"\n'
+    )
+    stdin = ok("dkim", "--selector", "brisbane", "--domain", "football.example.com", "--key", "-",
+               stdin=Path(RFC8463_KEY).read_bytes())
+    assert stdin.stdout == result.stdout
+    for service, shown in (("*", "s=*; "), ("email:tlsrpt", "s=email:tlsrpt; "), ("", "")):
+        line = _dkim("--key", RFC8463_KEY, "--service", service, "--algorithm", "ed25519").stdout
+        assert line == f'{DKIM_OWNER} IN TXT "v=DKIM1; k=ed25519; {shown}p={RFC8463_P}"\n'
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rpt_i_16_cli_dkim_never_overwrites(tmp_path: Path) -> None:
+    out = tmp_path / "dkim.pem"
+    out.write_bytes(b"keep me")
+    assert "exists; not overwriting it" in _dkim_fails("--out", str(out))
+    assert out.read_bytes() == b"keep me"
+    link = tmp_path / "link.pem"
+    link.symlink_to(tmp_path / "elsewhere.pem")
+    assert "exists; not overwriting it" in _dkim_fails("--out", str(link))
+    assert not (tmp_path / "elsewhere.pem").exists()
+
+
+def test_cli_dkim_errors_are_one_line(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ec_file = tmp_path / "ec.pem"
+    ec_file.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    encrypted = tmp_path / "enc.pem"
+    encrypted.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"pw")))
+    out = str(tmp_path / "new.pem")
+    assert "give --out FILE for the new private key (it is never printed)" in _dkim_fails()
+    assert "give --out FILE" in _dkim_fails("--out", "-")
+    assert "No such file or directory" in _dkim_fails("--key", str(tmp_path / "missing.pem"))
+    assert "directory" in _dkim_fails("--key", str(tmp_path)).lower()
+    assert "holds no PEM private key (found: CERTIFICATE)" in _dkim_fails("--key", LEAF)
+    assert "holds a key of type EC; DKIM signs with RSA or Ed25519" in _dkim_fails("--key", str(ec_file))
+    assert "is encrypted" in _dkim_fails("--key", str(encrypted))
+    assert "holds no PEM private key" in _dkim_fails("--key", "-", stdin=b"not a key")
+    assert "holds a key of type ed25519, not rsa" in _dkim_fails("--key", RFC8463_KEY, "--algorithm", "rsa")
+    assert "--bits is for RSA keys" in _dkim_fails("--key", RFC8463_KEY, "--bits", "2048")
+    assert "--bits is for RSA keys" in _dkim_fails("--algorithm", "ed25519", "--bits", "2048", "--out", out)
+    assert "--out is for a new key" in _dkim_fails("--key", RFC8463_KEY, "--out", out)
+    assert "names neither tlsrpt, email nor *" in _dkim_fails("--service", "smtp", "--out", out)
+    assert "each service type is" in _dkim_fails("--service", "tls rpt", "--key", RFC8463_KEY)
+    assert "--bits" in _dkim_fails("--bits", "512", "--out", out)
+    assert "--algorithm" in _dkim_fails("--algorithm", "ecdsa", "--out", out)
+    assert "selector 'bad sel'" in fails("dkim", "--selector", "bad sel", "--domain", "reporter.example",
+                                         "--out", out)
+    assert "IP address" in fails("dkim", "--selector", "s", "--domain", "192.0.2.1", "--out", out)
+    assert "missing option '--selector'" in fails("dkim", "--domain", "reporter.example", "--out", out)
+    assert "missing option '--domain'" in fails("dkim", "--selector", "s", "--out", out)
+    assert not Path(out).exists()  # no failure leaves a key behind
+
+
 # --- nginx / apache ------------------------------------------------------------------------------------------------
 
 
@@ -243,7 +359,7 @@ def test_sts_b_1_cli_policy_host_errors() -> None:
 def test_cli_generate_help_lists_every_command() -> None:
     result = CliRunner().invoke(main, ["generate", "--help"])
     assert result.exit_code == 0
-    for command in ("sts-policy", "sts-txt", "tlsa", "tlsrpt", "nginx", "apache"):
+    for command in ("sts-policy", "sts-txt", "tlsa", "tlsrpt", "dkim", "nginx", "apache"):
         assert command in result.output
         assert CliRunner().invoke(main, ["generate", command, "--help"]).exit_code == 0
 
@@ -295,7 +411,7 @@ DOC_EXAMPLES = _doc_examples()
 
 def test_docs_have_examples_for_every_command() -> None:
     shown = {shlex.split(command)[2] for command, _ in DOC_EXAMPLES}
-    assert shown == {"sts-policy", "sts-txt", "tlsa", "tlsrpt", "nginx", "apache"}
+    assert shown == {"sts-policy", "sts-txt", "tlsa", "tlsrpt", "dkim", "nginx", "apache"}
 
 
 @pytest.mark.parametrize(("command", "expected"), DOC_EXAMPLES, ids=[c for c, _ in DOC_EXAMPLES])
