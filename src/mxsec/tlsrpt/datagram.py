@@ -152,7 +152,7 @@ def _domain(text: str, what: str, cache: dict[str, str]) -> str:
         value = normalize_domain(text)
     except (DomainError, ValueError):
         raise DatagramError("bad-domain", f"{what} is not a domain name: {text[:80]!r}") from None
-    if len(cache) < 4096:
+    if len(cache) < DatagramParser.CACHE_LIMIT:
         cache[text] = value
     return value
 
@@ -178,13 +178,14 @@ class DatagramParser:
     (they repeat byte for byte: every successful session to a domain under one policy looks the same, so the
     result of a recent one is reused). Each cache is bounded and emptied when full."""
 
-    __slots__ = ("limits", "domains", "policies", "seen")
+    __slots__ = ("limits", "cache_limit", "domains", "policies", "seen")
 
-    #: Entries per cache.
+    #: Entries per cache by default.
     CACHE_LIMIT = 16384
 
-    def __init__(self, limits: DatagramLimits = DEFAULT_LIMITS) -> None:
+    def __init__(self, limits: DatagramLimits = DEFAULT_LIMITS, *, cache_limit: int = CACHE_LIMIT) -> None:
         self.limits = limits
+        self.cache_limit = cache_limit
         self.domains: dict[str, str] = {}
         self.policies: dict[tuple, Policy] = {}
         self.seen: dict[bytes, Parsed] = {}
@@ -195,7 +196,7 @@ class DatagramParser:
         if known is not None:
             return known
         parsed = _parse(data, self.limits, self)
-        if len(self.seen) >= self.CACHE_LIMIT:
+        if len(self.seen) >= self.cache_limit:
             self.seen.clear()
         self.seen[data] = parsed
         return parsed
@@ -278,7 +279,7 @@ def _outcome(raw: _Policy, domain: str, limits: DatagramLimits, ctx: DatagramPar
     policy = ctx.policies.get(key)
     if policy is None:
         policy = Policy(ptype, pdomain, strings, tuple(_pattern(m, ctx.domains) for m in mx))
-        if len(ctx.policies) < 4096:
+        if len(ctx.policies) < ctx.cache_limit:
             ctx.policies[key] = policy
     details = raw.failure_details or ()
     if len(details) > limits.max_details:
