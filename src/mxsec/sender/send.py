@@ -290,8 +290,8 @@ def read_key(path: str) -> SigningKey:
         raise ConfigError(f"--dkim-key {path}: {exc.strerror}") from None
     try:
         return load_signing_key(data, source=path)
-    except ValueError as exc:
-        raise ConfigError(f"--dkim-key {path}: {exc}") from None
+    except ValueError as exc:  # the message names the file already
+        raise ConfigError(f"--dkim-key: {exc}") from None
 
 
 def password_from_env() -> str | None:
