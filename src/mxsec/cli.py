@@ -39,10 +39,13 @@ def main() -> None:
 @click.option("--metrics-listen", metavar="HOST:PORT", help="Serve Prometheus metrics on /metrics here.")
 @click.option("--log-format", type=click.Choice(["json", "text"]), help="Log format (default json).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Log level.")
+@click.option("--record-policies", is_flag=True, default=None,
+              help="Record what is answered per domain in the TLSRPT database (tlsrpt.db), for `mxsec tlsrpt "
+                   "follow-log` (config tlsrpt.record_policies).")
 @network_options
 @_guarded
-def daemon(listen, cache, metrics_listen, log_format, log_level, config_path, nameservers, ca_file, timeout,
-           allow_addresses):
+def daemon(listen, cache, metrics_listen, log_format, log_level, record_policies, config_path, nameservers, ca_file,
+           timeout, allow_addresses):
     """Serve TLS policy to Postfix and Exim over socketmap (map names: postfix, QUERY, tlsrpt, QUERYwithTLSRPT,
     exim)."""
     from mxsec.daemon.app import run_daemon
@@ -53,6 +56,10 @@ def daemon(listen, cache, metrics_listen, log_format, log_level, config_path, na
         allow_addresses=allow_addresses, metrics_listen=metrics_listen, log_format=log_format,
         log_level=log_level,
     )
+    if record_policies:
+        from dataclasses import replace
+
+        config = replace(config, tlsrpt=replace(config.tlsrpt, record_policies=True))
     setup_logging(config.log.level, config.log.format)
     _use_uvloop()
     asyncio.run(run_daemon(config, config_path, overrides))

@@ -20,10 +20,14 @@ from mxsec.cli_common import _guarded, _load, network_options
 from mxsec.errors import ConfigError
 
 
+def _config_option(fn):
+    return click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                        help="TOML file (default /etc/mxsec/mxsec.toml if present).")(fn)
+
+
 def _sender_options(fn):
+    """--db, --organization-name, --contact-info (with --config from network_options or _config_option)."""
     options = [
-        click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                     help="TOML file (default /etc/mxsec/mxsec.toml if present)."),
         click.option("--db", "tlsrpt_db", metavar="URL",
                      help="Database of counted sessions and report state: sqlite:///PATH (default in the "
                           "state directory) or postgresql://USER@HOST/DB (one store for a fleet of MTAs)."),
@@ -75,6 +79,7 @@ def tlsrpt() -> None:
 @click.option("--flush-interval", type=click.FloatRange(min=0.05), help="Seconds between writes (default 1).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
 @click.option("--log-format", type=click.Choice(["json", "text"]), default=None)
+@_config_option
 @_sender_options
 @_guarded
 def collect(socket_path, socket_mode, socket_group, flush_interval, log_level, log_format, config_path, tlsrpt_db,
@@ -120,10 +125,67 @@ def _mode(text: str) -> int:
     return value
 
 
+@tlsrpt.command("follow-log")
+@click.argument("log_file", metavar="FILE", type=click.Path(dir_okay=False))
+@click.option("--mta", type=click.Choice(["postfix", "exim"]), default="postfix", show_default=True,
+              help="Whose log it is: Postfix 3.7-3.9 (maillog) or Exim 4.96+ (mainlog).")
+@click.option("--once", is_flag=True, help="Read to the end of the file, store, and stop (for cron and tests).")
+@click.option("--from-start", is_flag=True, help="With no saved position, start at the beginning of the file "
+                                                 "(default: its end, so history is not counted).")
+@click.option("--sending-ip", metavar="IP", help="This MTA's address, for sending-mta-ip in failure details.")
+@click.option("--flush-interval", type=click.FloatRange(min=0.05), help="Seconds between writes (default 1).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
+@click.option("--log-format", type=click.Choice(["json", "text"]), default=None)
+@network_options
+@_sender_options
+@_guarded
+def follow_log(log_file, mta, once, from_start, sending_ip, flush_interval, log_level, log_format, config_path,
+               nameservers, ca_file, timeout, allow_addresses, tlsrpt_db, organization_name, contact_info):
+    """Count the sessions of Postfix 3.7-3.9 or Exim from their mail log, joined with the policy the daemon
+    served (run `mxsec daemon --record-policies` with the same --db), for domains with a TLSRPT record.
+    Resumes after the last counted line; follows rotation."""
+    import signal
+
+    from mxsec.daemon.app import make_dns_and_guard
+    from mxsec.logs import setup_logging
+    from mxsec.sender.follow import LogFollower, make_parser
+
+    config = _config(config_path, tlsrpt_db=tlsrpt_db, nameservers=nameservers, timeout=timeout,
+                     log_level=log_level, log_format=log_format)
+    setup_logging(config.log.level, config.log.format)
+    if not Path(log_file).is_file():
+        raise ConfigError(f"{log_file}: no such log file")
+    if sending_ip is not None:
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(sending_ip)
+        except ValueError:
+            raise ConfigError(f"--sending-ip: not an IP address: {sending_ip!r}") from None
+    dns, _guard = make_dns_and_guard(config)
+    with _open_db(config) as db:
+        follower = LogFollower(db, make_parser(mta), log_file, dns=dns, sending_ip=sending_ip,
+                               flush_interval=flush_interval or config.tlsrpt.flush_interval)
+
+        async def run():
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            return await follower.run(stop, once=once, from_start=from_start)
+
+        stats = asyncio.run(run())
+    click.echo(f"mxsec tlsrpt follow-log: {stats.lines} lines, {stats.attempts} delivery attempts, "
+               f"{stats.sessions} sessions counted for {len(stats.domains)} domains "
+               f"({stats.no_tlsrpt} to domains without TLSRPT, {stats.report_messages} carrying reports)",
+               err=True)
+
+
 @tlsrpt.command("report")
 @click.option("--day", metavar="YYYY-MM-DD", required=True, help="UTC day to report (must be over).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Write each report's .json.gz here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON (one object per line).")
+@_config_option
 @_sender_options
 @_guarded
 def report(day, out_dir, as_json, config_path, tlsrpt_db, organization_name, contact_info):
@@ -294,6 +356,7 @@ def _sleep(seconds: float) -> bool:
 
 @tlsrpt.command("status")
 @click.option("--json", "as_json", is_flag=True)
+@_config_option
 @_sender_options
 @_guarded
 def status(as_json, config_path, tlsrpt_db, organization_name, contact_info):

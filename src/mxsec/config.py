@@ -486,6 +486,7 @@ class TlsrptConfig:
     dkim_selector: str | None = _opt(None, kind="optstr", doc="DKIM selector of that key")
     dkim_domain: str | None = _opt(None, kind="optstr", doc="DKIM d= domain (default the submitter domain)")
     max_delay: float = _opt(3600.0, kind="number", doc="seconds after 00:00 UTC over which sending is spread")
+    record_policies: bool = _opt(False, kind="bool", doc="the daemon records what it answered, for follow-log")
 
     def __post_init__(self) -> None:
         if "://" not in self.db:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from mxsec.config import Config, load_config, parse_listen
 from mxsec.daemon.refresh import Refresher
+from mxsec.daemon.served import ServedRecorder
 from mxsec.daemon.replies import Zone
 from mxsec.daemon.server import SocketmapServer, _listen_key
 from mxsec.daemon.service import PolicyService, ServiceSettings
@@ -108,6 +109,7 @@ class Daemon:
     server: SocketmapServer | None = None
     refresher: Refresher | None = None
     metrics: tuple | None = None
+    recorder: ServedRecorder | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -122,6 +124,10 @@ class Daemon:
             max_connections=config.daemon.max_connections,
             unix_mode=config.daemon.unix_mode,
         )
+        if config.tlsrpt.record_policies:
+            self.recorder = ServedRecorder(config.tlsrpt.db, clock=self.service.clock)
+            await self.recorder.start()
+            self.server.observer = self.recorder.observe
         for addr in config.daemon.listen:
             try:
                 await self.server.listen(parse_listen(addr))
@@ -193,6 +199,8 @@ class Daemon:
             await self.refresher.stop()
         if self.metrics is not None:
             self.metrics[0].shutdown()
+        if self.recorder is not None:
+            await self.recorder.close()
         if self.service is not None:
             await self.service.aclose()
             await self.service.fetcher.aclose()

@@ -18,12 +18,14 @@ import os
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 
 from mxsec.daemon.replies import Zone, format_reply, not_applicable_reply, reply_kind
 from mxsec.daemon.service import PolicyService
 from mxsec.daemon.socketmap import Framing, NetstringDecoder, RequestError, encode, parse_request
 from mxsec.errors import ParseError
 from mxsec.names import is_ip_literal, normalize_domain
+from mxsec.verdict import Verdict
 
 log = logging.getLogger("mxsec.daemon")
 
@@ -92,6 +94,8 @@ class SocketmapServer:
         unix_mode: int | None = None,
     ) -> None:
         self.service = service
+        #: called with every verdict answered on the slow path (``--record-policies``)
+        self.observer: Callable[[Verdict], None] | None = None
         self.zones = zones
         self.max_connections = max_connections
         self.unix_mode = unix_mode
@@ -152,6 +156,8 @@ class SocketmapServer:
         except (ParseError, RequestError) as exc:
             return self._perm(f"invalid domain: {exc}")
         verdict = await self.service.lookup(domain)
+        if self.observer is not None:
+            self.observer(verdict)
         text = format_reply(verdict, zone)
         kind = _KIND_INDEX.get(reply_kind(text), 3)
         reply = encode(text.encode("utf-8"))

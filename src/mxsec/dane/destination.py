@@ -72,6 +72,8 @@ class HostState:
     #: DANE for this host rests on the MX host name's own TLSA records although its address records are
     #: insecure (insecure CNAME expansion, EC-29) — Postfix skips TLSA for such hosts
     via_original_name: bool = False
+    #: the signed TLSA records of ``base`` as RFC 8460 §4.5 ``policy-string`` lines (usable and unusable states)
+    tlsa: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,10 +172,11 @@ def host_state(facts: HostFacts) -> HostState:
     at = f" at _25._tcp.{base}" if base and base != host.rstrip(".").lower() else ""
     note = _family_note(addr) + ("; the MX host's CNAME target is unsigned: DANE rests on the MX host name's "
                                  "own TLSA records" if via_original else "")
+    texts = tuple(r.to_text() for r in records)
     if good:
-        return HostState(host, "usable", f"{len(good)} usable TLSA record(s){at}{note}", base, via_original)
+        return HostState(host, "usable", f"{len(good)} usable TLSA record(s){at}{note}", base, via_original, texts)
     return HostState(host, "unusable", f"TLSA records{at} present but none usable: TLS without "
-                     f"authentication{note}", base, via_original)
+                     f"authentication{note}", base, via_original, texts)
 
 
 def _ttl(values: Iterable[int | None], default: int) -> int:

@@ -14,7 +14,9 @@ SQLite by default; PostgreSQL lets the collectors of many MTAs write into one da
 - ``tlsrpt_out_message``: Message-IDs of the report messages sent, so that log followers leave the sessions
   that carried them out of later reports (RFC 8460 §3);
 - ``tlsrpt_out_position``: where each log follower stopped, written in the same transaction as the counts it
-  read, so a restart neither loses nor double-counts a line.
+  read, so a restart neither loses nor double-counts a line;
+- ``tlsrpt_out_served``: what the policy daemon answered per domain, one row each time the answer changed
+  (JSON of :class:`mxsec.tlsrpt.served.ServedPolicy`), for the log followers to join sessions with.
 
 Every write of counts is one transaction of additive upserts, so several writers (collectors of a fleet) can
 share the tables.
@@ -111,6 +113,16 @@ _MIGRATIONS: dict[int, list[str]] = {
             updated_ts {big} NOT NULL
         )""",
     ],
+    1: [
+        """CREATE TABLE tlsrpt_out_served (
+            id {id},
+            domain TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            policy TEXT NOT NULL,
+            first_ts {big} NOT NULL
+        )""",
+        "CREATE INDEX tlsrpt_out_served_domain ON tlsrpt_out_served (domain, first_ts)",
+    ],
 }
 
 
@@ -186,7 +198,7 @@ class SenderDB(SqlDatabase):
     """Counted sessions and report delivery state in SQLite or PostgreSQL."""
 
     WHAT = "TLSRPT sender database"
-    SCHEMA_VERSION = 1
+    SCHEMA_VERSION = 2
     MIGRATIONS = _MIGRATIONS
     VERSION_TABLE = "tlsrpt_out_schema_version"
     LOCK_KEY = 0x6D78736563534E44  # "mxsecSND"
@@ -475,3 +487,37 @@ class SenderDB(SqlDatabase):
 
     def is_report_message(self, message_id: str) -> bool:
         return bool(self._query("SELECT 1 FROM tlsrpt_out_message WHERE message_id = ?", (message_id,)))
+
+    # ------------------------------------------------------------------------------- policies served
+
+    def add_served(self, rows: Iterable[tuple[str, str, str, float]]) -> None:
+        """Record ``(domain, fingerprint, policy JSON, since)`` rows (one transaction)."""
+        values = [(d, f, p, int(t)) for d, f, p, t in rows]
+        if not values:
+            return
+        with self._lock:
+            try:
+                with self._transaction():
+                    self._conn.cursor().executemany(self._sql(
+                        "INSERT INTO tlsrpt_out_served (domain, fingerprint, policy, first_ts) VALUES (?, ?, ?, ?)"),
+                        values)
+            except self._errors() as exc:
+                raise StoreError(f"{self.WHAT}: {_one_line(exc)}") from None
+
+    def served_at(self, domain: str, ts: float, *, slack: float = 5.0) -> str | None:
+        """The policy JSON the daemon served for *domain* at *ts* (the latest recorded no later than *ts* +
+        *slack* seconds: the log line can be written a moment before the answer is recorded)."""
+        rows = self._query("SELECT policy FROM tlsrpt_out_served WHERE domain = ? AND first_ts <= ? "
+                           "ORDER BY first_ts DESC, id DESC LIMIT 1", (domain, int(ts + slack)))
+        return rows[0][0] if rows else None
+
+    def delete_served_before(self, ts: float) -> int:
+        """Forget answers superseded before *ts* (keeps the latest one per domain)."""
+        with self._lock:
+            try:
+                cursor = self._execute(
+                    "DELETE FROM tlsrpt_out_served WHERE first_ts < ? AND id NOT IN "
+                    "(SELECT max(id) FROM tlsrpt_out_served GROUP BY domain)", (int(ts),))
+                return int(cursor.rowcount)
+            except self._errors() as exc:
+                raise StoreError(f"{self.WHAT}: {_one_line(exc)}") from None
