@@ -247,6 +247,9 @@ def _relay(config, smtp, starttls, user):
 @tlsrpt.command("send")
 @click.option("--day", metavar="YYYY-MM-DD", help="Build (again) and deliver this UTC day only; default: every "
                                                   "finished day still pending.")
+@click.option("--unfinished", is_flag=True,
+              help="With --day (today): send the reports of the day so far, now, once, keeping no state — a "
+                   "trial of the whole path; the day's real reports still follow after midnight.")
 @click.option("--dry-run", is_flag=True, help="Write messages and POST bodies to --out instead of sending.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Folder for --dry-run.")
 @click.option("--smtp", metavar="HOST[:PORT]", help="Relay for mailto: reports (default 127.0.0.1:25).")
@@ -265,7 +268,7 @@ def _relay(config, smtp, starttls, user):
 @network_options
 @_sender_options
 @_guarded
-def send(day, dry_run, out_dir, smtp, smtp_starttls, smtp_user, from_addr, dkim_key, dkim_selector, dkim_domain,
+def send(day, unfinished, dry_run, out_dir, smtp, smtp_starttls, smtp_user, from_addr, dkim_key, dkim_selector, dkim_domain,
          max_delay, loop, interval, as_json, config_path, nameservers, ca_file, timeout, allow_addresses, tlsrpt_db,
          organization_name, contact_info):
     """Deliver the reports of every finished day to each rua of the domain's current _smtp._tls record:
@@ -304,7 +307,12 @@ def send(day, dry_run, out_dir, smtp, smtp_starttls, smtp_user, from_addr, dkim_
     with _open_db(config) as db:
         sender = Sender(db, dns, guard, send_settings)
 
+        if unfinished and the_day is None:
+            raise ConfigError("--unfinished needs --day")
+
         async def one_pass():
+            if unfinished:
+                return await sender.send_unfinished(the_day)
             lines = await sender.run_once(the_day)
             if dry_run:
                 lines = [*lines, *await _dry_run_rest(sender)]

@@ -255,3 +255,31 @@ def test_send_cli_dry_run_writes_messages_and_post_bodies(tmp_path):
     # nothing was marked delivered
     with SenderDB(db_url) as db:
         assert {d.state for d in db.deliveries()} == {"pending"}
+
+
+def test_unfinished_day_is_sent_now_once_without_state(tmp_path):
+    today = datetime.now(UTC).date()
+    db_url = f"sqlite:///{tmp_path}/sender.sqlite3"
+    with SenderDB(db_url) as db:
+        expected = count_day(db, today, ["trial.test"])
+    with running_world() as world, smtp_relay() as (inbox, smtp_port):
+        world.set_record("_smtp._tls.trial.test", "TXT", ["v=TLSRPTv1; rua=mailto:r@trial.test"])
+        host, port = world.dns_address
+        args = [MXSEC, "tlsrpt", "send", "--db", db_url, "--organization-name", "Trial", "--contact-info",
+                f"tlsrpt@{SUBMITTER}", "--nameserver", f"{host}:{port}", "--smtp", f"{HOST}:{smtp_port}",
+                "--smtp-starttls", "none", "--day", "today", "--unfinished", "--json"]
+        result = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+        assert result.returncode == 0, result.stderr
+        (line,) = [json.loads(x) for x in result.stdout.splitlines()]
+        assert (line["destination"], line["state"]) == ("mailto:r@trial.test", "delivered")
+        refused = subprocess.run(args[:-2] + ["--json"], capture_output=True, text=True, timeout=60,
+                                 check=False)
+        assert refused.returncode == 2 and "is not over yet" in refused.stderr
+    (message,) = inbox.messages
+    from mxsec.tlsrpt.message import extract_reports
+
+    (attachment,) = extract_reports(message[2]).attachments
+    report = attachment.parse()
+    assert (report.successful, report.failed) == expected["trial.test"]
+    with SenderDB(db_url) as db:
+        assert db.reports() == [] and db.deliveries() == []

@@ -194,10 +194,11 @@ class Sender:
                                    domain=settings.dkim.domain, now=int(self.clock()))
         return message, message_id
 
-    async def _attempt(self, delivery: DeliveryRow) -> tuple[bool, bool, str]:
+    async def _attempt(self, delivery: DeliveryRow, *, gz: bytes | None = None) -> tuple[bool, bool, str]:
         """``(delivered, permanent failure, detail)``."""
         report = delivery.report
-        gz = self.db.report_gz(report.pk)
+        if gz is None:
+            gz = self.db.report_gz(report.pk)
         scheme = delivery.destination.partition(":")[0].lower()
         dry = self.settings.dry_run_dir
         if scheme == "mailto":
@@ -260,6 +261,39 @@ class Sender:
         return DeliveryLine(report.day, report.domain, delivery.destination, state, detail, attempts,
                             report.report_id)
 
+    async def send_unfinished(self, day: date) -> list[DeliveryLine]:
+        """Build the reports of *day* so far and try each destination once, now, keeping no state: a trial of
+        the whole path before the day is over (the day's real reports are still built after midnight, with
+        other report-ids). Reports are not stored and nothing is retried."""
+        now = self.clock()
+        lines = []
+        for domain in self.db.domains(day):
+            built = build_report(day, domain, self.db.totals(day, domain),
+                                 organization_name=self.settings.organization_name,
+                                 contact_info=self.settings.contact_info, interim=int(now))
+            row = ReportRow(0, day, built.domain, built.report_id, built.filename, built.successful, built.failed,
+                            int(now))
+            answer = await self.dns.txt(tlsrpt_owner(built.domain))
+            selection = select_record(answer.records if answer.ok else ())
+            if selection.record is None:
+                why = answer.error if answer.status == "error" else (selection.problem or "no record")
+                lines.append(DeliveryLine(day, built.domain, NOWHERE, "skipped", f"no usable TLSRPT record: {why}",
+                                          0, built.report_id))
+                continue
+            for uri in selection.record.rua:
+                code, message, _ = check_uri(uri)
+                if code is not None:
+                    lines.append(DeliveryLine(day, built.domain, uri, "skipped", message, 0, built.report_id))
+                    continue
+                delivery = DeliveryRow(0, row, uri, "pending", 0, None, None, int(now), None)
+                try:
+                    ok, _permanent, detail = await self._attempt(delivery, gz=built.gzip_bytes)
+                except Exception as exc:  # noqa: BLE001 - one destination must not stop the others
+                    ok, detail = False, f"{type(exc).__name__}: {exc}"
+                lines.append(DeliveryLine(day, built.domain, uri, "delivered" if ok else "failed", detail, 1,
+                                          built.report_id))
+        return lines
+
     async def run_once(self, day: date | None = None) -> list[DeliveryLine]:
         reports = self.build_finished(day)
         if day is None:
@@ -274,7 +308,13 @@ def _safe(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "@.-_+" else "_" for ch in text)[:100]
 
 
-def day_of(text: str) -> date:
+def day_of(text: str, now: float | None = None) -> date:
+    """``YYYY-MM-DD``, ``today`` or ``yesterday`` (UTC)."""
+    today = utc_today(time.time() if now is None else now)
+    if text == "today":
+        return today
+    if text == "yesterday":
+        return date.fromordinal(today.toordinal() - 1)
     try:
         return date.fromisoformat(text)
     except ValueError:

@@ -148,15 +148,19 @@ def build_report(
     *,
     organization_name: str,
     contact_info: str,
+    interim: int | None = None,
 ) -> BuiltReport:
     """The report of *domain* for the UTC *day* from its counted *policies*.
 
+    *interim* (Unix seconds) marks a report of a day that is not over, built at that time for a trial
+    (``mxsec tlsrpt send --unfinished``): its report-id differs from the final one's, so receivers keep both.
     Raises ``ValueError`` for an empty organization name or a contact-info without a domain."""
     if not organization_name or not organization_name.strip():
         raise ValueError("organization-name is empty")
     domain = normalize_domain(domain)
     submitter = submitter_of(contact_info)
-    rid = report_id(day, domain, submitter, organization_name)
+    rid = report_id(day, domain, submitter, organization_name if interim is None
+                    else f"{organization_name}\ninterim {interim}")
     begin, end = day_range(day)
     document: dict[str, Any] = {
         "organization-name": organization_name,
