@@ -58,7 +58,7 @@ def totals(db_url: str) -> dict[str, tuple[int, int]]:
         return db.day_totals(DAY)
 
 
-def test_postfix_log_counts_resume_rotation_and_report_exclusion(tmp_path):
+def test_rpt_i_13_ec_34_postfix_log_counts_resume_rotation_and_report_exclusion(tmp_path):
     db_url = f"sqlite:///{tmp_path}/tlsrpt.sqlite3"
     log = tmp_path / "maillog"
     with running_world() as world:

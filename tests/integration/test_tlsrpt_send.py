@@ -118,9 +118,9 @@ def pki(tmp_path: Path) -> dict[str, str]:
     return {k: str(v) for k, v in paths.items()}
 
 
-def test_reports_reach_mailto_and_https_rua_and_our_receiver_sees_dkim_pass_and_exact_counts(tmp_path, pki):
+def test_rpt_i_9_24_25_reports_reach_every_rua_and_our_receiver_sees_dkim_pass_and_exact_counts(tmp_path, pki):
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
-    domains = ["spaced.test", "ext-first.test", "odd-schemes.test", "no-record.test"]
+    domains = ["spaced.test", "ext-first.test", "odd-schemes.test", "no-record.test", "wrong-path.test"]
     key = load_signing_key(generate_key("ed25519"))
     with running_world() as world, smtp_relay() as (inbox, smtp_port), \
             report_server(f"sqlite:///{tmp_path}/posted.sqlite3", pki["cert"], pki["key"]) as https_port:
@@ -131,6 +131,8 @@ def test_reports_reach_mailto_and_https_rua_and_our_receiver_sees_dkim_pass_and_
         world.set_record("_smtp._tls.spaced.test", "TXT",
                          [f"v=TLSRPTv1; rua=mailto:tlsrpt@rcv.test , https://reports.rcv.test:{https_port}/tlsrpt"])
         world.set_record("_smtp._tls.ext-first.test", "TXT", ["v=TLSRPTv1; ext=yes; rua=mailto:a%2Bb@rcv.test"])
+        # RPT-I-25: only a 2xx answer is a delivery; a 404 is retried later
+        world.set_record("_smtp._tls.wrong-path.test", "TXT", [f"v=TLSRPTv1; rua=https://reports.rcv.test:{https_port}/nope"])
         world.set_record("_smtp._tls.odd-schemes.test", "TXT",
                          ["v=TLSRPTv1; rua=ftp://rcv.test/x,mailto:odd@rcv.test"])
         with SenderDB(f"sqlite:///{tmp_path}/sender.sqlite3") as db:
@@ -149,6 +151,8 @@ def test_reports_reach_mailto_and_https_rua_and_our_receiver_sees_dkim_pass_and_
             assert by_destination[("odd-schemes.test", "ftp://rcv.test/x")].state == "skipped"
             assert by_destination[("odd-schemes.test", "mailto:odd@rcv.test")].state == "delivered"
             assert by_destination[("no-record.test", "(none)")].state == "skipped"
+            wrong = by_destination[("wrong-path.test", f"https://reports.rcv.test:{https_port}/nope")]
+            assert wrong.state == "pending" and "HTTP 404" in wrong.detail
             # a second pass sends nothing again
             assert asyncio.run(sender.run_once()) == []
             assert len(inbox.messages) == 3
@@ -185,7 +189,7 @@ def test_reports_reach_mailto_and_https_rua_and_our_receiver_sees_dkim_pass_and_
                             "failed_sessions": expected["spaced.test"][1]}}
 
 
-def test_rpt_i_29_failed_deliveries_back_off_and_give_up_after_24_hours(tmp_path):
+def test_rpt_i_10_29_failed_deliveries_back_off_and_give_up_after_24_hours(tmp_path):
     yesterday = date(2026, 11, 30)
     now = {"t": datetime(2026, 12, 1, 0, 0, tzinfo=UTC).timestamp()}
     with running_world() as world, smtp_relay() as (inbox, smtp_port):

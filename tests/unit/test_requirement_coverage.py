@@ -1,5 +1,5 @@
-"""docs/requirements.md and the test names agree: every STS-A..F and DANE-H requirement and every edge case EC-n of
-the requirement catalogue (docs/reference/requirements.md) is proven or explained."""
+"""docs/requirements.md and the test names agree: every STS-A..F, DANE-H and RPT-I requirement and every edge case
+EC-n of the requirement catalogue (docs/reference/requirements.md) is proven or explained."""
 
 import re
 from collections import defaultdict
@@ -7,8 +7,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOGUE = ROOT / "docs" / "reference" / "requirements.md"
-#: the catalogue rows whose IDs must be tested or explained: MTA-STS sections A-F, DANE-H and the edge cases
-COVERED_ROW = re.compile(r"^\| (STS-[A-F]-\d+|DANE-H-\d+|EC-\d+) \|", re.M)
+#: the catalogue rows whose IDs must be tested or explained: MTA-STS sections A-F, DANE-H, RPT-I and the edge cases
+COVERED_ROW = re.compile(r"^\| (STS-[A-F]-\d+|DANE-H-\d+|RPT-I-\d+|EC-\d+) \|", re.M)
 
 
 def _all_ids() -> set[str]:
@@ -27,12 +27,15 @@ def _tested_ids() -> set[str]:
             found.add(f"EC-{num}")
         for num in re.findall(r"dane_h_(\d+)_", name):
             found.add(f"DANE-H-{num}")
+        # RPT-I tests may name several IDs: test_rpt_i_26_27_35_file_name
+        for numbers in re.findall(r"rpt_i_((?:\d+_)+)", name):
+            found.update(f"RPT-I-{num}" for num in numbers.strip("_").split("_"))
     return found
 
 
 def _documented_gaps() -> set[str]:
     text = (ROOT / "docs" / "requirements.md").read_text()
-    return set(re.findall(r"^\| (STS-[A-F]-\d+|DANE-H-\d+|EC-\d+) \|", text, flags=re.M))
+    return set(re.findall(r"^\| (STS-[A-F]-\d+|DANE-H-\d+|RPT-I-\d+|EC-\d+) \|", text, flags=re.M))
 
 
 def test_every_requirement_is_tested_or_explained():
@@ -53,7 +56,7 @@ def test_catalogue_ids_are_numbered_without_gaps():
     for rid in rows:
         prefix, num = rid.rsplit("-", 1)
         groups[prefix].add(int(num))
-    assert sorted(groups) == ["DANE-H", "EC", "STS-A", "STS-B", "STS-C", "STS-D", "STS-E", "STS-F"]
+    assert sorted(groups) == ["DANE-H", "EC", "RPT-I", "STS-A", "STS-B", "STS-C", "STS-D", "STS-E", "STS-F"]
     for prefix, nums in groups.items():
         assert nums == set(range(1, max(nums) + 1)), f"{prefix} IDs have gaps"
 

@@ -793,3 +793,21 @@ def test_throughput_is_printed(capsys: pytest.CaptureFixture[str]) -> None:
     elapsed = time.perf_counter() - started
     with capsys.disabled():
         print(f"\n[postfix log parser: {len(lines) / elapsed:,.0f} lines/s over {len(lines):,} lines]")
+
+
+def test_rpt_i_41_transient_connection_failures_are_not_sessions() -> None:
+    """A refused or timed-out connection, or one lost before STARTTLS, is no TLS session (RFC 8460 §4.3.4)."""
+    parser = PostfixLogParser(year=2026)
+    lines = [
+        "Dec  2 18:00:01 mta postfix/smtp[201]: connect to mx1.down.test[192.0.2.1]:25: Connection refused",
+        "Dec  2 18:00:02 mta postfix/smtp[201]: connect to mx2.down.test[192.0.2.2]:25: Connection timed out",
+        "Dec  2 18:00:02 mta postfix/smtp[201]: 4C1A2B3C4D: to=<u@down.test>, relay=none, delay=31, "
+        "delays=0/0/31/0, dsn=4.4.1, status=deferred (connect to mx2.down.test[192.0.2.2]:25: Connection timed out)",
+        "Dec  2 18:00:03 mta postfix/smtp[202]: 4C1A2B3C4E: lost connection with mx1.flaky.test[192.0.2.3] while "
+        "receiving the initial server greeting",
+        "Dec  2 18:00:03 mta postfix/smtp[202]: 4C1A2B3C4E: to=<u@flaky.test>, relay=mx1.flaky.test[192.0.2.3]:25, "
+        "delay=1, delays=0/0/1/0, dsn=4.4.2, status=deferred (lost connection with mx1.flaky.test[192.0.2.3] while "
+        "receiving the initial server greeting)",
+    ]
+    attempts = [a for line in lines for a in parser.feed(line)] + parser.flush()
+    assert attempts == []

@@ -30,7 +30,7 @@ def test_sts_enforce_verdict_is_recorded_with_lines_and_patterns_and_round_trips
     assert served.fingerprint() == ServedPolicy.from_json(served.to_json()).fingerprint()
 
 
-def test_rpt_i_43_dane_hosts_become_tlsa_policies_of_their_base_domain():
+def test_rpt_i_43_ec_38_dane_hosts_become_tlsa_policies_of_their_base_domain():
     decision = DaneDecision("dane-only", "all MX hosts have usable TLSA", hosts=(
         HostState("mx1.example.com", "usable", base="mx1.example.com", tlsa=TLSA),
         HostState("alias.example.com", "usable", base="real.example.net", tlsa=TLSA),
@@ -84,3 +84,12 @@ def test_testing_mode_is_recorded_and_none_mode_is_not_a_policy():
     none = parse_policy("version: STSv1\nmode: none\nmax_age: 86400\n")
     assert served_from_verdict(Verdict("example.com", policy=testing)).sts_mode == "testing"
     assert served_from_verdict(Verdict("example.com", policy=none)).sts is None
+
+
+def test_rpt_i_39_failure_reason_code_is_kept_for_trust_and_validation_failures():
+    served = served_from_verdict(Verdict("example.com", policy=POLICY))
+    for result, reason in ((ResultType.CERTIFICATE_NOT_TRUSTED, "self-signed certificate"),
+                           (ResultType.VALIDATION_FAILURE, "num=65:no matching DANE TLSA records")):
+        (outcome,) = session_for_attempt(attempt(result=result, tls=TlsOutcome.UNTRUSTED, reason=reason),
+                                         served).outcomes
+        assert [(f.result_type, f.failure_reason_code) for f in outcome.failures] == [(str(result), reason)]
