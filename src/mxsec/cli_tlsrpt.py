@@ -205,12 +205,13 @@ def report(day, out_dir, as_json, config_path, tlsrpt_db, organization_name, con
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     with _open_db(config) as db:
-        domains = db.domains(the_day)
-        for domain in domains:
-            built = build_report(the_day, domain, db.totals(the_day, domain), organization_name=organization,
-                                 contact_info=contact)
-            db.save_report(the_day, built.domain, built.report_id, built.filename, built.gzip_bytes,
-                           built.successful, built.failed)
+        counted = db.day_policies(the_day)
+        domains = list(counted)
+        built_reports = [build_report(the_day, domain, policies, organization_name=organization,
+                                      contact_info=contact) for domain, policies in counted.items()]
+        db.save_reports((b.day, b.domain, b.report_id, b.filename, b.gzip_bytes, b.successful, b.failed)
+                        for b in built_reports)
+        for built in built_reports:
             if out is not None:
                 (out / built.filename).write_bytes(built.gzip_bytes)
             if as_json:

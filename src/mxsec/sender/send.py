@@ -120,13 +120,18 @@ class Sender:
 
     # ---------------------------------------------------------------------------------------- building
 
-    def build(self, day: date, domain: str) -> tuple[BuiltReport, ReportRow]:
-        built = build_report(day, domain, self.db.totals(day, domain),
-                             organization_name=self.settings.organization_name,
-                             contact_info=self.settings.contact_info)
-        row = self.db.save_report(day, built.domain, built.report_id, built.filename, built.gzip_bytes,
-                                  built.successful, built.failed, now=self.clock())
-        return built, row
+    def _build_day(self, day: date, domains: Sequence[str] | None = None) -> list[ReportRow]:
+        """Build and store the reports of *day* (of *domains*, or every report domain of the day)."""
+        counted = self.db.day_policies(day, domains)
+        built: list[BuiltReport] = [
+            build_report(day, domain, policies, organization_name=self.settings.organization_name,
+                         contact_info=self.settings.contact_info)
+            for domain, policies in counted.items()
+        ]
+        self.db.save_reports(((b.day, b.domain, b.report_id, b.filename, b.gzip_bytes, b.successful, b.failed)
+                              for b in built), now=self.clock())
+        names = {b.domain for b in built}
+        return [r for r in self.db.reports(day) if r.domain in names]
 
     def build_finished(self, day: date | None = None) -> list[ReportRow]:
         """Build the reports of *day* (again), or of every finished day that has none yet."""
@@ -134,8 +139,11 @@ class Sender:
         if day is not None:
             if day >= today:
                 raise ConfigError(f"{day.isoformat()} is not over yet (UTC); its report is built after midnight")
-            return [self.build(day, domain)[1] for domain in self.db.domains(day)]
-        return [self.build(d, domain)[1] for d, domain in self.db.unreported(today)]
+            return self._build_day(day)
+        pending: dict[date, list[str]] = {}
+        for d, domain in self.db.unreported(today):
+            pending.setdefault(d, []).append(domain)
+        return [row for d, domains in pending.items() for row in self._build_day(d, domains)]
 
     # ---------------------------------------------------------------------------------------- planning
 

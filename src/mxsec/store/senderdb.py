@@ -147,6 +147,14 @@ _UPSERT_FAILURE = (
 )
 
 
+_UPSERT_REPORT = (
+    "INSERT INTO tlsrpt_out_report (day, report_domain, report_id, filename, report_gz, successful, failed, "
+    "built_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, report_domain) DO UPDATE SET "
+    "report_id = excluded.report_id, filename = excluded.filename, report_gz = excluded.report_gz, "
+    "successful = excluded.successful, failed = excluded.failed, built_ts = excluded.built_ts"
+)
+
+
 def _failure_values(failure: Failure) -> tuple[str | None, ...]:
     return (failure.result_type, failure.sending_mta_ip, failure.receiving_mx_hostname, failure.receiving_mx_helo,
             failure.receiving_ip, failure.additional_information, failure.failure_reason_code)
@@ -324,22 +332,30 @@ class SenderDB(SqlDatabase):
 
     def totals(self, day: date, domain: str) -> list[PolicyTotals]:
         """The policies counted for *domain* on *day*, in a stable order, with their failure details."""
+        return self.day_policies(day, [domain]).get(domain, [])
+
+    def day_policies(self, day: date, domains: Iterable[str] | None = None) -> dict[str, list[PolicyTotals]]:
+        """:meth:`totals` of every report domain of *day* (or of *domains*) in two queries."""
+        wanted = None if domains is None else set(domains)
         rows = self._query(
-            "SELECT policy_key, policy_type, policy_domain, policy_string, mx_host, successful, failed "
-            "FROM tlsrpt_out_policy WHERE day = ? AND report_domain = ? ORDER BY policy_type, policy_domain, policy_key",
-            (day.isoformat(), domain),
-        )
-        result = []
-        for pkey, ptype, pdomain, strings, mx, ok, bad in rows:
-            details = self._query(
-                "SELECT result_type, sending_mta_ip, receiving_mx_hostname, receiving_mx_helo, receiving_ip, "
-                "additional_information, failure_reason_code, sessions FROM tlsrpt_out_failure WHERE day = ? "
-                "AND report_domain = ? AND policy_key = ? ORDER BY sessions DESC, failure_key",
-                (day.isoformat(), domain, pkey),
-            )
+            "SELECT report_domain, policy_key, policy_type, policy_domain, policy_string, mx_host, successful, "
+            "failed FROM tlsrpt_out_policy WHERE day = ? ORDER BY report_domain, policy_type, policy_domain, "
+            "policy_key", (day.isoformat(),))
+        details: dict[tuple[str, str], list[tuple[Failure, int]]] = {}
+        for row in self._query(
+                "SELECT report_domain, policy_key, result_type, sending_mta_ip, receiving_mx_hostname, "
+                "receiving_mx_helo, receiving_ip, additional_information, failure_reason_code, sessions "
+                "FROM tlsrpt_out_failure WHERE day = ? ORDER BY report_domain, policy_key, sessions DESC, "
+                "failure_key", (day.isoformat(),)):
+            if wanted is None or row[0] in wanted:
+                details.setdefault((row[0], row[1]), []).append((Failure(*row[2:9]), int(row[9])))
+        result: dict[str, list[PolicyTotals]] = {}
+        for domain, pkey, ptype, pdomain, strings, mx, ok, bad in rows:
+            if wanted is not None and domain not in wanted:
+                continue
             policy = Policy(PolicyType(ptype), pdomain, tuple(json.loads(strings)), tuple(json.loads(mx)))
-            failures = tuple((Failure(*d[:7]), int(d[7])) for d in details)
-            result.append(PolicyTotals(policy, int(ok), int(bad), failures))
+            result.setdefault(domain, []).append(
+                PolicyTotals(policy, int(ok), int(bad), tuple(details.get((domain, pkey), ()))))
         return result
 
     def day_totals(self, day: date) -> dict[str, tuple[int, int]]:
@@ -375,19 +391,26 @@ class SenderDB(SqlDatabase):
         with self._lock:
             try:
                 with self._transaction():
-                    self._execute(
-                        "INSERT INTO tlsrpt_out_report (day, report_domain, report_id, filename, report_gz, "
-                        "successful, failed, built_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                        "ON CONFLICT (day, report_domain) DO UPDATE SET report_id = excluded.report_id, "
-                        "filename = excluded.filename, report_gz = excluded.report_gz, "
-                        "successful = excluded.successful, failed = excluded.failed, built_ts = excluded.built_ts",
-                        (day.isoformat(), domain, report_id, filename, gz, successful, failed, stamp),
-                    )
+                    self._execute(_UPSERT_REPORT,
+                                  (day.isoformat(), domain, report_id, filename, gz, successful, failed, stamp))
             except self._errors() as exc:
                 raise StoreError(f"{self.WHAT}: {_one_line(exc)}") from None
         found = self.report(day, domain)
         assert found is not None
         return found
+
+    def save_reports(self, reports: Iterable[tuple[date, str, str, str, bytes, int, int]], *,
+                     now: float | None = None) -> None:
+        """:meth:`save_report` for many ``(day, domain, report_id, filename, gz, successful, failed)`` in one
+        transaction."""
+        stamp = int(time.time() if now is None else now)
+        values = [(d.isoformat(), dom, rid, name, gz, ok, bad, stamp) for d, dom, rid, name, gz, ok, bad in reports]
+        with self._lock:
+            try:
+                with self._transaction():
+                    self._conn.cursor().executemany(self._sql(_UPSERT_REPORT), values)
+            except self._errors() as exc:
+                raise StoreError(f"{self.WHAT}: {_one_line(exc)}") from None
 
     def report(self, day: date, domain: str) -> ReportRow | None:
         rows = self._query(f"SELECT {_REPORT_SELECT} FROM tlsrpt_out_report r WHERE r.day = ? AND r.report_domain = ?",
