@@ -93,3 +93,27 @@ def test_rpt_i_39_failure_reason_code_is_kept_for_trust_and_validation_failures(
         (outcome,) = session_for_attempt(attempt(result=result, tls=TlsOutcome.UNTRUSTED, reason=reason),
                                          served).outcomes
         assert [(f.result_type, f.failure_reason_code) for f in outcome.failures] == [(str(result), reason)]
+
+
+def test_postfix_310_no_policy_sessions_carry_the_daemons_fetch_failure():
+    from datetime import date
+
+    from mxsec.tlsrpt.served import with_fetch_failures
+    from mxsec.tlsrpt.session import PolicyOutcome, Session, Tally
+
+    day = date(2026, 12, 1)
+    tally = Tally()
+    none_policy = Policy(PolicyType.NO_POLICY_FOUND, "broken.example")
+    for _ in range(3):
+        tally.add(Session("broken.example", (PolicyOutcome(none_policy, False),)), day)
+    tally.add(Session("broken.example", (PolicyOutcome(none_policy, True, (Failure("starttls-not-supported"),)),)), day)
+    tally.add(Session("fine.example", (PolicyOutcome(Policy(PolicyType.NO_POLICY_FOUND, "fine.example"), False),)), day)
+    served = {"broken.example": ServedPolicy("broken.example", sts_failure="sts-webpki-invalid"),
+              "fine.example": ServedPolicy("fine.example")}
+    out = with_fetch_failures(tally, served.get)
+    counts = {(k.domain, k.policy.type.value): c for k, c in out.items()}
+    broken = counts[("broken.example", "sts")]
+    assert (broken.successful, broken.failed) == (0, 4)
+    assert broken.failures == {Failure("starttls-not-supported"): 1, Failure("sts-webpki-invalid"): 4}
+    assert (counts[("fine.example", "no-policy-found")].successful, len(counts)) == (1, 2)
+    assert out.sessions == tally.sessions == 5

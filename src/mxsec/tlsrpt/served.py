@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from mxsec.sts.results import ResultType
 from mxsec.tlsrpt.attempt import Attempt, TlsOutcome
-from mxsec.tlsrpt.session import Failure, Policy, PolicyOutcome, PolicyType, Session
+from mxsec.tlsrpt.session import Failure, Policy, PolicyCount, PolicyOutcome, PolicyType, Session, Tally, TallyKey
 
-__all__ = ["ServedPolicy", "served_from_verdict", "session_for_attempt"]
+__all__ = ["ServedPolicy", "served_from_verdict", "session_for_attempt", "with_fetch_failures"]
 
 
 @dataclass(frozen=True)
@@ -125,3 +125,26 @@ def session_for_attempt(attempt: Attempt, served: ServedPolicy | None, *, sendin
         failures.append(Failure(str(result), sending_ip, host, None, attempt.mx_ip, None,
                                 attempt.failure_reason_code))
     return Session(domain, (PolicyOutcome(policy, bool(failures), tuple(failures)),), record)
+
+
+def with_fetch_failures(tally: Tally, lookup: Callable[[str], ServedPolicy | None]) -> Tally:
+    """*tally* with the policy daemon's own failures added (RFC 8461 §6): sessions that Postfix 3.10+ counted
+    under ``no-policy-found`` for a domain whose published MTA-STS policy the daemon could not obtain (fetch
+    error, invalid policy, policy host certificate) are counted as failed under an ``sts`` policy without
+    strings, with the daemon's result type as a failure detail. *lookup* gives the served policy of a domain
+    (``None``: not recorded). Other keys are kept as they are."""
+    result = Tally(max_failure_rows=tally.max_failure_rows)
+    result.sessions = tally.sessions
+    result.records.update(tally.records)
+    for key, count in tally.items():
+        served = lookup(key.domain) if key.policy.type is PolicyType.NO_POLICY_FOUND else None
+        if served is None or not served.sts_failure or served.sts is not None:
+            result.merge_count(key, count)
+            continue
+        sts = Policy(PolicyType.STS, key.domain)
+        detail = Failure(served.sts_failure)
+        total = count.successful + count.failed
+        moved = PolicyCount(0, total, dict(count.failures))
+        moved.failures[detail] = moved.failures.get(detail, 0) + total
+        result.merge_count(TallyKey(key.day, key.domain, sts), moved)
+    return result

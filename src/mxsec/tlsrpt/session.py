@@ -208,19 +208,23 @@ class Tally:
         self.sessions += other.sessions
         self.records.update(other.records)
         for key, count in other.counts.items():
-            mine = self.counts.get(key)
-            if mine is None:
-                mine = self.counts[key] = PolicyCount()
-            mine.successful += count.successful
-            mine.failed += count.failed
-            for failure, n in count.failures.items():
-                if failure in mine.failures:
-                    mine.failures[failure] += n
-                elif len(mine.failures) < self.max_failure_rows:
-                    mine.failures[failure] = n
-                else:
-                    bucket = folded(failure)
-                    mine.failures[bucket] = mine.failures.get(bucket, 0) + n
+            self.merge_count(key, count)
+
+    def merge_count(self, key: TallyKey, count: PolicyCount) -> None:
+        """Add one key's counts (the cap applies)."""
+        mine = self.counts.get(key)
+        if mine is None:
+            mine = self.counts[key] = PolicyCount()
+        mine.successful += count.successful
+        mine.failed += count.failed
+        for failure, n in count.failures.items():
+            if failure in mine.failures:
+                mine.failures[failure] += n
+            elif len(mine.failures) < self.max_failure_rows:
+                mine.failures[failure] = n
+            else:
+                bucket = folded(failure)
+                mine.failures[bucket] = mine.failures.get(bucket, 0) + n
 
     def items(self) -> Iterator[tuple[TallyKey, PolicyCount]]:
         return iter(self.counts.items())
