@@ -259,7 +259,7 @@ CASES: list[tuple[str, list[str], list[tuple]]] = [
     ("syslog lines", [
         f"Dec  2 18:00:01 sender exim[4242]: {M} => a@example.com R=dnslookup T=remote_smtp H=mx1.example.com "
         f"[192.0.2.1]:25 {X} CV=yes",
-        f"2026-12-02T18:00:02+01:00 sender exim4[4242]: 1xYpF2-0002hY-0p => b@example.org R=dnslookup "
+        "2026-12-02T18:00:02+01:00 sender exim4[4242]: 1xYpF2-0002hY-0p => b@example.org R=dnslookup "
         "T=remote_smtp H=mx9.example.org [192.0.2.9] X=TLS1.2:ECDHE_RSA_AES_256_GCM_SHA384:256 CV=no",
     ], [ok(), ok("example.org", host="mx9.example.org", addr="192.0.2.9", trust=U)]),
     ("log_selector +pid, +millisec, log_timezone", [

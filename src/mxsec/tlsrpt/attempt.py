@@ -65,6 +65,7 @@ from mxsec.sts.results import ResultType
 
 __all__ = [
     "LINGER_LINES",
+    "LogParser",
     "MAX_LINE_CHARS",
     "MAX_OPEN_SESSIONS",
     "MAX_REASON_CHARS",
@@ -551,3 +552,73 @@ class SessionDeduper:
         closed[key] = (self.line, draft)
         if len(closed) > self.max_tombstones:
             closed.popitem(last=False)
+
+
+# ------------------------------------------------------------------------------------------------ parsers
+
+
+class LogParser:
+    """What the MTA log parsers share: time stamps, open sessions, counters, feeding and output.
+
+    A subclass reads one line in ``_line(text, drafts)`` (appending drafts it closes), forgets its per-line
+    collecting state in ``_stop_collecting()`` before a flush, and says how much it holds in ``state_size``."""
+
+    mta = ""
+
+    def __init__(self, *, year: int | None = None, clock: Callable[[], datetime] | None = None,
+                 tz: tzinfo | None = None, linger: int | None = None) -> None:
+        self.stamps = StampReader(year=year, clock=clock, tz=tz)
+        self.sessions = SessionDeduper() if linger is None else SessionDeduper(linger=linger)
+        self._stats = ParserStats()
+
+    def feed(self, line: str | bytes) -> list[Attempt]:
+        """Read one log line (or several separated by newlines); returns the attempts completed so far."""
+        if type(line) is str and 0 < len(line) <= MAX_LINE_CHARS:  # the common case: one line of text
+            newline = line.find("\n")
+            if newline < 0 and line[-1] != "\r":
+                return self._feed_one(line)
+            if newline < 0 or newline == len(line) - 1:
+                return self._feed_one(line.rstrip("\r\n"))
+        out: list[Attempt] = []
+        for text in iter_lines(line):
+            out += self._feed_one(text)
+        return out
+
+    def _feed_one(self, text: str) -> list[Attempt]:
+        self._stats.lines += 1
+        drafts = self.sessions.tick()
+        try:
+            self._line(text, drafts)
+        except Exception:  # pragma: no cover - a bug must not stop the follower: the line is skipped
+            self._stats.errors += 1
+        return self._attempts(drafts) if drafts else []
+
+    def flush(self) -> list[Attempt]:
+        """Emit every session still held open (at the end of the input, or after a quiet spell). Sessions that
+        still wait for the recipient domain of their message stay: their domain may yet come."""
+        self._stop_collecting()
+        return self._attempts(self.sessions.flush())
+
+    @property
+    def stats(self) -> ParserStats:
+        """A snapshot of the counters."""
+        s = self._stats
+        return ParserStats(s.lines, s.attempts, s.dropped, s.evicted + self.sessions.evicted, s.errors)
+
+    def _line(self, text: str, out: list[Draft]) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _stop_collecting(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _attempts(self, drafts: list[Draft]) -> list[Attempt]:
+        if not drafts:
+            return []
+        out: list[Attempt] = []
+        for draft in drafts:
+            attempts = draft.attempts()
+            if not attempts:
+                self._stats.dropped += 1
+            out.extend(attempts)
+        self._stats.attempts += len(out)
+        return out

@@ -72,15 +72,10 @@ from datetime import datetime, tzinfo
 
 from mxsec.sts.results import ResultType
 from mxsec.tlsrpt.attempt import (
-    MAX_LINE_CHARS,
-    Attempt,
     Draft,
-    ParserStats,
-    SessionDeduper,
-    StampReader,
+    LogParser,
     TlsOutcome,
     classify_certificate_error,
-    iter_lines,
     mx_host,
     mx_ip,
     recipient_domain,
@@ -146,7 +141,7 @@ class _Message:
     dane_host: str | None = None
 
 
-class EximLogParser:
+class EximLogParser(LogParser):
     """Feeds on Exim main-log lines, returns :class:`Attempt` values (see the module docstring).
 
     ``year``/``clock``/``tz``: how to read time stamps without year or zone (see :mod:`mxsec.tlsrpt.attempt`).
@@ -156,48 +151,12 @@ class EximLogParser:
 
     def __init__(self, *, year: int | None = None, clock: Callable[[], datetime] | None = None,
                  tz: tzinfo | None = None, linger: int | None = None) -> None:
-        self.stamps = StampReader(year=year, clock=clock, tz=tz)
-        self.sessions = SessionDeduper() if linger is None else SessionDeduper(linger=linger)
-        self._stats = ParserStats()
+        super().__init__(year=year, clock=clock, tz=tz, linger=linger)
         self._messages: OrderedDict[str, _Message] = OrderedDict()
 
-    # -------------------------------------------------------------------------------------------- public
-
-    def feed(self, line: str | bytes) -> list[Attempt]:
-        """Read one log line (or several separated by newlines); returns the attempts completed so far."""
-        if type(line) is str and 0 < len(line) <= MAX_LINE_CHARS:  # the common case: one line of text
-            newline = line.find("\n")
-            if newline < 0 and line[-1] != "\r":
-                return self._feed_one(line)
-            if newline < 0 or newline == len(line) - 1:
-                return self._feed_one(line.rstrip("\r\n"))
-        out: list[Attempt] = []
-        for text in iter_lines(line):
-            out += self._feed_one(text)
-        return out
-
-    def _feed_one(self, text: str) -> list[Attempt]:
-        self._stats.lines += 1
-        drafts = self.sessions.tick()
-        try:
-            self._line(text, drafts)
-        except Exception:  # pragma: no cover - a bug must not stop the follower: the line is skipped
-            self._stats.errors += 1
-        return self._attempts(drafts) if drafts else []
-
-    def flush(self) -> list[Attempt]:
-        """Emit every session still held open (at the end of the input, or after a quiet spell). Sessions that
-        still wait for the recipient domain of their message stay: their domain may yet come."""
+    def _stop_collecting(self) -> None:
         for message in self._messages.values():
             message.collecting = []
-        return self._attempts(self.sessions.flush())
-
-    @property
-    def stats(self) -> ParserStats:
-        """A snapshot of the counters."""
-        s = self._stats
-        return ParserStats(s.lines, s.attempts, s.dropped, s.evicted + self.sessions.evicted, s.errors)
-
     @property
     def state_size(self) -> int:
         """Entries held in memory (messages, waiting, open and remembered sessions)."""
@@ -532,18 +491,4 @@ class EximLogParser:
             self._open(message, key, draft, out)
             alive.append(key)
         message.collecting = alive
-
-    # -------------------------------------------------------------------------------------------- output
-
-    def _attempts(self, drafts: list[Draft]) -> list[Attempt]:
-        if not drafts:
-            return []
-        out: list[Attempt] = []
-        for draft in drafts:
-            attempts = draft.attempts()
-            if not attempts:
-                self._stats.dropped += 1
-            out.extend(attempts)
-        self._stats.attempts += len(out)
-        return out
 
