@@ -3,8 +3,10 @@
 ``python -m mxsec.devtools.demo`` (the lab; root): brings the lab up (network namespaces, Knot + Unbound with
 DNSSEC, MX hosts, MTA-STS policy hosts, ``mxsec daemon`` and a real Postfix in the sender namespace), sends one
 message per scenario of ``src/mxsec/lab/scenarios.toml``, waits for Postfix's verdicts, prints a table
-(domain, policy found, daemon reply, expected, actual, TLS seen by the MX), tears the lab down and exits 1 if
-any row differs from its expectation. Options: ``--scenario NAME`` (repeatable), ``--scenarios FILE``,
+(domain, policy found, daemon reply, expected, actual, TLS seen by the MX), then closes the TLSRPT loop
+(:mod:`mxsec.lab.tlsrpt`: Postfix's and Exim's sessions reported to the lab's receiving side and compared with
+what the MX farm saw; its table comes last), tears the lab down and exits 1 if any row differs from its
+expectation. Before the lab: a sample month of received reports (``mxsec reports`` summary). Options: ``--scenario NAME`` (repeatable), ``--scenarios FILE``,
 ``--json``, ``--keep`` (leave the lab up), ``--prefix`` (default ``mxsec-demo``). Same as ``mxsec lab demo``.
 
 ``python -m mxsec.devtools.demo --fake-world``: the policy daemon against a local fake world (loopback only),
@@ -193,10 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         return fake_world_main()
     from mxsec.lab.cli import run_demo
 
-    status = run_demo(args.prefix, args.scenarios, args.scenario, args.json, args.keep)
-    if not args.json and not args.scenario:
-        status = max(status, reports_demo(Console()))
-    return status
+    status = 0
+    if not args.json and not args.scenario:  # first: the lab run ends with the closed TLSRPT loop's table
+        status = reports_demo(Console())
+    return max(status, run_demo(args.prefix, args.scenarios, args.scenario, args.json, args.keep))
 
 
 def reports_demo(console: Console) -> int:

@@ -7,8 +7,11 @@
                                              exit 1 when a row differs from its expectation
     mxsec lab status [--json]
     mxsec lab down [-v]                      idempotent; also cleans up after a crash
+    mxsec lab tlsrpt [--send] [--no-exim] [--json]
+                                             the closed TLSRPT loop: the MTAs' sessions → follow-log → send →
+                                             the lab's receiving side; table; exit 1 when a row differs
     mxsec lab demo [--scenarios FILE] [--scenario NAME]... [--json] [--keep]
-                                             up + run + down (prefix mxsec-demo unless --prefix is given)
+                                             up + run + tlsrpt + down (prefix mxsec-demo unless --prefix)
 
 Every command takes ``--prefix`` (default ``mxsec``, or ``$MXSEC_LAB_PREFIX``): namespaces ``<prefix>-inet`` /
 ``<prefix>-sender``, state in ``/run/mxsec-lab/<prefix>/``.
@@ -26,7 +29,7 @@ from typing import Any
 
 import click
 
-__all__ = ["lab", "prerequisites", "render_table", "run_demo"]
+__all__ = ["lab", "prerequisites", "render_loop_table", "render_table", "run_demo"]
 
 DEFAULT_PREFIX = "mxsec"
 DEMO_PREFIX = "mxsec-demo"
@@ -82,6 +85,64 @@ def render_table(console: Any, rows: Sequence[Any], title: str = "mxsec lab: one
                 console.print(f"  [bold]{r.scenario}[/bold]: {p}", highlight=False)
 
 
+def _loop_verdict(row: Any) -> str:
+    return {"ok": "[green]ok[/green]", "xfail": f"[yellow]xfail ({row.xfail})[/yellow]",
+            "XPASS": "[magenta]XPASS (remove tlsrpt_xfail)[/magenta]"}.get(row.verdict, "[red bold]FAIL[/red bold]")
+
+
+def _counts(d: dict[str, Any]) -> str:
+    if not d:
+        return "-"
+    types = ", ".join(f"{t} {n}" for t, n in sorted(d.get("result_types", {}).items()))
+    return f"{d.get('successful', 0)} ok / {d.get('failed', 0)} failed" + (f" ({types})" if types else "")
+
+
+def render_loop_table(console: Any, result: Any) -> None:
+    """The closed loop's table: per MTA and domain, the sessions the MX farm saw against what the receiving
+    side's summary says (per rua scheme), DKIM of the mailed reports, the delivery of each rua."""
+    from rich.table import Table
+
+    table = Table(title=f"the closed TLSRPT loop ({result.day}, run {result.tag}): sessions seen by the MX "
+                        "farm vs. the reports the lab's receiving side got", show_lines=False)
+    for col in ("MTA", "domain", "sessions (MX farm)", "true outcome", "reported via mailto:", "DKIM",
+                "reported via https:", "delivered", "result"):
+        table.add_column(col, overflow="fold")
+    for r in result.rows:
+        mail, web = r.reported.get("mailto"), r.reported.get("https")
+        delivered = ", ".join(f"{u.partition(':')[0]} {st}" for u, st in r.delivery.items()) or "-"
+        dkim = (",".join(mail.get("dkim", [])) or "-") if mail is not None else ""
+        table.add_row(
+            r.mta, r.domain, str(r.sessions), _counts(r.truth) if r.sessions else "no connection",
+            _counts(mail) if mail is not None else "(no mailto rua)", dkim,
+            _counts(web) if web is not None else "(no https rua)", delivered, _loop_verdict(r))
+    console.print(table)
+    for mta, why in result.skipped.items():
+        console.print(f"  {mta}: not part of this loop ({why})", highlight=False)
+    for p in result.problems:
+        console.print(f"  [red]problem[/red]: {p}", highlight=False)
+    for r in result.rows:
+        if r.verdict in ("FAIL", "XPASS"):
+            for p in r.problems or ["passes although marked tlsrpt_xfail"]:
+                console.print(f"  [bold]{r.mta} {r.domain}[/bold]: {p}", highlight=False)
+    verdicts = [r.verdict for r in result.rows]
+    console.print(f"closed loop: {verdicts.count('ok')} ok, {verdicts.count('FAIL')} failed, "
+                  f"{verdicts.count('xfail')} known gaps (xfail), {verdicts.count('XPASS')} XPASS"
+                  + ("" if not result.problems else f", {len(result.problems)} problem(s)"))
+
+
+def _loop_and_print(prefix: str, as_json: bool, *, send: bool, exim: bool, timeout: float) -> int:
+    from mxsec.lab.tlsrpt import close_loop
+
+    console = _console()
+    result = close_loop(_topo(prefix), exim=exim, send_postfix=send, timeout=timeout,
+                        progress=(lambda m: click.echo(m, err=True)) if as_json else console.print)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        render_loop_table(console, result)
+    return 0 if result.ok else 1
+
+
 def _summary_line(rows: Sequence[Any]) -> str:
     from mxsec.lab.runner import summary
 
@@ -111,11 +172,12 @@ def _need_root() -> None:
 
 
 def _errors() -> tuple[type[BaseException], ...]:
+    from mxsec.lab.exim import EximError
     from mxsec.lab.postfix import PostfixError
     from mxsec.lab.scenarios import ScenarioError
     from mxsec.lab.topology import LabError
 
-    return (LabError, ScenarioError, PostfixError, TimeoutError, OSError)
+    return (LabError, ScenarioError, PostfixError, EximError, TimeoutError, OSError)
 
 
 prefix_option = click.option(
@@ -226,9 +288,31 @@ def run(prefix: str, names: tuple[str, ...], as_json: bool, timeout: float) -> N
     sys.exit(code)
 
 
+@lab.command()
+@prefix_option
+@click.option("--send", is_flag=True,
+              help="Send the TLSRPT scenarios' mail with Postfix first (default: use what `mxsec lab run` sent).")
+@click.option("--exim/--no-exim", default=True, show_default=True,
+              help="Also let the lab's Exim send and report (when /opt/mxsec/exim4 is installed).")
+@click.option("--json", "as_json", is_flag=True, help="Rows, summaries and each step's output as JSON.")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for mail and reports.")
+def tlsrpt(prefix: str, send: bool, exim: bool, as_json: bool, timeout: float) -> None:
+    """The closed TLSRPT loop: the lab's MTAs' sessions, counted by `mxsec tlsrpt follow-log`, reported by
+    `mxsec tlsrpt send --day today --unfinished` to the lab's receiving side (mailto: → mx.reports.test →
+    `mxsec reports ingest --require-dkim`; https: → `mxsec reports serve`), compared with the sessions the MX
+    farm saw. Exit 1 when a row differs."""
+    _need_root()
+    try:
+        code = _loop_and_print(prefix, as_json, send=send, exim=exim, timeout=timeout)
+    except _errors() as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(code)
+
+
 def run_demo(prefix: str = DEMO_PREFIX, scenarios_file: str | None = None, names: Sequence[str] = (),
              as_json: bool = False, keep: bool = False, timeout: float = 60.0) -> int:
-    """up + run + down; 0 when every row is as expected, 1 when one differs, 2 when the lab cannot run."""
+    """up + run (+ the closed TLSRPT loop when every scenario runs) + down; 0 when every row is as expected,
+    1 when one differs, 2 when the lab cannot run."""
     from mxsec.lab import runner
 
     problem = prerequisites()
@@ -245,6 +329,12 @@ def run_demo(prefix: str = DEMO_PREFIX, scenarios_file: str | None = None, names
             console.rule(f"[bold]mxsec lab demo[/bold] ({topo.inet_ns} + {topo.sender_ns})")
         runner.up(topo, scenarios_file, progress=say)
         code = _run_and_print(prefix, names, as_json, timeout)
+        if not names and not as_json:
+            from mxsec.lab.tlsrpt import has_reporting
+
+            if has_reporting(topo):
+                console.rule("[bold]the closed TLSRPT loop[/bold]")
+                code = max(code, _loop_and_print(prefix, as_json, send=False, exim=True, timeout=timeout))
     except _errors() as exc:
         say(f"mxsec lab demo: {exc}")
         code = 1

@@ -155,6 +155,9 @@ class SessionRecord:
     sni: str | None
     messages: int
     tls_error: str | None = None
+    #: the name of the connection's first HELO/EHLO (``helo`` is the last one, and is reset by STARTTLS: a
+    #: client that drops the connection after the handshake has none)
+    first_helo: str | None = None
 
 
 # --------------------------------------------------------------------------------------------- CA helpers
@@ -339,6 +342,14 @@ def _make_server_classes() -> tuple[type, type]:
             super().__init__(handler, **kwargs)
             self._mx_state: dict[str, Any] = {"started_at": _now_iso(), "messages": 0}
 
+        async def smtp_HELO(self, hostname: str) -> None:
+            self._mx_state.setdefault("first_helo", hostname or None)
+            await super().smtp_HELO(hostname)
+
+        async def smtp_EHLO(self, hostname: str) -> None:
+            self._mx_state.setdefault("first_helo", hostname or None)
+            await super().smtp_EHLO(hostname)
+
         async def smtp_STARTTLS(self, arg: str) -> None:
             self._mx_state["starttls"] = True
             try:
@@ -372,6 +383,7 @@ def _make_server_classes() -> tuple[type, type]:
                 "sni": sni if tls else state.get("sni"),
                 "messages": state["messages"],
                 "tls_error": state.get("tls_error"),
+                "first_helo": state.get("first_helo"),
             }
             handler.directory.mkdir(parents=True, exist_ok=True)
             line = (json.dumps(record) + "\n").encode("utf-8")

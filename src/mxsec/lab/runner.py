@@ -43,7 +43,6 @@ from mxsec.lab import state as lab_state
 from mxsec.lab.dns import LabDns, tlsa_311
 from mxsec.lab.scenarios import (
     Scenario,
-    host_addresses,
     load_scenarios,
     tlsa_rdatas,
     zone_specs,
@@ -171,13 +170,15 @@ def _step(progress: Progress, what: str) -> Callable[[], None]:
 
 def _up(topo: Topology, scenarios: list[Scenario], scenarios_text: str, progress: Progress) -> None:
     from mxsec.devtools.pki import TestCA
+    from mxsec.lab import tlsrpt as loop
     from mxsec.lab.mx import save_ca
 
     paths = LabPaths.of(topo)
     for d in (paths.ca_dir, paths.mail_dir, paths.policy_dir, paths.daemon_dir):
         d.mkdir(parents=True, exist_ok=True)
     paths.scenarios.write_text(scenarios_text, encoding="utf-8")
-    addresses = host_addresses(scenarios, topo)
+    loop.check_names(scenarios)
+    addresses = loop.lab_addresses(scenarios, topo)  # the scenario hosts, then the TLSRPT receiving side
     topology.add_addresses(topo, addresses.values())
     with lab_state.update(topo.prefix) as st:
         st.extra["lab"] = {
@@ -191,6 +192,7 @@ def _up(topo: Topology, scenarios: list[Scenario], scenarios_text: str, progress
     progress(f"namespaces {topo.inet_ns} + {topo.sender_ns}, {len(addresses)} host addresses")
 
     save_ca(TestCA("mxsec lab root CA"), paths.ca_dir)
+    loop.prepare(topo, paths.ca_dir)  # DKIM key of sender.test, HTTPS certificate of reports.test
 
     done = _step(progress, "MX farm")
     _start_mx_farm(topo, scenarios, addresses, paths)
@@ -208,7 +210,11 @@ def _up(topo: Topology, scenarios: list[Scenario], scenarios_text: str, progress
     done()
 
     done = _step(progress, f"DNS: Knot + Unbound, {len(scenarios)} zones")
-    LabDns(topo).start(zone_specs(scenarios, addresses, tlsa))
+    LabDns(topo).start(zone_specs(scenarios, addresses, tlsa) + loop.zone_specs(topo, addresses))
+    done()
+
+    done = _step(progress, f"mxsec reports serve on {loop.REPORTS_WEB}:{loop.HTTPS_PORT}")
+    loop.start_receiver(topo, addresses, _spawn_and_wait)
     done()
 
     done = _step(progress, f"mxsec daemon in {topo.sender_ns} on 127.0.0.1:{DAEMON_PORT}")
@@ -242,9 +248,11 @@ def _tail(path: Path, chars: int = 1500) -> str:
 
 
 def _start_mx_farm(topo: Topology, scenarios: list[Scenario], addresses: dict[str, str], paths: LabPaths) -> None:
+    from mxsec.lab import tlsrpt as loop
     from mxsec.lab.mx import MxSpec
 
     specs = [MxSpec(m.host, addresses[m.host], m.cert) for sc in scenarios for m in sc.mx]
+    specs.append(loop.mx_spec(addresses))  # mx.reports.test: where the lab's mailed TLS reports go
     spec_file = paths.mail_dir / "mx-spec.json"
     spec_file.write_text(json.dumps([dataclasses.asdict(s) for s in specs], indent=1), encoding="utf-8")
     ready = paths.mail_dir / "ready"
@@ -298,7 +306,9 @@ def daemon_config_text(scenarios: Sequence[Scenario]) -> str:
 
 
 def _start_daemon(topo: Topology, paths: LabPaths, scenarios: Sequence[Scenario]) -> None:
-    paths.daemon_config.write_text(daemon_config_text(scenarios), encoding="utf-8")
+    from mxsec.lab import tlsrpt as loop
+
+    paths.daemon_config.write_text(daemon_config_text(scenarios) + loop.daemon_config(topo), encoding="utf-8")
     argv = [
         MXSEC, "daemon",
         "--listen", f"127.0.0.1:{DAEMON_PORT}",
@@ -338,6 +348,7 @@ def lab_postfix(topo: Topology) -> Any:
         ca_file=paths.ca_file,
         netns_cmd=None,
         myhostname="sender.lab.test",
+        smtpd_listen="127.0.0.1:25",  # the relay of `mxsec tlsrpt send` (the closed TLSRPT loop)
     )
     return NsPostfix(spec)
 

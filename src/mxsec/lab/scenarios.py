@@ -108,6 +108,9 @@ class Expectation:
     tls: str | None = None  # delivered: verified | dane | any
     reason: str | None = None  # deferred: a substring of the sender's log line
     reply: str | None = None  # optional: the daemon's reply must start with this (e.g. "OK dane-only")
+    tlsrpt: str | None = None  # with tlsrpt: each session in RFC 8460 terms, "success" or a result type
+    tlsrpt_exim: str | None = None  # the same as Exim's log can tell it (when it can tell less)
+    tlsrpt_xfail: str | None = None  # a known gap of the reporting: the loop's row is xfail with this reason
 
     @property
     def delivered(self) -> bool:
@@ -306,8 +309,20 @@ def _scenario(e: dict[str, Any], ctx: str) -> Scenario:
     xctx = f"{ctx}: expect"
     if not isinstance(x, dict):
         raise ScenarioError(f"{xctx}: required, like {{ result = \"delivered\", tls = \"verified\" }}")
-    _keys(x, {"result", "tls", "reason", "reply"}, xctx)
+    _keys(x, {"result", "tls", "reason", "reply", "tlsrpt", "tlsrpt_exim", "tlsrpt_xfail"}, xctx)
     reply = _str(x, "reply", xctx, default=None)
+    loop = {key: _str(x, key, xctx, default=None) for key in ("tlsrpt", "tlsrpt_exim", "tlsrpt_xfail")}
+    for key in ("tlsrpt", "tlsrpt_exim"):
+        value = loop[key]
+        if value is None:
+            continue
+        from mxsec.tlsrpt.report import RESULT_TYPES
+
+        if value != "success" and value not in RESULT_TYPES:
+            raise ScenarioError(f"{xctx}: {key}: \"success\" or an RFC 8460 result type "
+                                f"({', '.join(sorted(RESULT_TYPES))})")
+    if any(loop.values()) and tlsrpt is None:
+        raise ScenarioError(f"{xctx}: tlsrpt: only with a tlsrpt record")
     result = _choice(x, "result", RESULTS, xctx, default=None)
     if result is None:
         raise ScenarioError(f"{xctx}: result: required (one of {', '.join(RESULTS)})")
@@ -317,12 +332,12 @@ def _scenario(e: dict[str, Any], ctx: str) -> Scenario:
             raise ScenarioError(f"{xctx}: tls: required for delivered (one of {', '.join(TLS_LEVELS)})")
         if "reason" in x:
             raise ScenarioError(f"{xctx}: reason: only for deferred")
-        expect = Expectation(result=result, tls=tls, reply=reply)
+        expect = Expectation(result=result, tls=tls, reply=reply, **loop)
     else:
         reason = _str(x, "reason", xctx, required=True)
         if "tls" in x:
             raise ScenarioError(f"{xctx}: tls: only for delivered")
-        expect = Expectation(result=result, reason=reason, reply=reply)
+        expect = Expectation(result=result, reason=reason, reply=reply, **loop)
 
     extra = e.get("extra", {})
     if not isinstance(extra, dict):

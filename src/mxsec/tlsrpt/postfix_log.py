@@ -251,6 +251,7 @@ class _Process:
     status_time: datetime | None = None  # … and the time of its first line
     last_peer: tuple[str | None, str | None] | None = None  # last concluded session (plaintext-retry check)
     last_tls: bool = False  # … and whether it tried TLS
+    status_act: int | None = None  # qmgr activations of the burst's message when the burst began
     serial: int = 0
 
 
@@ -267,6 +268,10 @@ class PostfixLogParser(LogParser):
         super().__init__(year=year, clock=clock, tz=tz, linger=linger)
         self._procs: OrderedDict[str, _Process] = OrderedDict()
         self._message_ids: OrderedDict[str, str] = OrderedDict()
+        #: qmgr's "(queue active)" lines per queue id: a new delivery attempt of the message begins
+        self._activations: OrderedDict[str, int] = OrderedDict()
+        #: status-session key -> the activation count when it was emitted (a later one means a new attempt)
+        self._emitted_in: OrderedDict[Hashable, int] = OrderedDict()
 
     def _stop_collecting(self) -> None:
         for proc in self._procs.values():
@@ -297,6 +302,15 @@ class PostfixLogParser(LogParser):
             self._cleanup(msg)
         elif command == "qmgr" and msg.endswith(": removed"):
             self._message_ids.pop(msg[:-9], None)
+            self._activations.pop(msg[:-9], None)
+        elif command == "qmgr" and msg.endswith("(queue active)"):
+            qid_match = _QID_LINE.match(msg)
+            if qid_match is not None:
+                acts = self._activations
+                acts[qid_match.group(1)] = acts.get(qid_match.group(1), 0) + 1
+                acts.move_to_end(qid_match.group(1))
+                if len(acts) > MAX_MESSAGE_IDS:
+                    acts.popitem(last=False)
 
     def _time(self, match: re.Match[str]) -> datetime | None:
         if match["iso"] is not None:
@@ -522,7 +536,8 @@ class PostfixLogParser(LogParser):
         rcpt = status["rcpt"]
         key = ("pf", proc.pid, qid, relay)
         time = self._time(match)
-        if proc.status_key == key and _close_in_time(proc.status_time, time):  # another recipient of the burst
+        if proc.status_key == key and _close_in_time(proc.status_time, time) \
+                and proc.status_act == self._activations.get(qid):  # another recipient of the burst
             for collecting in proc.collecting:
                 draft = self.sessions.get(collecting)
                 if draft is not None:
@@ -531,6 +546,7 @@ class PostfixLogParser(LogParser):
         self._end_burst(proc, out)
         self._request(proc, qid)
         proc.status_key, proc.status_time = key, time
+        proc.status_act = self._activations.get(qid)
         collecting: list[Hashable] = []
         # Sessions that ended earlier in this request carried these recipients too.
         waiting, proc.waiting = proc.waiting, []
@@ -548,6 +564,10 @@ class PostfixLogParser(LogParser):
             session.queue_id, session.message_id = qid, message_id
             session.add_recipient(rcpt)
             out.extend(self.sessions.open(key, session))
+            self._emitted_in[key] = self._activations.get(qid, 0)
+            self._emitted_in.move_to_end(key)
+            if len(self._emitted_in) > MAX_MESSAGE_IDS:
+                self._emitted_in.popitem(last=False)
             collecting.append(key)
         proc.collecting = collecting
 
@@ -573,8 +593,10 @@ class PostfixLogParser(LogParser):
         use = status["use"]
         if (use is not None and use != "1") or (hs is not None and hs.reused):
             return None  # a cached connection: its TLS handshake was counted when it was made
-        if hs is None and _straggler(self.sessions.recent(key), time):
-            return None  # a late recipient line of a session already emitted
+        if hs is None and _straggler(self.sessions.recent(key), time) \
+                and self._emitted_in.get(key) == self._activations.get(proc.qid or ""):
+            return None  # a late recipient line of a session already emitted (not a new attempt: qmgr
+            # logged no "(queue active)" for the message since)
         if status["status"] != "sent" and (reason is None or reason.kind in (_END, _RCPT)):
             reason = None  # not a TLS problem: the TLS outcome is what the handshake lines said
             if hs is None and not _TRANSACTION.search(reason_text):
