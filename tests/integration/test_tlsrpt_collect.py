@@ -851,3 +851,28 @@ def test_pg_two_collectors_one_database_exact_sums(postgres_server, sockdir, col
         assert plain.failures == {
             _failure("starttls-not-supported", s="192.0.2.10", n="mx.plain.example", r="198.51.100.40"): 12}
 
+
+
+def test_sts_policy_fetch_failures_recorded_by_the_daemon_are_reported(sockdir, collectors):
+    """Postfix 3.10 counts a session under no-policy-found when the daemon had no policy to give; when the daemon
+    recorded that it could not fetch a published policy (RFC 8461 §6), the session is reported as a failed sts
+    session with the daemon's result type."""
+    from mxsec.tlsrpt.served import ServedPolicy
+
+    db_url = f"sqlite:///{sockdir}/fetch.sqlite3"
+    with SenderDB(db_url) as db:
+        broken = ServedPolicy("broken.example", sts_failure="sts-policy-fetch-error")
+        db.add_served([("broken.example", broken.fingerprint(), broken.to_json(), time.time() - 60)])
+    collector = Collector(sockdir / "fetch.sock", db_url).start()
+    collectors.append(collector)
+    sender = Sender(collector.socket_path)
+    sender.send(encode("broken.example", rua("broken.example"), [Pol(9, None)]), times=3)
+    sender.send(encode("fine.example", rua("fine.example"), [Pol(9, None)]), times=2)
+    sender.close()
+    assert collector.terminate() == 0
+    with SenderDB(db_url) as db:
+        (sts,) = db.totals(utc_today(), "broken.example")
+        (plain,) = db.totals(utc_today(), "fine.example")
+    assert (sts.policy.type.value, sts.policy.domain, sts.successful, sts.failed) == ("sts", "broken.example", 0, 3)
+    assert [(f.result_type, n) for f, n in sts.failures] == [("sts-policy-fetch-error", 3)]
+    assert (plain.policy.type.value, plain.successful, plain.failed) == ("no-policy-found", 2, 0)

@@ -47,6 +47,7 @@ from datetime import UTC, date, datetime, timedelta
 from ..errors import MxsecError
 from ..store.senderdb import SenderDB
 from ..tlsrpt.datagram import MAX_DATAGRAM, DatagramError, DatagramParser
+from ..tlsrpt.served import ServedPolicy, with_fetch_failures
 from ..tlsrpt.session import Tally
 
 __all__ = ["Collector", "CollectorStats", "LOG_EVERY", "bind_socket"]
@@ -143,7 +144,22 @@ class _Writer(threading.Thread):
         self._idle = threading.Event()
         self._idle.set()
         self._retry_at = 0.0
+        self._served_cache: dict[str, tuple[float, ServedPolicy | None]] = {}
         self._failures = 0
+
+    def _served(self, domain: str) -> ServedPolicy | None:
+        """What the policy daemon recorded for *domain* (``--record-policies``), looked up at most once a
+        minute per domain: sessions Postfix counted without a policy become the daemon's fetch failures."""
+        now = time.monotonic()
+        cached = self._served_cache.get(domain)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        text = self.db.served_at(domain, time.time())
+        policy = ServedPolicy.from_json(text) if text else None
+        if len(self._served_cache) > 50_000:
+            self._served_cache.clear()
+        self._served_cache[domain] = (now + 60.0, policy)
+        return policy
 
     def hand(self, tally: Tally) -> None:
         with self._cond:
@@ -176,7 +192,7 @@ class _Writer(threading.Thread):
                     continue
                 work, self._pending = self._pending, None
             try:
-                self.db.add(work)
+                self.db.add(with_fetch_failures(work, self._served))
             except Exception as exc:  # noqa: BLE001 - any storage error: keep the counts and retry
                 self.stats.write_errors += 1
                 self._failures += 1
