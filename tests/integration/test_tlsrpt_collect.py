@@ -792,12 +792,6 @@ def test_socket_mode(sockdir, collectors, args, mode):
     assert collector.terminate() == 0
 
 
-@pytest.mark.skip(reason="a database outage in the middle of a run is hard to inject into the real process "
-                         "(the writer's retry path is covered with an in-process store)")
-def test_counts_survive_a_database_outage():  # pragma: no cover
-    pass
-
-
 # ---------------------------------------------------------------------------------------------- PostgreSQL
 
 _pg_names = itertools.count()
