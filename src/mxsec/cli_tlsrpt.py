@@ -98,7 +98,10 @@ def collect(socket_path, socket_mode, socket_group, flush_interval, log_level, l
     db = _open_db(config)
     sock = bind_socket(socket_path or settings.socket, mode=mode if mode is not None else 0o660,
                        group=socket_group or settings.socket_group)
-    collector = Collector(sock, db, flush_interval=flush_interval or settings.flush_interval)
+    from mxsec.config import default_state_dir
+
+    collector = Collector(sock, db, flush_interval=flush_interval or settings.flush_interval,
+                          spill_dir=default_state_dir())
     collector.install_signals()
     path = socket_path or settings.socket
     click.echo(f"mxsec tlsrpt collect: listening on {path}", err=True)

@@ -69,3 +69,36 @@ def test_close_gives_up_after_repeated_failures_and_says_so():
     writer.hand(tally(3))
     assert writer.close(timeout=30) is False
     assert db.sessions() == 0 and stats.write_errors >= 3
+
+
+def test_a_stop_with_the_database_down_keeps_the_counts_in_a_file_for_the_next_start(tmp_path):
+    import socket
+
+    from mxsec.sender.collect import Collector, bind_socket, load_spills
+
+    def run_collector(db, datagrams: int) -> Collector:
+        sock = bind_socket(str(tmp_path / "c.sock"))
+        collector = Collector(sock, db, flush_interval=0.05, spill_dir=str(tmp_path / "state"))  # type: ignore[arg-type]
+        thread = threading.Thread(target=collector.run)
+        thread.start()
+        sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        datagram = (b'{"dpv": "1","d": "example.com","pr": "v=TLSRPTv1; rua=mailto:r@example.com",'
+                    b'"policies":[{"policy-type":9,"t":0,"f":0}]}')
+        for _ in range(datagrams):
+            sender.sendto(datagram, str(tmp_path / "c.sock"))
+        sender.close()
+        time.sleep(0.3)
+        collector.stop()
+        thread.join(120)
+        sock.close()
+        (tmp_path / "c.sock").unlink()
+        return collector
+
+    down = FlakyDB(failures=10**6)
+    run_collector(down, 4)
+    (kept,) = load_spills(str(tmp_path / "state"))
+    assert kept[1].sessions == 4 and down.sessions() == 0
+    back = FlakyDB(failures=0)
+    run_collector(back, 2)
+    assert back.sessions() == 6  # the kept four and the two new ones
+    assert load_spills(str(tmp_path / "state")) == []

@@ -140,6 +140,8 @@ class _Writer(threading.Thread):
         self.stats = stats
         self._cond = threading.Condition()
         self._pending: Tally | None = None
+        #: called once the pending counts are stored (removal of the files they were read back from)
+        self._on_stored: list[Callable[[], None]] = []
         self._closing = False
         self._idle = threading.Event()
         self._idle.set()
@@ -161,8 +163,10 @@ class _Writer(threading.Thread):
         self._served_cache[domain] = (now + 60.0, policy)
         return policy
 
-    def hand(self, tally: Tally) -> None:
+    def hand(self, tally: Tally, on_stored: Callable[[], None] | None = None) -> None:
         with self._cond:
+            if on_stored is not None:
+                self._on_stored.append(on_stored)
             if self._pending is None:
                 self._pending = tally
             else:
@@ -191,6 +195,7 @@ class _Writer(threading.Thread):
                     self._cond.wait(wait)
                     continue
                 work, self._pending = self._pending, None
+                done, self._on_stored = self._on_stored, []
             try:
                 self.db.add(with_fetch_failures(work, self._served))
             except Exception as exc:  # noqa: BLE001 - any storage error: keep the counts and retry
@@ -203,15 +208,28 @@ class _Writer(threading.Thread):
                     if self._pending is not None:
                         work.merge(self._pending)
                     self._pending = work
+                    self._on_stored[:0] = done
                     self._retry_at = time.monotonic() + delay
                     if self._closing and self._failures > 3:
                         return
                 continue
             self._failures = 0
             self.stats.flushes += 1
+            for callback in done:
+                try:
+                    callback()
+                except OSError as exc:
+                    log.error("%s", exc)
             with self._cond:
                 if self._pending is None:
                     self._idle.set()
+
+    def take_pending(self) -> tuple[Tally | None, list[Callable[[], None]]]:
+        """What could not be written (after :meth:`close` failed), with its callbacks."""
+        with self._cond:
+            work, self._pending = self._pending, None
+            done, self._on_stored = self._on_stored, []
+        return work, done
 
     def wait_idle(self, timeout: float) -> bool:
         return self._idle.wait(timeout)
@@ -221,7 +239,10 @@ class Collector:
     """Receives datagrams on *sock* and counts them into *db* (see the module notes)."""
 
     def __init__(self, sock: socket.socket, db: SenderDB, *, flush_interval: float = 1.0,
+                 spill_dir: str | None = None,
                  clock: Callable[[], float] = time.time, parser: DatagramParser | None = None) -> None:
+        #: where counts go when the database is still unavailable at stop (read back at the next start)
+        self.spill_dir = spill_dir
         self.sock = sock
         self.db = db
         self.flush_interval = flush_interval
@@ -266,6 +287,10 @@ class Collector:
 
     def _run(self) -> CollectorStats:
         self._writer.start()
+        if self.spill_dir is not None:
+            for path, kept in load_spills(self.spill_dir):
+                log.info("storing %d session(s) kept in %s by an earlier stop", kept.sessions, path)
+                self._writer.hand(kept, on_stored=lambda path=path: os.unlink(path))
         sock, parser, stats = self.sock, self.parser, self.stats
         poller = select.poll()
         poller.register(sock.fileno(), select.POLLIN)
@@ -330,5 +355,47 @@ class Collector:
         if tally:
             self._writer.hand(tally)
         if not self._writer.close(timeout=60):
-            log.error("could not store the last counted sessions before stopping")
+            left, done = self._writer.take_pending()
+            if left is not None and self.spill_dir is not None:
+                path = save_spill(self.spill_dir, left)
+                for callback in done:  # files read back at start are in the new one now
+                    callback()
+                log.error("the database is unavailable: %d counted session(s) kept in %s; the next start stores "
+                          "them", left.sessions, path)
+            else:
+                log.error("could not store the last counted sessions before stopping")
         return stats
+
+
+SPILL_PREFIX = "tlsrpt-unsaved-"
+
+
+def save_spill(directory: str, tally: Tally) -> str:
+    """Write *tally* to a new file in *directory* (0600, written then renamed)."""
+    os.makedirs(directory, mode=0o750, exist_ok=True)
+    path = os.path.join(directory, f"{SPILL_PREFIX}{time.time_ns()}.json")
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(tally.to_json())
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.rename(tmp, path)
+    return path
+
+
+def load_spills(directory: str) -> list[tuple[str, Tally]]:
+    """The tallies an earlier stop kept in *directory* (unreadable files are logged and left in place)."""
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.startswith(SPILL_PREFIX) and n.endswith(".json"))
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                out.append((path, Tally.from_json(fh.read())))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.error("cannot read kept sessions from %s: %s", path, exc)
+    return out

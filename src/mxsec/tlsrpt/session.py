@@ -17,6 +17,7 @@ HELO strings) still makes a bounded report.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -228,6 +229,38 @@ class Tally:
 
     def items(self) -> Iterator[tuple[TallyKey, PolicyCount]]:
         return iter(self.counts.items())
+
+    def to_json(self) -> str:
+        """The counts as JSON (for a collector that must stop while its database is unavailable)."""
+        rows = []
+        for key, count in self.counts.items():
+            p = key.policy
+            rows.append({
+                "day": key.day.isoformat(), "domain": key.domain,
+                "policy": [p.type.value, p.domain, list(p.strings), list(p.mx_hosts)],
+                "successful": count.successful, "failed": count.failed,
+                "failures": [[list(_failure_fields(f)), n] for f, n in count.failures.items()],
+            })
+        return json.dumps({"sessions": self.sessions, "records": self.records, "counts": rows}, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str, *, max_failure_rows: int = MAX_FAILURE_ROWS) -> Tally:
+        doc = json.loads(text)
+        tally = cls(max_failure_rows=max_failure_rows)
+        tally.sessions = int(doc["sessions"])
+        tally.records.update(doc["records"])
+        for row in doc["counts"]:
+            ptype, pdomain, strings, mx = row["policy"]
+            key = TallyKey(date.fromisoformat(row["day"]), row["domain"],
+                           Policy(PolicyType(ptype), pdomain, tuple(strings), tuple(mx)))
+            failures = {Failure(*fields): int(n) for fields, n in row["failures"]}
+            tally.merge_count(key, PolicyCount(int(row["successful"]), int(row["failed"]), failures))
+        return tally
+
+
+def _failure_fields(failure: Failure) -> tuple[str | None, ...]:
+    return (failure.result_type, failure.sending_mta_ip, failure.receiving_mx_hostname, failure.receiving_mx_helo,
+            failure.receiving_ip, failure.additional_information, failure.failure_reason_code)
 
 
 def tally(sessions: Iterable[tuple[Session, date]], *, max_failure_rows: int = MAX_FAILURE_ROWS) -> Tally:
