@@ -136,13 +136,15 @@ def _mode(text: str) -> int:
 @click.option("--from-start", is_flag=True, help="With no saved position, start at the beginning of the file "
                                                  "(default: its end, so history is not counted).")
 @click.option("--sending-ip", metavar="IP", help="This MTA's address, for sending-mta-ip in failure details.")
+@click.option("--no-probe", is_flag=True, help="Never probe MXes of MTA-STS testing domains to judge their "
+                                               "certificates (see docs/tlsrpt-sending.md).")
 @click.option("--flush-interval", type=click.FloatRange(min=0.05), help="Seconds between writes (default 1).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
 @click.option("--log-format", type=click.Choice(["json", "text"]), default=None)
 @network_options
 @_sender_options
 @_guarded
-def follow_log(log_file, mta, once, from_start, sending_ip, flush_interval, log_level, log_format, config_path,
+def follow_log(log_file, mta, once, from_start, sending_ip, no_probe, flush_interval, log_level, log_format, config_path,
                nameservers, ca_file, timeout, allow_addresses, tlsrpt_db, organization_name, contact_info):
     """Count the sessions of Postfix 3.7-3.9 or Exim from their mail log, joined with the policy the daemon
     served (run `mxsec daemon --record-policies` with the same --db), for domains with a TLSRPT record.
@@ -151,10 +153,10 @@ def follow_log(log_file, mta, once, from_start, sending_ip, flush_interval, log_
 
     from mxsec.daemon.app import make_dns_and_guard
     from mxsec.logs import setup_logging
-    from mxsec.sender.follow import LogFollower, make_parser
+    from mxsec.sender.follow import LogFollower, MxProber, make_parser
 
     config = _config(config_path, tlsrpt_db=tlsrpt_db, nameservers=nameservers, timeout=timeout,
-                     log_level=log_level, log_format=log_format)
+                     ca_file=ca_file, allow_addresses=allow_addresses, log_level=log_level, log_format=log_format)
     setup_logging(config.log.level, config.log.format)
     if not Path(log_file).is_file():
         raise ConfigError(f"{log_file}: no such log file")
@@ -165,9 +167,10 @@ def follow_log(log_file, mta, once, from_start, sending_ip, flush_interval, log_
             ipaddress.ip_address(sending_ip)
         except ValueError:
             raise ConfigError(f"--sending-ip: not an IP address: {sending_ip!r}") from None
-    dns, _guard = make_dns_and_guard(config)
+    dns, guard = make_dns_and_guard(config)
+    prober = None if no_probe else MxProber(guard, ca_file=config.tls.ca_file, timeout=min(config.https.timeout, 15))
     with _open_db(config) as db:
-        follower = LogFollower(db, make_parser(mta), log_file, dns=dns, sending_ip=sending_ip,
+        follower = LogFollower(db, make_parser(mta), log_file, dns=dns, sending_ip=sending_ip, prober=prober,
                                flush_interval=flush_interval or config.tlsrpt.flush_interval)
 
         async def run():

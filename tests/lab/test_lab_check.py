@@ -40,10 +40,11 @@ EXPECTED: dict[str, tuple[dict[str, str | None], set[str]]] = {
                              set()),
     "sts-none": ({"sts-mode-none": None}, {"sts-mx-not-covered"}),
     "sts-policy-redirect": ({"sts-policy-redirect": "sts-policy-fetch-error"}, {"sts-mode-enforce"}),
-    "sts-policy-404": ({"sts-policy-status": "sts-policy-fetch-error"}, set()),
+    "sts-policy-404": ({"sts-policy-status": "sts-policy-fetch-error", "tlsrpt-missing": None}, set()),
     "sts-policy-bad-cert": ({"sts-policy-certificate": "sts-webpki-invalid"}, set()),
     "sts-wildcard-mx": ({"sts-mode-enforce": None}, {"sts-mx-not-covered", "sts-pattern-unused"}),
-    "no-policy": ({"sts-txt-missing": None, "tlsrpt-missing": None}, set()),
+    # reports to the lab's receiving side (mxsec lab tlsrpt) though it has no policy
+    "no-policy": ({"sts-txt-missing": None, "tlsrpt-ok": None, "tlsrpt-no-policy": None}, {"tlsrpt-missing"}),
     "sts-id-change": ({"sts-mode-enforce": None}, set()),
     "dane-ok": ({"dane-ok": None, "dane-no-rollover": None}, {"dane-mismatch", "tlsrpt-missing"}),
     "dane-mismatch": ({"dane-mismatch": "validation-failure"}, {"dane-ok"}),

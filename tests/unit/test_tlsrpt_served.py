@@ -117,3 +117,30 @@ def test_postfix_310_no_policy_sessions_carry_the_daemons_fetch_failure():
     assert broken.failures == {Failure("starttls-not-supported"): 1, Failure("sts-webpki-invalid"): 4}
     assert (counts[("fine.example", "no-policy-found")].successful, len(counts)) == (1, 2)
     assert out.sessions == tally.sessions == 5
+
+
+TESTING = parse_policy("version: STSv1\nmode: testing\nmx: mx1.example.com\nmax_age: 86400\n")
+
+
+def test_sts_f_6_testing_mode_failures_are_judged_from_the_log_and_the_certificate():
+    """RFC 8461 §5: testing-mode domains get their failures reported although the mail is delivered."""
+    served = served_from_verdict(Verdict("example.com", policy=TESTING))
+
+    def judge(a: Attempt, judged=None) -> list[tuple[str, str | None]]:
+        (outcome,) = session_for_attempt(a, served, judged=judged).outcomes
+        return [(f.result_type, f.failure_reason_code) for f in outcome.failures]
+
+    assert judge(attempt("mx9.example.com")) == [
+        ("validation-failure", "MX host mx9.example.com matches no mx pattern of the policy")]
+    assert judge(attempt(tls=TlsOutcome.NONE)) == [("starttls-not-supported", "delivered without TLS")]
+    assert judge(attempt(tls=TlsOutcome.ANONYMOUS)) == [("certificate-not-trusted", "anonymous TLS connection")]
+    assert judge(attempt(tls=TlsOutcome.UNTRUSTED)) == [("certificate-not-trusted", "untrusted TLS connection")]
+    assert judge(attempt(tls=TlsOutcome.VERIFIED)) == []
+    assert judge(attempt(tls=TlsOutcome.TRUSTED)) == []  # the log cannot tell, nothing judged: not a failure
+    mismatch = ("certificate-host-mismatch", "the certificate does not name mx1.example.com")
+    assert judge(attempt(tls=TlsOutcome.TRUSTED), mismatch) == [mismatch]
+    assert judge(attempt(tls=TlsOutcome.UNTRUSTED), mismatch) == [mismatch]  # the look says more than the log
+    assert judge(attempt(tls=TlsOutcome.TRUSTED), (None, None)) == []
+    # enforce: the MTA enforced and logged; nothing is judged on top
+    enforce = served_from_verdict(Verdict("example.com", policy=POLICY))
+    assert session_for_attempt(attempt(tls=TlsOutcome.TRUSTED), enforce, judged=mismatch).outcomes[0].failures == ()

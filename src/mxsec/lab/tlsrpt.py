@@ -367,6 +367,7 @@ def close_loop(topo: Topology, *, exim: bool = True, send_postfix: bool = False,
         url = f"sqlite:///{db}"
         follow = _in_sender(topo, [MXSEC, "tlsrpt", "follow-log", str(log_file), "--mta", kind, "--db", url,
                                    *common, "--once", "--from-start", "--sending-ip", topo.sender_ip,
+                                   "--ca-file", str(paths.ca_file), "--allow-address", topo.host_net,
                                    "--log-format", "json"])
         steps[mta] = {"follow_log": {"rc": follow.returncode, "stdout": follow.stdout[-4000:],
                                      "stderr": follow.stderr[-4000:]}}

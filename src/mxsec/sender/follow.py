@@ -8,7 +8,11 @@ TLSRPT session (:func:`mxsec.tlsrpt.served.session_for_attempt`) with
   the same database; without it every session is ``no-policy-found``);
 - a check that the domain publishes exactly one valid ``_smtp._tls`` record (RFC 8460 §3; looked up once an
   hour per domain): other domains' sessions are not counted;
-- the sessions that carried mxsec's own reports left out (their Message-IDs are in the database; RFC 8460 §3).
+- the sessions that carried mxsec's own reports left out (their Message-IDs are in the database; RFC 8460 §3);
+- for MTA-STS ``testing`` domains, which the MTA delivers to with opportunistic TLS, the log judged against the
+  policy (:func:`mxsec.tlsrpt.served.testing_result`); where the log says too little (a chain the MTA found
+  trusted or untrusted without checking names), the MX is probed once an hour (:class:`MxProber`: STARTTLS, SNI, the PKIX check of
+  ``mxsec dane verify`` and ``mxsec check``), unless ``probe=False``.
 
 Every ``flush_interval`` seconds the counts and the file position (inode and offset of the last whole line
 read) are written in one transaction, so a restart resumes exactly after the last counted line: nothing is
@@ -33,13 +37,16 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..net.dns import DnsClient
+from ..net.guard import AddressGuard
+from ..net.smtp import probe_starttls
 from ..store.senderdb import SenderDB
 from ..tlsrpt.attempt import Attempt
 from ..tlsrpt.record import select_record, tlsrpt_owner
-from ..tlsrpt.served import ServedPolicy, session_for_attempt
+from ..sts.match import matching_pattern
+from ..tlsrpt.served import NEEDS_A_LOOK, ServedPolicy, session_for_attempt
 from ..tlsrpt.session import Tally
 
-__all__ = ["FollowStats", "LogFollower", "make_parser"]
+__all__ = ["FollowStats", "LogFollower", "MxProber", "make_parser"]
 
 log = logging.getLogger("mxsec.tlsrpt.follow")
 
@@ -69,6 +76,42 @@ def make_parser(mta: str, *, tz: tzinfo | None = None, clock: Callable[[], float
     raise ValueError(f"unknown MTA {mta!r} (postfix or exim)")
 
 
+class MxProber:
+    """What an MX's certificate says for its host name, learnt by a STARTTLS probe, at most once per
+    :attr:`ttl` per (host, address); addresses the SSRF guard refuses are not probed."""
+
+    def __init__(self, guard: AddressGuard, *, ca_file: str | None = None, timeout: float = 10.0,
+                 ttl: float = 3600.0, concurrency: int = 4, clock: Callable[[], float] = time.monotonic) -> None:
+        self.guard = guard
+        self.ca_file = ca_file
+        self.timeout = timeout
+        self.ttl = ttl
+        self.clock = clock
+        self._limit = asyncio.Semaphore(concurrency)
+        self._cache: dict[tuple[str, str], tuple[float, tuple[str | None, str | None] | None]] = {}
+        self.probes = 0
+
+    async def judge(self, host: str, address: str) -> tuple[str | None, str | None] | None:
+        """``(result type, reason)`` (``(None, None)``: the certificate is good for *host*), ``None`` when the
+        probe could not tell."""
+        key = (host, address)
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > self.clock():
+            return cached[1]
+        verdict: tuple[str | None, str | None] | None = None
+        if self.guard.check(address) is None:
+            async with self._limit:
+                self.probes += 1
+                probe = await probe_starttls(address, 25, server_name=host, pkix_names=[host],
+                                             ca_file=self.ca_file, timeout=self.timeout)
+            if probe.pkix is not None:
+                verdict = (None, None) if probe.pkix.ok else (probe.pkix.result_type, probe.pkix.reason)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key] = (self.clock() + self.ttl, verdict)
+        return verdict
+
+
 @dataclass
 class FollowStats:
     lines: int = 0
@@ -83,13 +126,14 @@ class FollowStats:
 class LogFollower:
     def __init__(self, db: SenderDB, parser: Any, path: str | os.PathLike[str], *, dns: DnsClient,
                  source: str | None = None, sending_ip: str | None = None, flush_interval: float = 1.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 prober: MxProber | None = None, clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.parser = parser
         self.path = Path(path)
         self.dns = dns
         self.source = source or f"log:{self.path}"
         self.sending_ip = sending_ip
+        self.prober = prober
         self.flush_interval = flush_interval
         self.clock = clock
         self.stats = FollowStats()
@@ -233,8 +277,14 @@ class LogFollower:
                 self.stats.no_tlsrpt += 1
                 continue
             ts = attempt.time.timestamp() if attempt.time is not None else self.clock()
-            session = session_for_attempt(attempt, self._served_policy(attempt.domain, ts),
-                                          sending_ip=self.sending_ip, record=record)
+            served = self._served_policy(attempt.domain, ts)
+            judged = None
+            if (self.prober is not None and served is not None and served.sts is not None
+                    and served.sts_mode == "testing" and attempt.result_type is None
+                    and attempt.tls in NEEDS_A_LOOK and attempt.mx_host and attempt.mx_ip
+                    and matching_pattern(served.sts.mx_hosts, attempt.mx_host) is not None):
+                judged = await self.prober.judge(attempt.mx_host, attempt.mx_ip)
+            session = session_for_attempt(attempt, served, sending_ip=self.sending_ip, record=record, judged=judged)
             day = attempt.day or datetime.fromtimestamp(self.clock(), UTC).date()
             tally.add(session, day)
             self.stats.sessions += 1

@@ -17,6 +17,14 @@ follower joins every logged attempt with the policy served for its domain at the
 
 The session fails when the MTA logged a TLS failure; a session in clear without a policy that required TLS
 is reported as ``starttls-not-supported`` (the receiving domain learns that its MX does not offer TLS).
+
+MTA-STS ``testing`` mode (RFC 8461 §5) asks for failures to be reported although the mail is delivered. The
+daemon answers such domains with no policy, so the MTA does opportunistic TLS and logs no failure; what its
+log says is still judged against the policy (:func:`testing_result`): an MX host that matches no ``mx``
+pattern is a ``validation-failure`` (as the checker reports it), a session in clear ``starttls-not-supported``,
+an untrusted chain or no certificate ``certificate-not-trusted``. A chain the MTA found trusted but whose names
+it did not check needs a look at the certificate itself: the caller may pass that verdict as *judged* (the log
+follower probes the MX once an hour).
 """
 
 from __future__ import annotations
@@ -27,11 +35,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mxsec.sts.match import matching_pattern
 from mxsec.sts.results import ResultType
 from mxsec.tlsrpt.attempt import Attempt, TlsOutcome
 from mxsec.tlsrpt.session import Failure, Policy, PolicyCount, PolicyOutcome, PolicyType, Session, Tally, TallyKey
 
-__all__ = ["ServedPolicy", "served_from_verdict", "session_for_attempt", "with_fetch_failures"]
+__all__ = ["NEEDS_A_LOOK", "ServedPolicy", "served_from_verdict", "session_for_attempt", "testing_result", "with_fetch_failures"]
 
 
 @dataclass(frozen=True)
@@ -101,8 +110,33 @@ def served_from_verdict(verdict: Any) -> ServedPolicy:
     return ServedPolicy(domain, sts, mode, failure, tlsa, level)
 
 
+#: What the MTA logs without checking names: a look at the certificate (``judged``) says more.
+NEEDS_A_LOOK = (TlsOutcome.TRUSTED, TlsOutcome.UNTRUSTED)
+
+
+def testing_result(attempt: Attempt, policy: Policy,
+                   judged: tuple[str | None, str | None] | None = None) -> tuple[str | None, str | None] | None:
+    """For a session delivered under an MTA-STS ``testing`` policy without a logged failure: ``(result type,
+    reason)`` of what the policy would have refused, ``(None, None)`` when it would have passed, ``None`` when
+    nothing tells (a trusted chain whose names were not checked, and no *judged* verdict of the certificate)."""
+    host = attempt.mx_host
+    if host is not None and matching_pattern(policy.mx_hosts, host) is None:
+        return str(ResultType.VALIDATION_FAILURE), f"MX host {host} matches no mx pattern of the policy"
+    tls = attempt.tls
+    if tls is TlsOutcome.NONE:
+        return str(ResultType.STARTTLS_NOT_SUPPORTED), "delivered without TLS"
+    if judged is not None and tls in NEEDS_A_LOOK:
+        return judged
+    if tls in (TlsOutcome.UNTRUSTED, TlsOutcome.ANONYMOUS):
+        return str(ResultType.CERTIFICATE_NOT_TRUSTED), f"{tls.value} TLS connection"
+    if tls is TlsOutcome.VERIFIED:
+        return None, None
+    return None
+
+
 def session_for_attempt(attempt: Attempt, served: ServedPolicy | None, *, sending_ip: str | None = None,
-                        record: str | None = None) -> Session:
+                        record: str | None = None,
+                        judged: tuple[str | None, str | None] | None = None) -> Session:
     """The TLSRPT session of one logged attempt under the policy served for its domain (see the module notes)."""
     domain = attempt.domain
     result = attempt.result_type
@@ -119,11 +153,15 @@ def session_for_attempt(attempt: Attempt, served: ServedPolicy | None, *, sendin
     failures: list[Failure] = []
     if policy.type is PolicyType.STS and not policy.strings and served is not None and served.sts_failure:
         failures.append(Failure(served.sts_failure, sending_ip, host, None, attempt.mx_ip, None, None))
-    if result is None and attempt.tls is TlsOutcome.NONE:
+    reason = attempt.failure_reason_code
+    if (result is None and served is not None and policy is served.sts and served.sts_mode == "testing"):
+        verdict = testing_result(attempt, policy, judged)
+        if verdict is not None and verdict[0] is not None:
+            result, reason = verdict
+    elif result is None and attempt.tls is TlsOutcome.NONE:
         result = ResultType.STARTTLS_NOT_SUPPORTED
     if result is not None:
-        failures.append(Failure(str(result), sending_ip, host, None, attempt.mx_ip, None,
-                                attempt.failure_reason_code))
+        failures.append(Failure(str(result), sending_ip, host, None, attempt.mx_ip, None, reason))
     return Session(domain, (PolicyOutcome(policy, bool(failures), tuple(failures)),), record)
 
 
