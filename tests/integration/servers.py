@@ -337,3 +337,29 @@ def postgres_server() -> Iterator[PostgresServer]:
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
     with running_postgres() as server:
         yield server
+
+
+@contextlib.contextmanager
+def running_report_server(db, *, cert: str, key: str, host: str = HOST, **kwargs) -> Iterator[int]:
+    """``mxsec reports serve``'s app on a uvicorn server in a thread, with TLS, on a kernel-chosen port of
+    *host*; yields the port."""
+    import threading
+
+    from mxsec.reports.web.server import bind, build_server
+
+    server = build_server(db, tls_cert=cert, tls_key=key, **kwargs)
+    sock = bind(host, 0)
+    port = sock.getsockname()[1]
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
+        assert not thread.is_alive()

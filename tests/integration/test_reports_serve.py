@@ -15,7 +15,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,11 +24,11 @@ import pytest
 import trustme
 
 from mxsec.errors import ConfigError
-from mxsec.reports.web.server import bind, build_server, serve
+from mxsec.reports.web.server import serve
 from mxsec.store.reportdb import Filters, ReportDB
 from tests import tlsrpt_corpus as tc
 
-from .servers import free_port, postgres_bindir, running_postgres
+from .servers import free_port, postgres_bindir, running_postgres, running_report_server
 
 pytestmark = pytest.mark.integration
 
@@ -53,22 +52,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 @contextlib.contextmanager
 def running_server(db: ReportDB, pki: dict[str, object], **kwargs: object) -> Iterator[str]:
     """The app on a uvicorn server in a thread, with TLS, on a kernel-chosen port; yields the base URL."""
-    server = build_server(db, tls_cert=pki["cert"], tls_key=pki["key"], **kwargs)
-    sock = bind(HOST, 0)
-    port = sock.getsockname()[1]
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
+    with running_report_server(db, cert=str(pki["cert"]), key=str(pki["key"]), host=HOST, **kwargs) as port:
         yield f"https://{HOST}:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
-        assert not thread.is_alive()
 
 
 def post_corpus(client: httpx.Client, base: str, packing: str) -> list[tuple[int, dict[str, object]]]:

@@ -10,8 +10,6 @@ import asyncio
 import contextlib
 import json
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -23,7 +21,6 @@ from aiosmtpd.controller import Controller
 from mxsec.net.dns import DnsClient
 from mxsec.net.guard import AddressGuard
 from mxsec.net.submit import SmtpRelay
-from mxsec.reports.web.server import bind, build_server
 from mxsec.sender.send import DkimSettings, Sender, SendSettings
 from mxsec.store.reportdb import ReportDB
 from mxsec.store.senderdb import SenderDB
@@ -33,7 +30,7 @@ from mxsec.tlsrpt.session import Failure, Policy, PolicyOutcome, PolicyType, Ses
 
 from .conftest import dns_settings_for, running_world
 from .daemonproc import MXSEC
-from .servers import free_port
+from .servers import free_port, running_report_server
 
 pytestmark = pytest.mark.integration
 
@@ -69,23 +66,8 @@ def smtp_relay() -> Iterator[tuple[Inbox, int]]:
 
 @contextlib.contextmanager
 def report_server(db_url: str, cert: str, key: str) -> Iterator[int]:
-    db = ReportDB(db_url)
-    server = build_server(db, tls_cert=cert, tls_key=key)
-    sock = bind(HOST, 0)
-    port = sock.getsockname()[1]
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline
-        time.sleep(0.02)
-    try:
+    with ReportDB(db_url) as db, running_report_server(db, cert=cert, key=key) as port:
         yield port
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
-        db.close()
 
 
 def sts(domain: str) -> Policy:

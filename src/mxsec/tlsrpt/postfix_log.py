@@ -92,9 +92,10 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import datetime
+from typing import Any
 
 from mxsec.sts.results import ResultType
 from mxsec.tlsrpt.attempt import (
@@ -263,9 +264,8 @@ class PostfixLogParser(LogParser):
 
     mta = MTA
 
-    def __init__(self, *, year: int | None = None, clock: Callable[[], datetime] | None = None,
-                 tz: tzinfo | None = None, linger: int | None = None) -> None:
-        super().__init__(year=year, clock=clock, tz=tz, linger=linger)
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
         self._procs: OrderedDict[str, _Process] = OrderedDict()
         self._message_ids: OrderedDict[str, str] = OrderedDict()
         #: qmgr's "(queue active)" lines per queue id: a new delivery attempt of the message begins
