@@ -77,43 +77,62 @@ def tlsrpt() -> None:
 @click.option("--socket-mode", metavar="MODE", help="Permissions of the socket, octal (default 0660).")
 @click.option("--socket-group", metavar="GROUP", help="Group of the socket, e.g. postfix.")
 @click.option("--flush-interval", type=click.FloatRange(min=0.05), help="Seconds between writes (default 1).")
+@click.option("--metrics-listen", metavar="HOST:PORT", help="Serve Prometheus metrics on /metrics here.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
 @click.option("--log-format", type=click.Choice(["json", "text"]), default=None)
 @_config_option
 @_sender_options
 @_guarded
-def collect(socket_path, socket_mode, socket_group, flush_interval, log_level, log_format, config_path, tlsrpt_db,
-            organization_name, contact_info):
+def collect(socket_path, socket_mode, socket_group, flush_interval, metrics_listen, log_level, log_format,
+            config_path, tlsrpt_db, organization_name, contact_info):
     """Count the sessions Postfix 3.10+ reports over libtlsrpt datagrams (smtp_tlsrpt_enable = yes).
 
     One datagram is one session, counted on the UTC day it arrives. Bad datagrams are logged (rate-limited)
     and counted, never fatal. SIGTERM stops after storing everything received."""
+    from mxsec.config import default_state_dir, parse_listen
     from mxsec.logs import setup_logging
-    from mxsec.sender.collect import Collector, bind_socket
+    from mxsec.sender.collect import Collector, CollectorStats, bind_socket
+    from mxsec.sender.metrics import start_collector_metrics
 
     config = _config(config_path, tlsrpt_db=tlsrpt_db, log_level=log_level, log_format=log_format)
     setup_logging(config.log.level, config.log.format)
     settings = config.tlsrpt
     mode = settings.socket_mode if socket_mode is None else _mode(socket_mode)
-    db = _open_db(config)
-    sock = bind_socket(socket_path or settings.socket, mode=mode if mode is not None else 0o660,
-                       group=socket_group or settings.socket_group)
-    from mxsec.config import default_state_dir
-
-    collector = Collector(sock, db, flush_interval=flush_interval or settings.flush_interval,
-                          spill_dir=default_state_dir())
-    collector.install_signals()
     path = socket_path or settings.socket
-    click.echo(f"mxsec tlsrpt collect: listening on {path}", err=True)
-    try:
-        stats = collector.run()
-    finally:
-        sock.close()
+    stats = CollectorStats()
+    metrics = None
+    if metrics_listen:
+        where = parse_listen(metrics_listen)
+        if where.kind == "unix":
+            raise ConfigError("--metrics-listen must be HOST:PORT")
         try:
-            Path(path).unlink()
-        except OSError:
-            pass
-        db.close()
+            metrics = start_collector_metrics(stats, where.host, where.port)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {metrics_listen}: {exc.strerror or exc}") from None
+    try:
+        db = _open_db(config)
+        try:
+            sock = bind_socket(path, mode=mode if mode is not None else 0o660,
+                               group=socket_group or settings.socket_group)
+        except BaseException:
+            db.close()
+            raise
+        collector = Collector(sock, db, flush_interval=flush_interval or settings.flush_interval,
+                              spill_dir=default_state_dir(), stats=stats)
+        collector.install_signals()
+        click.echo(f"mxsec tlsrpt collect: listening on {path}", err=True)
+        try:
+            collector.run()
+        finally:
+            sock.close()
+            try:
+                Path(path).unlink()
+            except OSError:
+                pass
+            db.close()
+    finally:
+        if metrics is not None:
+            metrics[0].shutdown()
     bad = sum(stats.bad.values())
     click.echo(f"mxsec tlsrpt collect: stopped; {stats.sessions} sessions counted, {bad} bad datagrams", err=True)
 

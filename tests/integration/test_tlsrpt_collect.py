@@ -870,3 +870,43 @@ def test_sts_policy_fetch_failures_recorded_by_the_daemon_are_reported(sockdir, 
     assert (sts.policy.type.value, sts.policy.domain, sts.successful, sts.failed) == ("sts", "broken.example", 0, 3)
     assert [(f.result_type, n) for f, n in sts.failures] == [("sts-policy-fetch-error", 3)]
     assert (plain.policy.type.value, plain.successful, plain.failed) == ("no-policy-found", 2, 0)
+
+
+def test_metrics_count_sessions_and_bad_datagrams_by_code(sockdir, collectors):
+    import urllib.request
+
+    from .servers import free_port
+
+    port = free_port()
+    collector = Collector(sockdir / "m.sock", f"sqlite:///{sockdir}/m.sqlite3", "--metrics-listen",
+                          f"127.0.0.1:{port}").start()
+    collectors.append(collector)
+    sender = Sender(collector.socket_path)
+    sender.send(encode("m.example", rua("m.example"), [Pol(9, None)]), times=4)
+    sender.send(b"not json", times=2)
+    sender.send(encode("m.example", rua("m.example"), [Pol(9, None)], dpv="2"))
+    sender.close()
+    deadline = time.monotonic() + 10
+    while True:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        if "mxsec_tlsrpt_sessions_total 4.0" in text or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert "mxsec_tlsrpt_datagrams_total 7.0" in text
+    assert "mxsec_tlsrpt_sessions_total 4.0" in text
+    assert 'mxsec_tlsrpt_bad_datagrams_total{code="not-json"} 2.0' in text
+    assert 'mxsec_tlsrpt_bad_datagrams_total{code="unknown-version"} 1.0' in text
+    assert collector.terminate() == 0
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    try:
+        busy = Collector(sockdir / "m2.sock", f"sqlite:///{sockdir}/m.sqlite3", "--metrics-listen",
+                         f"127.0.0.1:{holder.getsockname()[1]}")
+        busy.start(wait=False)
+        collectors.append(busy)
+        assert busy.proc.wait(START_TIMEOUT) == 2
+        assert "cannot listen on" in busy.stderr() and "Traceback" not in busy.stderr()
+        assert not (sockdir / "m2.sock").exists()
+    finally:
+        holder.close()

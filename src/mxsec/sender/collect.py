@@ -239,7 +239,7 @@ class Collector:
     """Receives datagrams on *sock* and counts them into *db* (see the module notes)."""
 
     def __init__(self, sock: socket.socket, db: SenderDB, *, flush_interval: float = 1.0,
-                 spill_dir: str | None = None,
+                 spill_dir: str | None = None, stats: CollectorStats | None = None,
                  clock: Callable[[], float] = time.time, parser: DatagramParser | None = None) -> None:
         #: where counts go when the database is still unavailable at stop (read back at the next start)
         self.spill_dir = spill_dir
@@ -248,7 +248,7 @@ class Collector:
         self.flush_interval = flush_interval
         self.clock = clock
         self.parser = parser or DatagramParser()
-        self.stats = CollectorStats()
+        self.stats = stats if stats is not None else CollectorStats()
         self._stop = threading.Event()
         self._writer = _Writer(db, self.stats)
         self._last_log: dict[str, float] = {}
