@@ -214,7 +214,8 @@ class SenderDB(SqlDatabase):
     def __init__(self, url: str, *, max_failure_rows: int = MAX_FAILURE_ROWS) -> None:
         super().__init__(url)
         self.max_failure_rows = max_failure_rows
-        self._keys: dict[Policy, str] = {}
+        #: policy -> (key, policy strings as JSON, MX patterns as JSON): computed once per policy
+        self._keys: dict[Policy, tuple[str, str, str]] = {}
         #: Distinct failure rows per (day, domain, policy key) as far as this process knows (an upper bound).
         self._rows: dict[tuple[str, str, str], int] = {}
         self._row_days: set[str] = set()
@@ -247,14 +248,15 @@ class SenderDB(SqlDatabase):
             except self._errors() as exc:
                 raise StoreError(f"{self.WHAT}: {_one_line(exc)}") from None
 
-    def _key(self, policy: Policy) -> str:
-        key = self._keys.get(policy)
-        if key is None:
-            key = _policy_key(policy)
-            if len(self._keys) > 10000:
+    def _encoded(self, policy: Policy) -> tuple[str, str, str]:
+        known = self._keys.get(policy)
+        if known is None:
+            known = (_policy_key(policy), json.dumps(policy.strings, ensure_ascii=False),
+                     json.dumps(policy.mx_hosts, ensure_ascii=False))
+            if len(self._keys) >= 200_000:
                 self._keys.clear()
-            self._keys[policy] = key
-        return key
+            self._keys[policy] = known
+        return known
 
     def _add_counts(self, tally: Tally) -> None:
         """Two ``executemany`` upserts in the common case; the per-row path only for a policy that would pass
@@ -262,10 +264,10 @@ class SenderDB(SqlDatabase):
         policies, failures = [], []
         slow: list[tuple[tuple[str, str, str], Mapping[Failure, int]]] = []
         for key, count in tally.items():
-            day, pkey, policy = key.day.isoformat(), self._key(key.policy), key.policy
-            policies.append((day, key.domain, pkey, policy.type.value, policy.domain,
-                             json.dumps(policy.strings, ensure_ascii=False),
-                             json.dumps(policy.mx_hosts, ensure_ascii=False), count.successful, count.failed))
+            policy = key.policy
+            day, (pkey, strings, mx) = key.day.isoformat(), self._encoded(policy)
+            policies.append((day, key.domain, pkey, policy.type.value, policy.domain, strings, mx,
+                             count.successful, count.failed))
             if not count.failures:
                 continue
             where = (day, key.domain, pkey)
