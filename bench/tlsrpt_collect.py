@@ -60,6 +60,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mxsec.devtools.libtlsrpt import Detail, Pol
+from mxsec.devtools.libtlsrpt import encode as encode_datagram
+
 MXSEC = str(Path(sys.executable).with_name("mxsec"))
 BENCH = Path(__file__).resolve().parent
 PEER_VENV = BENCH / ".venv-tlsrpt"
@@ -106,51 +109,11 @@ INNER_ENV = "MXSEC_BENCH_TLSRPT_NETNS"
 # ------------------------------------------------------------------------------------------ the datagrams
 
 
-def _string(value: str) -> bytes:
-    raw = value.encode("utf-8")
-    out = bytearray(b'"')
-    for byte in raw:
-        if byte == 0x22:
-            out += b'\\"'
-        elif byte == 0x5C:
-            out += b"\\\\"
-        elif byte < 0x20:
-            out += b"\\u%04x" % byte
-        else:
-            out.append(byte)
-    out += b'"'
-    return bytes(out)
-
-
-def _member(key: str, value: str) -> bytes:
-    return b'"' + key.encode() + b'": ' + _string(value)
-
-
-def _array(key: str, values: list[str]) -> bytes:
-    return b'"' + key.encode() + b'":[' + b",".join(_string(v) for v in values) + b"]"
-
-
 def encode(domain: str, record: str, ptype: int, pdomain: str | None, strings: list[str], mx: list[str],
            details: list[dict[str, object]], failed: bool) -> bytes:
-    """One datagram with one policy, byte for byte as libtlsrpt 0.5 writes it (``"key": "value"`` for strings,
-    numbers and arrays without the space; empty arrays and absent strings left out)."""
-    policy = b'{"policy-type":%d' % ptype
-    if pdomain is not None:
-        policy += b"," + _member("policy-domain", pdomain)
-    if strings:
-        policy += b"," + _array("policy-string", strings)
-    if mx:
-        policy += b"," + _array("mx-host", mx)
-    if details:
-        encoded = []
-        for detail in details:
-            parts = [b'"c":%d' % detail["c"]]
-            parts += [_member(k, str(detail[k])) for k in ("s", "n", "h", "r", "a", "f") if k in detail]
-            encoded.append(b"{" + b",".join(parts) + b"}")
-        policy += b',"failure-details":[' + b",".join(encoded) + b"]"
-    policy += b',"t":%d,"f":%d}' % (len(details), 1 if failed else 0)
-    return (b"{" + _member("dpv", "1") + b"," + _member("d", domain) + b"," + _member("pr", record)
-            + b',"policies":[' + policy + b"]}")
+    """One datagram with one policy, byte for byte as libtlsrpt 0.5 writes it (see mxsec.devtools.libtlsrpt)."""
+    items = [Detail(int(d["c"]), **{k: str(d[k]) for k in ("s", "n", "h", "r", "a", "f") if k in d}) for d in details]
+    return encode_datagram(domain, record, [Pol(ptype, pdomain, strings, mx, items, failed)])
 
 
 CODES = [201, 202, 203, 204, 205, 301, 302, 303, 304, 305, 306]
