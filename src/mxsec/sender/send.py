@@ -305,8 +305,8 @@ class Sender:
     async def run_once(self, day: date | None = None) -> list[DeliveryLine]:
         reports = self.build_finished(day)
         if day is None:
-            # also plan reports built earlier whose record lookup failed
-            reports = [r for r in self.db.reports() if not self.db.deliveries(report=r)]
+            # the ones just built, and those built earlier whose record lookup failed
+            reports = self.db.unplanned_reports()
         lines = [line for line in await self.plan(reports) if line.state in ("skipped", "unplanned")]
         lines.extend(await self.deliver_due())
         return lines

@@ -427,6 +427,12 @@ class SenderDB(SqlDatabase):
                                "ORDER BY r.report_domain", (day.isoformat(),))
         return [_report_row(r) for r in rows]
 
+    def unplanned_reports(self) -> list[ReportRow]:
+        """Reports without any delivery row yet (never planned, or their record lookup failed)."""
+        rows = self._query(f"SELECT {_REPORT_SELECT} FROM tlsrpt_out_report r WHERE NOT EXISTS "
+                           "(SELECT 1 FROM tlsrpt_out_delivery d WHERE d.report = r.id) ORDER BY r.day, r.report_domain")
+        return [_report_row(r) for r in rows]
+
     def report_gz(self, pk: int) -> bytes:
         rows = self._query("SELECT report_gz FROM tlsrpt_out_report WHERE id = ?", (pk,))
         if not rows:
