@@ -331,6 +331,10 @@ class ZoneConfig:
 
     strict_testing: bool = _opt(False, kind="bool", doc="treat mode testing like enforce")
     require_sni: bool = _opt(True, kind="bool", doc="add servername=hostname to secure replies")
+    strict_mx_names: bool = _opt(
+        True, kind="bool",
+        doc="secure replies list the MX host names that match the policy, not its patterns (Postfix <= 3.10.4)",
+    )
     tlsrpt: bool = _opt(False, kind="bool", doc="reply in the tlsrpt dialect (Postfix 3.10+ attributes)")
 
 

@@ -20,9 +20,10 @@ pytestmark = pytest.mark.integration
 def world(tmp_path_factory):
     fw = FakeWorld(dns=("127.0.86.1", 0), https=("127.0.86.2", 443), state_dir=tmp_path_factory.mktemp("world"))
     fw.add_domain("enforce.test", txt=["v=STSv1; id=7"],
-                  policy=PolicySpec(body=policy_text(["mx.enforce.test", "*.mx.enforce.test"])))
+                  policy=PolicySpec(body=policy_text(["mx.enforce.test", "*.mx.enforce.test"])),
+                  mx=["mx.enforce.test", "a.mx.enforce.test"])
     fw.add_domain("testing.test", txt=["v=STSv1; id=1"],
-                  policy=PolicySpec(body=policy_text(["mx.testing.test"], mode="testing")))
+                  policy=PolicySpec(body=policy_text(["mx.testing.test"], mode="testing")), mx=["mx.testing.test"])
     fw.add_domain("gone.test", txt=["v=STSv1; id=1"], policy=PolicySpec(status=404))
     thread = WorldThread(fw)
     thread.start()
@@ -55,7 +56,7 @@ def test_query_json_fetched_then_cached(world, tmp_path):
     cache = f"sqlite:///{tmp_path / 'c.sqlite3'}"
     first = json.loads(mxsec("query", "Enforce.Test.", "--json", "--cache", cache, world=world, check=True).stdout)
     assert first["domain"] == "enforce.test"
-    assert first["reply"] == "OK secure match=mx.enforce.test:.mx.enforce.test servername=hostname"
+    assert first["reply"] == "OK secure match=mx.enforce.test:a.mx.enforce.test servername=hostname"
     assert first["source"] == "fetched" and first["dane"]["level"] == "none"  # MX not DNSSEC-signed
     assert first["mta_sts"]["policy_id"] == "7" and first["mta_sts"]["mode"] == "enforce"
     assert first["mta_sts"]["mx"] == ["mx.enforce.test", "*.mx.enforce.test"]
@@ -152,7 +153,7 @@ def test_daemon_runs_from_peer_yaml_config(world, tmp_path):
     d.start()
     try:
         c = Client("127.0.0.1", port)
-        assert c.ask("enforce.test") == "OK secure match=mx.enforce.test:.mx.enforce.test servername=hostname"
+        assert c.ask("enforce.test") == "OK secure match=mx.enforce.test:a.mx.enforce.test servername=hostname"
         assert c.ask("testing.test") == "NOTFOUND "
         assert c.ask("testing.test", "myzone") == "OK secure match=mx.testing.test servername=hostname"
     finally:

@@ -20,27 +20,29 @@ from .daemonproc import Client, Daemon, free_port
 
 pytestmark = pytest.mark.integration
 
-ENFORCE = "OK secure match=mx.enforce.test:.mx.enforce.test servername=hostname"
+#: strict MX names (the default): the MX host names that match the policy, not its patterns (docs/daemon.md)
+ENFORCE = "OK secure match=mx.enforce.test:a.mx.enforce.test servername=hostname"
 
 
 def build_world(world: FakeWorld) -> None:
     world.add_domain("enforce.test", txt=["v=STSv1; id=1"],
-                     policy=PolicySpec(body=policy_text(["mx.enforce.test", "*.mx.enforce.test"])))
+                     policy=PolicySpec(body=policy_text(["mx.enforce.test", "*.mx.enforce.test"])),
+                     mx=["mx.enforce.test", "a.mx.enforce.test", "b.c.mx.enforce.test"])
     world.add_domain("testing.test", txt=["v=STSv1; id=1"],
-                     policy=PolicySpec(body=policy_text(["mx.testing.test"], mode="testing")))
+                     policy=PolicySpec(body=policy_text(["mx.testing.test"], mode="testing")), mx=["mx.testing.test"])
     world.add_domain("none.test", txt=["v=STSv1; id=1"], policy=PolicySpec(body=policy_text([], mode="none")))
     world.add_domain("nopolicy.test")
     world.add_domain("redirect.test", txt=["v=STSv1; id=1"],
                      policy=PolicySpec(status=301, location="https://elsewhere.test/"))
     world.add_domain("split.test", txt=[["v=STSv1; ", "id=20240101"]],
-                     policy=PolicySpec(body=policy_text(["mail.split.test"])))
+                     policy=PolicySpec(body=policy_text(["mail.split.test"])), mx=["mail.split.test"])
     world.add_domain("badcert.test", txt=["v=STSv1; id=1"],
                      policy=PolicySpec(body=policy_text(["mx.badcert.test"]), cert="expired"))
     for i in range(40):
         world.add_domain(f"bulk{i}.test", txt=["v=STSv1; id=1"],
-                         policy=PolicySpec(body=policy_text([f"mx.bulk{i}.test"])))
+                         policy=PolicySpec(body=policy_text([f"mx.bulk{i}.test"])), mx=[f"mx.bulk{i}.test"])
     world.add_domain("flight.test", txt=["v=STSv1; id=1"],
-                     policy=PolicySpec(body=policy_text(["mx.flight.test"]), delay=0.3))
+                     policy=PolicySpec(body=policy_text(["mx.flight.test"]), delay=0.3), mx=["mx.flight.test"])
 
 
 @pytest.fixture(scope="module")

@@ -27,9 +27,10 @@ ENFORCE_RE = r"^(mx\.enforce\.test|[a-z0-9-]+\.mx\.enforce\.test)$"
 def world(tmp_path_factory):
     fw = FakeWorld(dns=("127.0.83.1", 0), https=("127.0.83.2", 443), state_dir=tmp_path_factory.mktemp("world"))
     fw.add_domain("enforce.test", txt=["v=STSv1; id=1"],
-                  policy=PolicySpec(body=policy_text(["mx.enforce.test", "*.mx.enforce.test"])))
+                  policy=PolicySpec(body=policy_text(["mx.enforce.test", "*.mx.enforce.test"])),
+                  mx=["mx.enforce.test", "a.mx.enforce.test"])
     fw.add_domain("testing.test", txt=["v=STSv1; id=7"],
-                  policy=PolicySpec(body=policy_text(["mx.testing.test"], mode="testing")))
+                  policy=PolicySpec(body=policy_text(["mx.testing.test"], mode="testing")), mx=["mx.testing.test"])
     fw.add_domain("none.test", txt=["v=STSv1; id=1"], policy=PolicySpec(body=policy_text([], mode="none")))
     fw.add_domain("nopolicy.test")
     for i in range(3):  # each answered only after a slow policy fetch
@@ -131,7 +132,7 @@ def test_postfix_client_connection_stays_open(daemon):
     c = daemon.client()
     try:
         assert c.ask("enforce.test", "exim") == f"mode=enforce mxre={ENFORCE_RE} id=1"
-        assert c.ask("enforce.test").startswith("OK secure match=mx.enforce.test:.mx.enforce.test")
+        assert c.ask("enforce.test").startswith("OK secure match=mx.enforce.test:a.mx.enforce.test ")
         c.sock.settimeout(0.3)
         with pytest.raises(TimeoutError):
             c.sock.recv(1)  # nothing arrives and the connection is not closed

@@ -278,3 +278,16 @@ def test_dane_h_43_unknown_dane_state_is_never_reported_as_dane():
     decision = decide(mx("mx1.x"), {"mx1.x": host("mx1.x", tlsa=A("error", secure=False, error="timeout"))})
     assert decision.level == "temp" and not decision.applies
     assert "dane" not in decision.reason.lower().split()
+
+
+def test_sts_e_2_mx_host_names_kept_for_strict_replies_even_when_unsigned():
+    """The MX RRset's names (as DNS gives them, preference order, no null MX) travel with every decision, so
+    the daemon can list only the allowed MX names for Postfix (docs/daemon.md, strict MX names)."""
+    table = {("d.x", "MX"): RRAnswer("ok", ((20, "b.x"), (10, "a.x"), (30, "a.x")), False, 300)}
+    decision = run(destination_decision(ScriptedDns(table), "d.x"))
+    assert decision.level == "none" and decision.mx_hosts == ("b.x", "a.x")
+    nodata = run(destination_decision(ScriptedDns({("d.x", "MX"): RRAnswer("nodata", secure=False)}), "d.x"))
+    assert nodata.mx_hosts == ("d.x",)  # RFC 5321 §5.1: the domain itself
+    failed = run(destination_decision(ScriptedDns({("d.x", "MX"): RRAnswer("error", error="timeout")}), "d.x"))
+    assert failed.level == "temp" and failed.mx_hosts is None
+    assert run(destination_decision(ScriptedDns({}), "d.x")).mx_hosts is None  # NXDOMAIN

@@ -64,3 +64,65 @@ def test_reply_kind():
 def test_sts_e_8_sni_is_the_mx_hostname():
     # servername=hostname makes Postfix send the MX host name as SNI (RFC 8461 §7.1)
     assert format_reply(verdict(ENFORCE), Zone()).endswith(" servername=hostname")
+
+
+# -- strict MX names (Postfix <= 3.10.4 checks only the certificate against match=; RFC 8461 §4.1) ---------
+
+
+def dane_none(mx_hosts):
+    from mxsec.dane.destination import DaneDecision
+
+    return DaneDecision("none", "MX records are not DNSSEC-signed", mx_hosts=mx_hosts)
+
+
+def strict_verdict(mx_hosts, body=ENFORCE):
+    from dataclasses import replace
+
+    return replace(verdict(body), dane=dane_none(mx_hosts))
+
+
+def test_sts_e_1_ec_22_strict_match_lists_allowed_mx_names_only():
+    v = strict_verdict(("mail.example.com", "rogue.attacker.test", "mx2.example.net"))
+    assert format_reply(v, Zone()) == "OK secure match=mail.example.com:mx2.example.net servername=hostname"
+
+
+def test_sts_e_3_strict_wildcard_is_exactly_one_label():
+    v = strict_verdict(("a.b.example.net", "example.net", "mx.example.net"))
+    assert format_reply(v, Zone()) == "OK secure match=mx.example.net servername=hostname"
+
+
+def test_sts_e_1_strict_no_allowed_mx_defers_every_host():
+    from mxsec.daemon.replies import NO_MX_MATCHES
+
+    v = strict_verdict(("rogue.attacker.test",))
+    reply = format_reply(v, Zone())
+    assert reply == f"OK secure match={NO_MX_MATCHES} servername=hostname"
+    assert NO_MX_MATCHES.endswith(".invalid")
+
+
+def test_sts_e_4_strict_names_compared_caselessly():
+    v = strict_verdict(("mail.example.com",), ENFORCE.replace("mx: mail.example.com", "mx: MAIL.Example.COM"))
+    assert format_reply(v, Zone()).startswith("OK secure match=mail.example.com ")
+
+
+def test_strict_off_or_mx_unknown_lists_patterns():
+    v = strict_verdict(("rogue.attacker.test",))
+    legacy = "OK secure match=mail.example.com:.example.net servername=hostname"
+    assert format_reply(v, Zone(strict_mx_names=False)) == legacy
+    assert format_reply(strict_verdict(None), Zone()) == legacy  # MX lookup gave no answer
+
+
+def test_strict_tlsrpt_dialect_keeps_patterns_as_attributes():
+    v = strict_verdict(("mx2.example.net",))
+    reply = format_reply(v, Zone(dialect="tlsrpt"))
+    assert reply.startswith("OK secure match=mx2.example.net servername=hostname policy_type=sts ")
+    assert "mx_host_pattern=mail.example.com mx_host_pattern=*.example.net" in reply
+
+
+def test_strict_names_never_apply_when_dane_applies():
+    from dataclasses import replace
+
+    from mxsec.dane.destination import DaneDecision
+
+    v = replace(verdict(ENFORCE), dane=DaneDecision("dane-only", "all usable", mx_hosts=("rogue.attacker.test",)))
+    assert format_reply(v, Zone()) == "OK dane-only"

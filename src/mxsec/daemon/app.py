@@ -38,6 +38,7 @@ def make_zones(config: Config) -> dict[str, Zone]:
             dialect=dialect,  # the tlsrpt dialect is never served under "postfix": older Postfix rejects its attributes
             strict_testing=default.strict_testing,
             require_sni=default.require_sni,
+            strict_mx_names=default.strict_mx_names,
         )
         for name, dialect in BUILTIN_MAPS.items()
     }
@@ -46,6 +47,7 @@ def make_zones(config: Config) -> dict[str, Zone]:
             dialect="tlsrpt" if zone.tlsrpt else "postfix",
             strict_testing=zone.strict_testing,
             require_sni=zone.require_sni,
+            strict_mx_names=zone.strict_mx_names,
         )
     return zones
 

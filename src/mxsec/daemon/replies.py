@@ -2,8 +2,15 @@
 
 ``postfix`` dialect (Postfix 2.10–3.9, drop-in for postfix-mta-sts-resolver):
 
-* MTA-STS ``enforce`` → ``OK secure match=P1:P2 servername=hostname``; a pattern ``*.example.net`` is written
-  ``.example.net`` (Postfix's "any subdomain" form). Patterns keep the policy file's order, duplicates once.
+* MTA-STS ``enforce`` → ``OK secure match=H1:H2 servername=hostname`` where H1, H2… are the destination's MX
+  host names (from the MX RRset the daemon looked up for DANE) that match a policy pattern (RFC 8461 §4.1:
+  ``*.example.net`` is exactly one label), in MX preference order. Older Postfix checks only that the
+  certificate matches one ``match=`` name, so listing the policy's patterns would let an MX whose *name* is
+  not allowed pass with a certificate for another allowed host; exact names close that (``strict_mx_names``,
+  the default). When no MX host matches, the list is :data:`NO_MX_MATCHES`, a name no certificate can hold,
+  so every MX fails verification and the message is deferred. When the MX hosts are not known (DANE lookups
+  off, or ``strict_mx_names = false``) the patterns are listed as before: ``*.example.net`` is written
+  ``.example.net`` (Postfix's "any subdomain" form), in the policy file's order, duplicates once.
 * no policy, ``testing`` (unless the zone has ``strict_testing``), ``none`` → ``NOTFOUND `` (trailing space).
 * a verdict with ``temp_reason`` → ``TEMP <reason>``.
 
@@ -32,9 +39,13 @@ import re
 from dataclasses import dataclass
 
 from mxsec.names import DomainError, normalize_domain
+from mxsec.sts.match import mx_matches
 from mxsec.verdict import Verdict
 
 NOTFOUND = "NOTFOUND "
+#: the ``match=`` list when no MX host name matches the policy: a name under ``.invalid`` (RFC 2606), which no
+#: certification authority can issue a certificate for, so every MX host fails verification (deferred)
+NO_MX_MATCHES = "no-mx-host-matches-the-policy.invalid"
 #: the ``exim`` dialect's answer where no policy applies
 EXIM_NONE = "mode=none"
 
@@ -46,6 +57,8 @@ class Zone:
     dialect: str = "postfix"  # "postfix", "tlsrpt" or "exim"
     strict_testing: bool = False  # answer testing-mode policies like enforce (peer compatibility)
     require_sni: bool = True  # add servername=hostname
+    #: ``match=`` lists the MX host names that match the policy rather than its patterns (Postfix ≤ 3.10.4)
+    strict_mx_names: bool = True
 
 
 def postfix_pattern(pattern: str) -> str:
@@ -88,7 +101,7 @@ def format_reply(verdict: Verdict, zone: Zone) -> str:
         # DANE switched off for this destination by the operator (DANE-H-42): still no cleartext
         return "OK encrypt" if dane is not None and dane.level == "off" else NOTFOUND
     patterns = _unique(p.lower() for p in policy.mx)
-    parts = ["OK secure match=" + ":".join(_unique(postfix_pattern(p) for p in patterns))]
+    parts = ["OK secure match=" + ":".join(match_names(verdict, patterns, zone))]
     if zone.require_sni:
         parts.append("servername=hostname")
     if zone.dialect == "tlsrpt":
@@ -97,6 +110,20 @@ def format_reply(verdict: Verdict, zone: Zone) -> str:
         parts.extend("mx_host_pattern=" + p for p in patterns)
         parts.extend("{ policy_string = %s }" % _braced(line) for line in policy.lines)
     return " ".join(parts)
+
+
+def allowed_mx_hosts(mx_hosts, patterns) -> list[str]:
+    """The MX host names (in the order given) that match at least one policy pattern (RFC 8461 §4.1)."""
+    return [host for host in mx_hosts if any(mx_matches(p, host) for p in patterns)]
+
+
+def match_names(verdict: Verdict, patterns: list[str], zone: Zone) -> list[str]:
+    """The names of an ``OK secure match=`` reply: exact allowed MX host names when they are known and the zone
+    is strict, else the policy's patterns in Postfix's notation."""
+    mx_hosts = getattr(verdict.dane, "mx_hosts", None)
+    if zone.strict_mx_names and mx_hosts is not None:
+        return allowed_mx_hosts(mx_hosts, patterns) or [NO_MX_MATCHES]
+    return _unique(postfix_pattern(p) for p in patterns)
 
 
 def not_applicable_reply(zone: Zone) -> str:

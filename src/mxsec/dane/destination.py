@@ -84,10 +84,25 @@ class DaneDecision:
     ttl: int = DENIAL_TTL
     #: the MX RRset was DNSSEC-secure
     secure_mx: bool = False
+    #: every MX host name of the destination in preference order (null MX left out; the domain itself when
+    #: it has no MX RRset), signed or not; ``None`` when the MX lookup gave no usable answer. The daemon's
+    #: strict MX-name replies for Postfix ≤ 3.10.4 are built from it (docs/daemon.md)
+    mx_hosts: tuple[str, ...] | None = None
 
     @property
     def applies(self) -> bool:
         return self.level in ("dane", "dane-only")
+
+
+def all_mx_names(mx, domain: str) -> tuple[str, ...] | None:
+    """Every MX host name of an MX answer, in preference order without repeats or the null MX; ``(domain,)``
+    for a NODATA answer (RFC 5321 §5.1); ``None`` when the lookup failed or the domain does not exist."""
+    status = getattr(mx, "status", "error")
+    if status == "nodata":
+        return (domain.lower().rstrip("."),)
+    if status != "ok":
+        return None
+    return tuple(dict.fromkeys(host for _pref, host in mx.records if host))
 
 
 def is_ip_literal(host: str) -> bool:

@@ -16,10 +16,12 @@ Order of work per MX host (DANE-H-9, H-13, H-14; EC-25, EC-29):
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from mxsec.dane.destination import (
     DaneDecision,
     HostFacts,
+    all_mx_names,
     base_candidates,
     decide,
     is_ip_literal,
@@ -63,4 +65,4 @@ async def destination_facts(dns, domain: str, max_hosts: int = 10):
 
 async def destination_decision(dns, domain: str, max_hosts: int = 10) -> DaneDecision:
     mx, hosts = await destination_facts(dns, domain, max_hosts)
-    return decide(mx, hosts)
+    return replace(decide(mx, hosts), mx_hosts=all_mx_names(mx, domain))

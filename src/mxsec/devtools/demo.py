@@ -35,6 +35,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from mxsec.daemon.replies import NO_MX_MATCHES
 from mxsec.daemon.socketmap import encode
 from mxsec.devtools.daemonproc import Client, DaemonProcess
 from mxsec.devtools.fakeworld import FakeWorld, PolicySpec, WorldThread, policy_text
@@ -51,16 +52,18 @@ class Scenario:
     what: str
 
 
-def _enforce(*patterns: str) -> str:
-    return "OK secure match=" + ":".join(p[1:] if p.startswith("*.") else p for p in patterns) + \
-        " servername=hostname"
+def _enforce(*names: str) -> str:
+    """The daemon's answer with strict MX names: the MX hosts that the policy allows (docs/daemon.md)."""
+    return "OK secure match=" + ":".join(names) + " servername=hostname"
 
 
 SCENARIOS = [
     Scenario("sts-enforce-ok", "enforce.demo.test", _enforce("mx1.enforce.demo.test", "mx2.enforce.demo.test"),
-             "enforce policy, two MX patterns"),
-    Scenario("sts-wildcard-mx", "wildcard.demo.test", _enforce("*.mail.wildcard.demo.test"),
-             "wildcard pattern, written .mail.wildcard.demo.test for Postfix"),
+             "enforce policy, two MX patterns, both MX hosts allowed"),
+    Scenario("sts-wildcard-mx", "wildcard.demo.test", _enforce("a.mail.wildcard.demo.test"),
+             "*.mail.wildcard.demo.test allows the MX a.mail… but not x.y.mail… (one label)"),
+    Scenario("sts-mx-not-allowed", "rogue.demo.test", _enforce(NO_MX_MATCHES),
+             "MX rogue.attacker.demo.test matches no pattern: no certificate can pass"),
     Scenario("sts-txt-split", "split.demo.test", _enforce("mx.split.demo.test"),
              "TXT record in two strings, joined without a space (RFC 8461 §3.1)"),
     Scenario("sts-txt-cname", "customer.demo.test", _enforce("mx.provider.demo.test"),
@@ -80,13 +83,18 @@ SCENARIOS = [
 
 def build_world(world: FakeWorld) -> None:
     ok = ["v=STSv1; id=20261124"]
-    world.add_domain("enforce.demo.test", txt=ok,
-                     policy=PolicySpec(body=policy_text(["mx1.enforce.demo.test", "mx2.enforce.demo.test"])))
-    world.add_domain("wildcard.demo.test", txt=ok, policy=PolicySpec(body=policy_text(["*.mail.wildcard.demo.test"])))
+    enforce = ["mx1.enforce.demo.test", "mx2.enforce.demo.test"]
+    world.add_domain("enforce.demo.test", txt=ok, policy=PolicySpec(body=policy_text(enforce)), mx=enforce)
+    world.add_domain("wildcard.demo.test", txt=ok, policy=PolicySpec(body=policy_text(["*.mail.wildcard.demo.test"])),
+                     mx=["a.mail.wildcard.demo.test", "x.y.mail.wildcard.demo.test"])
+    world.add_domain("rogue.demo.test", txt=ok, policy=PolicySpec(body=policy_text(["mx.rogue.demo.test"])),
+                     mx=["rogue.attacker.demo.test"])
     world.add_domain("split.demo.test", txt=[["v=STSv1; ", "id=2026"]],
-                     policy=PolicySpec(body=policy_text(["mx.split.demo.test"], newline="\n")))
+                     policy=PolicySpec(body=policy_text(["mx.split.demo.test"], newline="\n")),
+                     mx=["mx.split.demo.test"])
     world.add_domain("provider.demo.test", txt=ok)
-    world.add_domain("customer.demo.test", policy=PolicySpec(body=policy_text(["mx.provider.demo.test"])))
+    world.add_domain("customer.demo.test", policy=PolicySpec(body=policy_text(["mx.provider.demo.test"])),
+                     mx=["mx.provider.demo.test"])
     world.set_record("_mta-sts.customer.demo.test", "CNAME", ["_mta-sts.provider.demo.test."])
     world.add_domain("testing.demo.test", txt=ok,
                      policy=PolicySpec(body=policy_text(["mx.testing.demo.test"], mode="testing")))
