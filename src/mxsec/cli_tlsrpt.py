@@ -18,6 +18,7 @@ import click
 
 from mxsec.cli_common import _guarded, _load, network_options
 from mxsec.errors import ConfigError
+from mxsec.fsutil import make_dirs
 
 
 def _config_option(fn):
@@ -228,7 +229,7 @@ def report(day, out_dir, as_json, config_path, tlsrpt_db, organization_name, con
         raise ConfigError(f"{the_day.isoformat()} is not over yet (UTC); its report is built after midnight")
     out = Path(out_dir) if out_dir else None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        make_dirs(out)
     with _open_db(config) as db:
         counted = db.day_policies(the_day)
         domains = list(counted)

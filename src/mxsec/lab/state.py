@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mxsec.fsutil import make_dirs
+
 __all__ = [
     "BASE_DIR",
     "LabState",
@@ -92,7 +94,7 @@ def load(prefix: str) -> LabState | None:
 def update(prefix: str) -> Iterator[LabState]:
     """Read-modify-write of the state file under an exclusive lock; creates the directory and file if needed."""
     directory = state_dir(prefix)
-    directory.mkdir(parents=True, exist_ok=True, mode=0o755)
+    make_dirs(directory)
     with open(directory / LOCK_FILE, "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:

@@ -13,14 +13,18 @@ What a file holds is told by its content, not its name: gzip or zip magic bytes,
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import shutil
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from ..errors import ParseError
+from ..fsutil import make_dirs
 from ..store.reportdb import Incoming, IngestResult, ReportDB
 from ..tlsrpt.message import MessageError, extract_reports, iter_mbox, looks_like_mbox
 from ..tlsrpt.report import GZIP_MAGIC, ZIP_MAGIC, ReportWarning, filename_parts, parse_report
@@ -29,6 +33,8 @@ from ..tlsrpt.report import GZIP_MAGIC, ZIP_MAGIC, ReportWarning, filename_parts
 MAX_FILE_BYTES = 256 * 1024 * 1024
 #: Inputs per database transaction.
 BATCH_INPUTS = 500
+
+log = logging.getLogger("mxsec.reports")
 
 #: DKIM verification of one message: returns (status, signing domains), status ``pass``, ``fail`` or ``none``.
 DkimVerifier = Callable[[bytes], "tuple[str, tuple[str, ...]]"]
@@ -154,13 +160,26 @@ def is_maildir(path: Path) -> bool:
 
 
 def maildir_inputs(path: Path, options: Options) -> Iterator[Input]:
-    """Messages in ``new/`` then ``cur/``, oldest name first (Maildir names begin with the delivery time)."""
+    """Messages in ``new/`` then ``cur/``, oldest name first (Maildir names begin with the delivery time).
+
+    Only regular files are read. A symbolic link is skipped with a one-line warning, never followed (it could
+    point anywhere outside the folder), and so is anything else that is not a regular file (a FIFO would
+    block the reader forever)."""
     for sub in ("new", "cur"):
         for entry in sorted((path / sub).iterdir(), key=lambda p: p.name):
-            if not entry.is_file() or entry.name.startswith("."):
+            if entry.name.startswith("."):
                 continue
             try:
-                data = _read(entry)
+                mode = entry.lstat().st_mode
+            except OSError:
+                continue  # gone since the listing (another reader moved it)
+            if stat.S_ISDIR(mode):
+                continue
+            if not stat.S_ISREG(mode):
+                log.warning("%s: skipped: %s in a Maildir", entry, _file_kind(mode))
+                continue
+            try:
+                data = _read(entry, follow=False)
             except InputError as exc:
                 yield Input(str(entry), "maildir-message", error=str(exc), path=entry)
                 continue
@@ -194,12 +213,39 @@ def path_inputs(name: str, options: Options, stdin: "Callable[[], bytes] | None"
     yield from bytes_inputs(data, name, "file", options)
 
 
-def _read(path: Path) -> bytes:
+def _file_kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    return "not a regular file"
+
+
+def _read(path: Path, *, follow: bool = True) -> bytes:
+    """The bytes of a regular file. Anything else (a FIFO, a device, a socket; with ``follow=False`` also a
+    symbolic link) is refused before it is opened; the file is opened with ``O_NONBLOCK`` (and ``O_NOFOLLOW``
+    when not following) and checked again through the open descriptor, so a FIFO swapped in after the check
+    cannot block the reader."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    if not follow:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise InputError(f"{size} bytes, more than the limit of {MAX_FILE_BYTES}")
-        with open(path, "rb") as handle:
+        mode = (path.stat() if follow else path.lstat()).st_mode
+        if not stat.S_ISREG(mode):
+            raise InputError(f"skipped: {_file_kind(mode)}, not a regular file")
+        fd = os.open(path, flags)
+        with open(fd, "rb", closefd=True) as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise InputError(f"skipped: {_file_kind(info.st_mode)}, not a regular file")
+            if info.st_size > MAX_FILE_BYTES:
+                raise InputError(f"{info.st_size} bytes, more than the limit of {MAX_FILE_BYTES}")
             return handle.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise InputError("no such file") from None
@@ -208,6 +254,8 @@ def _read(path: Path) -> bytes:
     except IsADirectoryError:
         raise InputError("is a directory") from None
     except OSError as exc:
+        if not follow and exc.errno == errno.ELOOP:
+            raise InputError("skipped: a symbolic link") from None
         raise InputError(exc.strerror or str(exc)) from None
 
 
@@ -252,7 +300,7 @@ def _move(item: Input, options: Options) -> None:
     if target is None:
         return
     for sub in ("cur", "new", "tmp"):
-        (target / sub).mkdir(parents=True, exist_ok=True)
+        make_dirs(target / sub)
     name = item.path.name
     if ":2," not in name:
         name += ":2,S"  # seen

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from ..errors import MxsecError
+from ..fsutil import make_dirs
 from ..store.senderdb import SenderDB
 from ..tlsrpt.datagram import MAX_DATAGRAM, DatagramError, DatagramParser
 from ..tlsrpt.served import ServedPolicy, with_fetch_failures
@@ -372,7 +373,7 @@ SPILL_PREFIX = "tlsrpt-unsaved-"
 
 def save_spill(directory: str, tally: Tally) -> str:
     """Write *tally* to a new file in *directory* (0600, written then renamed)."""
-    os.makedirs(directory, mode=0o750, exist_ok=True)
+    make_dirs(directory)
     path = os.path.join(directory, f"{SPILL_PREFIX}{time.time_ns()}.json")
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -31,6 +31,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from ..errors import ConfigError
+from ..fsutil import make_dirs
 from ..net.dns import DnsClient
 from ..net.guard import AddressGuard
 from ..net.report_post import post_report
@@ -238,7 +239,7 @@ class Sender:
         now = self.clock()
         due = self.db.deliveries(states=("pending",), due_before=now)
         if self.settings.dry_run_dir is not None:
-            self.settings.dry_run_dir.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.settings.dry_run_dir)
         results = await asyncio.gather(*(self._deliver(d) for d in due))
         return list(results)
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from ..errors import ConfigError
+from ..fsutil import make_dirs
 from . import _redact
 from .base import StoreError
 from .sqlite import _one_line
@@ -55,7 +56,7 @@ class SqlDatabase:
             path = self._target
             directory = os.path.dirname(os.path.abspath(path))
             try:
-                os.makedirs(directory, exist_ok=True)
+                make_dirs(directory)
                 conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")

@@ -19,6 +19,7 @@ import threading
 from typing import Callable, Iterable
 
 from ..errors import ConfigError
+from ..fsutil import make_dirs
 from .base import CacheEntry, StoreError
 
 SCHEMA_VERSION = 1
@@ -92,7 +93,7 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None
         parent = os.path.dirname(os.path.abspath(path))
         try:
-            os.makedirs(parent, exist_ok=True)
+            make_dirs(parent)
         except OSError as exc:
             raise ConfigError(f"{path}: cannot create directory {parent}: {exc.strerror or exc}") from None
         conn = None

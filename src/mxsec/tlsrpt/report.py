@@ -27,6 +27,7 @@ import ipaddress
 import json
 import math
 import re
+import struct
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -93,6 +94,8 @@ class Limits:
     max_string_chars: int = 65_536
     #: Distinct warnings kept; later ones are counted in a final ``warnings-truncated`` warning.
     max_warnings: int = 200
+    #: Members of a gzip file (real reports have one) and entries of a zip archive's central directory.
+    max_archive_members: int = 64
 
 
 DEFAULT_LIMITS = Limits()
@@ -106,6 +109,7 @@ ERROR_CODES = frozenset(
         "decompressed-too-large",  # the gzip or zip content is larger than max_json_bytes
         "bad-gzip",  # corrupt or truncated gzip data (CRC, length, deflate errors)
         "bad-zip",  # unreadable zip archive, or not exactly one report in it
+        "too-many-members",  # more gzip members or zip entries than max_archive_members
         "not-utf8",  # the JSON text is not UTF-8 (RFC 8259 §8.1, I-JSON)
         "lone-surrogate",  # a string holds an escaped lone surrogate (I-JSON §2.1)
         "not-json",  # JSON syntax error, NaN/Infinity, trailing data
@@ -389,9 +393,9 @@ def parse_report(
         raise ReportError("too-large", f"report is {len(raw)} bytes, more than the limit of {limits.max_input_bytes}")
     warnings = _Warnings(limits.max_warnings)
     if raw[:2] == GZIP_MAGIC:
-        source_format, payload = "gzip", _gunzip(raw, limits.max_json_bytes, warnings)
+        source_format, payload = "gzip", _gunzip(raw, limits.max_json_bytes, warnings, limits.max_archive_members)
     elif raw[:4] == ZIP_MAGIC:
-        source_format, payload = "zip", _unzip(raw, limits.max_json_bytes, warnings)
+        source_format, payload = "zip", _unzip(raw, limits.max_json_bytes, warnings, limits.max_archive_members)
     else:
         source_format, payload = "json", raw
     if len(payload) > limits.max_json_bytes:
@@ -433,65 +437,138 @@ class _Warnings:
 # ------------------------------------------------------------------------------------ unpacking the bytes
 
 
-def _gunzip(data: bytes, limit: int, warnings: _Warnings) -> bytes:
-    """Decompress every gzip member of *data*, stopping as soon as the output passes *limit* bytes."""
+#: Compressed bytes handed to the inflater at a time. Whatever it does not use of them (``unused_data`` at the
+#: end of a member, ``unconsumed_tail``) is copied by :mod:`zlib`, so feeding the whole rest of the input
+#: would copy it once per member: quadratic in the number of members. A bounded window keeps it linear.
+_INFLATE_WINDOW = 16 * 1024
+#: Largest central directory of a zip archive read (one report needs one entry of well under 1 KiB).
+MAX_ZIP_DIRECTORY = 64 * 1024
+#: Largest inflation ratio of a zip entry (declared or actual) once its output passes 1 MiB; deflate
+#: itself tops out near 1032:1, report JSON compresses ten to a few hundred times.
+MAX_ZIP_RATIO = 500
+_ZIP_EOCD = b"PK\x05\x06"
+_ZIP64_LOCATOR = b"PK\x06\x07"
+
+
+def _gunzip(data: bytes, limit: int, warnings: _Warnings, max_members: int = DEFAULT_LIMITS.max_archive_members) -> bytes:
+    """Decompress every gzip member of *data*, stopping as soon as the output passes *limit* bytes or the
+    member count passes *max_members*. Linear in the input: the compressed bytes are fed through a
+    :class:`memoryview` window (see :data:`_INFLATE_WINDOW`), never as a copy of the rest of the input."""
+    view = memoryview(data)
+    size = len(view)
     out = bytearray()
-    rest = data
+    position = 0
     members = 0
     while True:
+        if members >= max_members:
+            raise ReportError(
+                "too-many-members", f"gzip data has more than {max_members} members; a report has one"
+            )
         inflater = zlib.decompressobj(wbits=31)
-        pending = rest
         try:
-            while True:
-                room = limit + 1 - len(out)
-                chunk = inflater.decompress(pending, room)
-                out += chunk
-                if len(out) > limit:
-                    raise ReportError(
-                        "decompressed-too-large", f"gzip data inflates to more than the limit of {limit} bytes"
-                    )
-                pending = inflater.unconsumed_tail
-                if inflater.eof or not pending:
-                    break  # not at eof with no input left and output room to spare: the data is truncated
+            while not inflater.eof:
+                if position >= size:
+                    raise ReportError("bad-gzip", "gzip data is truncated")
+                end = min(position + _INFLATE_WINDOW, size)
+                pending: Any = view[position:end]
+                position = end
+                while True:
+                    chunk = inflater.decompress(pending, limit + 1 - len(out))
+                    out += chunk
+                    if len(out) > limit:
+                        raise ReportError(
+                            "decompressed-too-large",
+                            f"gzip data inflates to more than the limit of {limit} bytes",
+                        )
+                    pending = inflater.unconsumed_tail
+                    if inflater.eof or not pending:
+                        break
         except zlib.error as exc:
             raise ReportError("bad-gzip", f"gzip data is corrupt ({exc})") from None
-        if not inflater.eof:
-            raise ReportError("bad-gzip", "gzip data is truncated")
+        position -= len(inflater.unused_data)  # at most one window, given back to the next member
         members += 1
-        rest = inflater.unused_data
-        if rest[:2] == GZIP_MAGIC:
+        if view[position:position + 2] == GZIP_MAGIC:
             continue
         if members > 1:
             warnings.add("gzip-members", f"gzip data has {members} members; their contents were concatenated")
-        if rest:
-            warnings.add("gzip-trailing-data", f"{len(rest)} bytes after the gzip data ignored")
+        if position < size:
+            warnings.add("gzip-trailing-data", f"{size - position} bytes after the gzip data ignored")
         return bytes(out)
 
 
-def _unzip(data: bytes, limit: int, warnings: _Warnings) -> bytes:
+def _zip_directory(data: bytes) -> tuple[int, int]:
+    """(entries, bytes) of a zip archive's central directory, from its end record (and the zip64 one)."""
+    tail_start = max(0, len(data) - (22 + 65535))
+    at = data.rfind(_ZIP_EOCD, tail_start)
+    if at < 0 or len(data) - at < 22:
+        raise ReportError("bad-zip", "zip archive has no end of central directory record")
+    entries, directory_size = struct.unpack_from("<HI", data, at + 10)
+    locator = at - 20
+    if locator >= 0 and data[locator:locator + 4] == _ZIP64_LOCATOR:
+        (record,) = struct.unpack_from("<Q", data, locator + 8)
+        if record + 56 > len(data) or data[record:record + 4] != b"PK\x06\x06":
+            raise ReportError("bad-zip", "zip archive has a broken zip64 end record")
+        entries, directory_size = struct.unpack_from("<QQ", data, record + 32)
+    return entries, directory_size
+
+
+def _unzip(data: bytes, limit: int, warnings: _Warnings, max_members: int = DEFAULT_LIMITS.max_archive_members) -> bytes:
     """The one report inside a zip archive (a ``.json`` or ``.json.gz`` member, or the only member).
 
-    :mod:`zipfile` raises a wide range of exceptions on hostile archives; all of them become ``bad-zip``.
+    The central directory's entry count and size are read from its end record first and capped (a directory
+    of 100,000 entries is refused before :mod:`zipfile` reads any of it); the chosen entry's declared sizes
+    and its actual output are capped by *limit* and :data:`MAX_ZIP_RATIO`. :mod:`zipfile` raises a wide range
+    of exceptions on hostile archives; all of them become ``bad-zip``.
     """
+    entries, directory_size = _zip_directory(data)
+    if entries > max_members:
+        raise ReportError("too-many-members", f"zip archive has {entries} entries, more than {max_members}")
+    if directory_size > MAX_ZIP_DIRECTORY:
+        raise ReportError(
+            "bad-zip", f"zip central directory is {directory_size} bytes, more than {MAX_ZIP_DIRECTORY}"
+        )
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            members = [info for info in archive.infolist() if not info.is_dir()]
+            infos = archive.infolist()
+            if len(infos) > max_members:
+                raise ReportError(
+                    "too-many-members", f"zip archive has {len(infos)} entries, more than {max_members}"
+                )
+            members = [info for info in infos if not info.is_dir()]
             reports = [m for m in members if m.filename.lower().endswith((".json", ".json.gz", ".gz"))]
             chosen = reports if reports else members
             if len(chosen) != 1:
                 raise ReportError("bad-zip", f"zip archive holds {len(chosen)} candidate reports; expected one")
-            with archive.open(chosen[0]) as stream:
+            info = chosen[0]
+            if info.file_size > limit:
+                raise ReportError(
+                    "decompressed-too-large",
+                    f"zip member declares {info.file_size} bytes, more than the limit of {limit}",
+                )
+            if info.compress_size > len(data):
+                raise ReportError("bad-zip", "zip member is larger than the archive")
+            _check_ratio(info.file_size, info.compress_size)
+            with archive.open(info) as stream:
                 content = stream.read(limit + 1)
     except ReportError:
         raise
     except Exception as exc:  # noqa: BLE001 - zipfile's failure modes are many (see the docstring)
         raise ReportError("bad-zip", f"zip archive cannot be read ({type(exc).__name__})") from None
-    warnings.add("zip-archive", f"report came in a zip archive (member {chosen[0].filename!r})")
+    warnings.add("zip-archive", f"report came in a zip archive (member {info.filename!r})")
     if len(content) > limit:
         raise ReportError("decompressed-too-large", f"zip member inflates to more than the limit of {limit} bytes")
+    _check_ratio(len(content), info.compress_size)
     if content[:2] == GZIP_MAGIC:
-        return _gunzip(content, limit, warnings)
+        return _gunzip(content, limit, warnings, max_members)
     return content
+
+
+def _check_ratio(inflated: int, compressed: int) -> None:
+    if inflated > MiB and inflated > MAX_ZIP_RATIO * max(compressed, 1):
+        raise ReportError(
+            "decompressed-too-large",
+            f"zip member inflates {inflated} bytes from {compressed}, more than {MAX_ZIP_RATIO} times",
+        )
 
 
 # ---------------------------------------------------------------------------------------- JSON, I-JSON
