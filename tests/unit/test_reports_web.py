@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mxsec.errors import ConfigError
 from mxsec.reports.web import format as fmt
+from mxsec.reports.web import metrics
 from mxsec.reports.web.app import CSP, create_app
 from mxsec.reports.web.server import check_tls, parse_listen
 from mxsec.store.base import StoreError
@@ -505,6 +506,21 @@ def test_post_gzip_bomb_is_refused_and_the_server_keeps_serving(post_app: tuple[
     assert db.totals().reports == 1
 
 
+def test_post_of_10_mib_of_gzip_members_is_refused_at_once(tmp_path: Path) -> None:
+    import gzip
+    import time
+
+    db = ReportDB(f"sqlite:///{tmp_path}/members.db")
+    client = TestClient(create_app(db))  # default body cap, 10 MiB
+    bomb = gzip.compress(b"x", mtime=0) * 499_000
+    start = time.perf_counter()
+    response = post(client, bomb, "application/tlsrpt+gzip")
+    assert time.perf_counter() - start < 2.0  # 181 s of CPU before; most of this is moving 10 MiB around
+    assert response.status_code == 400 and response.json()["error"] == "too-many-members"
+    assert client.get("/healthz").text == "ok"
+    db.close()
+
+
 def test_get_on_the_post_endpoint_is_405_json(client: TestClient) -> None:
     response = client.get("/tlsrpt")
     assert response.status_code == 405 and response.json()["error"] == "method-not-allowed"
@@ -562,6 +578,68 @@ def test_metrics_are_exact_for_a_known_database(tmp_path: Path) -> None:
         ("mxsec_tlsrpt_last_received_timestamp_seconds", (("policy_domain", "company-y.example"),)): 1.7e9,
         ("mxsec_tlsrpt_last_received_timestamp_seconds", (("policy_domain", "example.com"),)): 1.7e9,
         ("mxsec_tlsrpt_last_received_timestamp_seconds", (("policy_domain", "mx1.example.com"),)): 1.7e9,
+    }
+    db.close()
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text) for s in family.samples
+    }
+
+
+def test_metrics_labels_are_bounded_for_3000_reporters(tmp_path: Path) -> None:
+    # the finding: 3,000 organizations (each its own policy domain) gave a 2.3 MB scrape
+    db = ReportDB(f"sqlite:///{tmp_path}/many.db")
+    docs = [tc.report(organization=f"Reporter {n:04d}", report_id=f"r{n}",
+                      policies=[tc.entry(tc.sts_policy(f"d{n:04d}.example"), ok=n + 1, failed=1,
+                                         details=[tc.detail(f"made-up-type-{n}", 1)])])
+            for n in range(3000)]
+    assert all(r.outcome == "stored" for r in db.ingest(
+        [Incoming(parse_report(tc.as_json(doc)), "file", "x") for doc in docs]))
+    text = TestClient(create_app(db)).get("/metrics").text
+    assert len(text) < 60_000, len(text)
+    samples = _samples(text)
+    organizations = {dict(k[1])["organization"] for k in samples if k[0] == "mxsec_tlsrpt_reports"}
+    domains = {dict(k[1])["policy_domain"] for k in samples if k[0] == "mxsec_tlsrpt_sessions"}
+    assert len(organizations) == metrics.MAX_ORGANIZATIONS + 1 and "(other)" in organizations
+    assert len(domains) == metrics.MAX_DOMAINS + 1 and "(other)" in domains
+    # the largest by volume keep their names: domains by sessions, then organizations by reports (ties by name)
+    assert "d2999.example" in domains and "d2900.example" in domains and "d2899.example" not in domains
+    assert "Reporter 0000" in organizations and "Reporter 0049" in organizations
+    assert "Reporter 0050" not in organizations
+    # nothing is lost: the buckets add up to the totals
+    assert sum(v for k, v in samples.items() if k[0] == "mxsec_tlsrpt_reports") == 3000
+    ok = sum(v for k, v in samples.items() if k[0] == "mxsec_tlsrpt_sessions" and ("result", "successful") in k[1])
+    assert ok == sum(range(1, 3001))
+    failed_types = {dict(k[1])["result_type"] for k in samples if k[0] == "mxsec_tlsrpt_failed_sessions"}
+    assert failed_types == {"(other)"}  # made-up result types are not labels
+    assert samples[("mxsec_tlsrpt_failed_sessions", (("policy_domain", "(other)"), ("result_type", "(other)")))] \
+        == 3000 - metrics.MAX_DOMAINS
+    db.close()
+
+
+def test_metrics_other_bucket_is_exact(tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+
+    db = ReportDB(f"sqlite:///{tmp_path}/m.db")
+    fill(db, [tc.case(n) for n in ("rfc-errata-6241", "google-heartbeat", "two-policies", "postfix-dane",
+                                   "microsoft-no-sending-ip")], now=1_700_000_000)
+    text = generate_latest(metrics.registry_for(db, max_organizations=1, max_domains=1)).decode()
+    samples = _samples(text)
+    # sessions: company-y.example 5629 > example.com 1474 > mx1.example.com 102
+    assert samples[("mxsec_tlsrpt_sessions", (("policy_domain", "company-y.example"), ("result", "failed")))] == 303
+    assert samples[("mxsec_tlsrpt_sessions", (("policy_domain", "(other)"), ("result", "successful")))] \
+        == 1452 + 10 + 11 + 88
+    assert samples[("mxsec_tlsrpt_last_report_timestamp_seconds", (("policy_domain", "(other)"),))] \
+        == float(tc.DAY_END_TS) + 1
+    # Example Reporter Inc. has two reports (two domains); everyone else one
+    reports = {k[1]: v for k, v in samples.items() if k[0] == "mxsec_tlsrpt_reports"}
+    assert reports == {
+        (("organization", "(other)"), ("policy_domain", "(other)")): 3.0,
+        (("organization", "(other)"), ("policy_domain", "company-y.example")): 1.0,
+        (("organization", "Example Reporter Inc."), ("policy_domain", "(other)")): 2.0,
     }
     db.close()
 
