@@ -35,6 +35,56 @@ def test_pg_conflicting_copy_keeps_the_first(pg_db):
     shared.check_conflict_keeps_first(pg_db)
 
 
+def test_pg_integrity_authenticated_copy_wins_over_earlier_forged_one(pg_db):
+    shared.check_authenticated_copy_wins(pg_db)
+
+
+def test_pg_integrity_duplicate_with_better_auth_vouches_for_the_copy(pg_db):
+    shared.check_duplicate_with_better_auth_vouches_for_the_copy(pg_db)
+
+
+def test_pg_integrity_retention_recounts_the_remaining_copy(pg_db):
+    shared.check_retention_recounts(pg_db)
+
+
+def test_pg_integrity_conflicts_follow_filters(pg_db):
+    shared.check_conflicts_follow_filters(pg_db)
+
+
+def test_pg_integrity_v1_database_upgrades_in_place(postgres_server):  # noqa: F811
+    shared.check_v1_database_upgrades_in_place(postgres_server.create_database("mxsec_reports_v1"))
+
+
+def test_pg_integrity_concurrent_conflicting_copies_count_one(postgres_server):  # noqa: F811
+    """Writers storing different copies of one report at once still leave exactly one counted copy."""
+    from mxsec.store.reportdb import Incoming
+    from mxsec.tlsrpt.report import parse_report
+
+    url = postgres_server.create_database("mxsec_reports_copies")
+    ReportDB(url).close()
+    errors: list[BaseException] = []
+    forged, _ = shared.forged_and_genuine(rid="race")
+
+    def write(index: int) -> None:
+        try:
+            with ReportDB(url) as db:
+                body = forged.replace(b"10000", str(10000 + index).encode())
+                db.ingest([Incoming(parse_report(body), "https", f"192.0.2.{index}")])
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    with ReportDB(url) as db:
+        copies = db.copies(db.reports()[0].id)
+        assert len(copies) == 6 and sum(c.counted for c in copies) == 1
+        assert db.summary()["reports"] == 1 and db.conflicts()[0] == 1
+
+
 def test_pg_ingest_batch_is_all_or_nothing(pg_db):
     shared.check_batch_is_atomic(pg_db)
 

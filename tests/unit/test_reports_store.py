@@ -69,13 +69,163 @@ def check_duplicates_stored_once(db: ReportDB) -> None:
 
 
 def check_conflict_keeps_first(db: ReportDB) -> None:
+    """Report integrity: a different copy under the same (organization, report-id) is stored too, never
+    dropped; with equal authentication the first one stays the counted one."""
     case = tc.case("google-heartbeat")
-    db.ingest([incoming(case)])
+    (first,) = db.ingest([incoming(case)])
     changed = dict(case.doc)
     changed["policies"] = [tc.entry(tc.sts_policy(), ok=1, failed=0)]
     (result,) = db.ingest([Incoming(parse_report(tc.as_json(changed)), "file")])
-    assert result.outcome == "conflict"
+    assert result.outcome == "conflict" and result.id != first.id
+    assert result.others == (first.id,) and not result.counted and result.auth == "none"
     assert db.summary()["successful_sessions"] == case.successful
+    assert db.summary()["reports"] == 1
+    copies = db.copies(result.id)
+    assert [(c.id, c.counted, c.copies) for c in copies] == [(first.id, True, 2), (result.id, False, 2)]
+    assert db.report(result.id).row.successful == 1  # the other copy is kept whole
+    count, groups = db.conflicts()
+    assert count == 1 and [[c.id for c in group] for group in groups] == [[first.id, result.id]]
+
+
+def forged_and_genuine(org: str = "Google Inc.", rid: str = "2024-02-17T00:00:00Z_example.com") -> tuple[bytes, bytes]:
+    """A forged report claiming 0 failures, and the genuine one with 4,000 (same organization and report-id)."""
+    forged = tc.report(organization=org, report_id=rid, policies=[tc.sts_entry(ok=10000, failed=0)])
+    genuine = tc.report(organization=org, report_id=rid, policies=[tc.sts_entry(
+        ok=6000, failed=4000, details=[tc.detail("certificate-expired", 4000, receiving_mx_hostname="mx1.example.com")],
+    )])
+    return tc.as_json(forged), tc.as_json(genuine)
+
+
+def check_authenticated_copy_wins(db: ReportDB) -> None:
+    """Report integrity: a forged unauthenticated copy first, the DKIM-signed genuine one later: the genuine
+    one is counted, the forged one stays visible as a conflict."""
+    forged, genuine = forged_and_genuine()
+    (fake,) = db.ingest([Incoming(parse_report(forged), "https", "192.0.2.66")], now=1000)
+    assert fake.outcome == "stored" and fake.counted
+    (real,) = db.ingest([Incoming(parse_report(genuine), "message", "<m@google>", dkim="pass",
+                                  dkim_domains=("google.com",))], now=2000)
+    assert real.outcome == "conflict" and real.counted and real.auth == "dkim" and real.others == (fake.id,)
+    summary = db.summary()
+    assert (summary["reports"], summary["failed_sessions"]) == (1, 4000)
+    assert summary["by_result_type"] == {"certificate-expired": 4000}
+    assert db.by_mx() == {"mx1.example.com": {"certificate-expired": 4000}}
+    rows = db.reports()
+    assert [(r.id, r.auth, r.copies) for r in rows] == [(real.id, "dkim", 2)]
+    # A third, unauthenticated copy later changes nothing in the figures.
+    third = forged.replace(b"10000", b"10001")
+    (late,) = db.ingest([Incoming(parse_report(third), "https", "192.0.2.67")], now=3000)
+    assert late.outcome == "conflict" and not late.counted and set(late.others) == {fake.id, real.id}
+    assert db.summary()["failed_sessions"] == 4000
+    assert [c.id for c in db.copies(fake.id)] == [real.id, fake.id, late.id]
+    # Token and mTLS copies count as authenticated too; between two authenticated copies the first stays.
+    (token,) = db.ingest([Incoming(parse_report(third.replace(b"10001", b"10002")), "https", "192.0.2.68",
+                                   auth="token", auth_name="sha256:abcd")], now=4000)
+    assert not token.counted and db.summary()["failed_sessions"] == 4000
+    assert db.report(token.id).row.auth_name == "sha256:abcd"
+
+
+def check_duplicate_with_better_auth_vouches_for_the_copy(db: ReportDB) -> None:
+    """Forged copy first, the genuine one POSTed without authentication (not counted: later), then the genuine
+    one again DKIM-signed: a duplicate, which raises the stored copy's auth and makes it the counted one."""
+    forged, genuine = forged_and_genuine(rid="dup-vouch")
+    (fake,) = db.ingest([Incoming(parse_report(forged), "https", "192.0.2.66")], now=1000)
+    (open_post,) = db.ingest([Incoming(parse_report(genuine), "https", "203.0.113.5")], now=2000)
+    assert open_post.outcome == "conflict" and not open_post.counted
+    assert db.summary()["failed_sessions"] == 0
+    (again,) = db.ingest([Incoming(parse_report(genuine), "message", "<m@google>", dkim="pass")], now=3000)
+    assert again.outcome == "duplicate" and again.id == open_post.id and again.counted and again.auth == "dkim"
+    assert db.summary()["failed_sessions"] == 4000
+    row = db.report(open_post.id).row
+    assert row.auth == "dkim" and row.source == "https"  # where it came from first is kept
+    assert row.warnings[-1]["code"] == "auth-dkim" and "<m@google>" in row.warnings[-1]["message"]
+
+
+def check_retention_recounts(db: ReportDB) -> None:
+    """A counted copy deleted by retention hands over to the remaining copy (of a later day)."""
+    forged, genuine = forged_and_genuine(rid="retention")
+    early = forged.replace(b"2024-02-17", b"2024-01-05")  # a copy claiming another day
+    (old,) = db.ingest([Incoming(parse_report(early), "message", "<a>", dkim="pass")], now=1000)
+    (new,) = db.ingest([Incoming(parse_report(genuine), "https", "192.0.2.1")], now=2000)
+    assert old.counted and not new.counted
+    assert db.delete_before(date(2024, 2, 1)) == 1
+    assert [(c.id, c.counted) for c in db.copies(new.id)] == [(new.id, True)]
+    assert db.summary()["failed_sessions"] == 4000 and db.conflicts() == (0, [])
+
+
+def check_conflicts_follow_filters(db: ReportDB) -> None:
+    forged, genuine = forged_and_genuine(rid="filters")
+    db.ingest([Incoming(parse_report(forged), "https", "x")])
+    db.ingest([Incoming(parse_report(genuine), "https", "y")])
+    assert db.conflicts()[0] == 1
+    assert db.conflicts(Filters(organization="Google Inc."))[0] == 1
+    assert db.conflicts(Filters(organization="Other"))[0] == 0
+    assert db.conflicts(Filters(domain="example.com"))[0] == 1
+    assert db.conflicts(Filters(domain="other.example"))[0] == 0
+    assert db.conflicts(Filters(since=date(2030, 1, 1)))[0] == 0
+    assert db.conflicts(Filters(since=date(2024, 2, 17), until=date(2024, 2, 17)))[0] == 1
+    assert db.conflicts(limit=0) == (1, [])
+
+
+V1_REPORT_COLUMNS = (
+    "organization_name, report_id, contact_info, submitter, start_ts, end_ts, successful, failed, source, "
+    "source_name, source_format, dkim, dkim_domains, warnings, raw_sha256, raw_json, received_ts"
+)
+
+
+def write_v1_database(url: str) -> None:
+    """A database as mxsec wrote it at schema version 1 (unique (organization, report-id)), with policies and
+    failure details; one report DKIM-signed."""
+    import hashlib
+
+    class V1(ReportDB):
+        SCHEMA_VERSION = 1
+
+    with V1(url) as old:
+        assert old.schema_version == 1
+        with old._transaction():
+            for number, case in enumerate(tc.corpus()[:4]):
+                report = parse_report(case.json(), fallback_domain=case.fallback_domain)
+                raw = report.raw_json
+                (pk,) = old._execute(
+                    f"INSERT INTO tlsrpt_report ({V1_REPORT_COLUMNS}) VALUES ({', '.join('?' * 17)}) RETURNING id",
+                    (report.organization_name, report.report_id, report.contact_info, report.submitter,
+                     int(report.start.timestamp()), int(report.end.timestamp()), report.successful, report.failed,
+                     "message", f"<{number}@x>", report.source_format, "pass" if number == 0 else None, "[]", "[]",
+                     hashlib.sha256(raw).hexdigest(), raw, 1000 + number),
+                ).fetchone()
+                for position, policy in enumerate(report.policies):
+                    (ppk,) = old._execute(
+                        "INSERT INTO tlsrpt_policy (report, position, policy_type, policy_domain, policy_string, "
+                        "mx_host, successful, failed) VALUES (?, ?, ?, ?, '[]', '[]', ?, ?) RETURNING id",
+                        (pk, position, policy.policy_type, policy.policy_domain, policy.successful, policy.failed),
+                    ).fetchone()
+                    for detail in policy.failure_details:
+                        old._execute(
+                            "INSERT INTO tlsrpt_failure (policy, report, result_type, failed_session_count) "
+                            "VALUES (?, ?, ?, ?)", (ppk, pk, detail.result_type, detail.failed_session_count))
+
+
+def check_v1_database_upgrades_in_place(url: str) -> None:
+    """Report integrity, schema migration 1 -> 2: rows, ids, policies and failure details kept; existing rows
+    counted; a DKIM pass becomes auth dkim; conflicting copies can be stored afterwards."""
+    write_v1_database(url)
+    cases = tc.corpus()[:4]
+    with ReportDB(url) as db:
+        assert db.schema_version == SCHEMA_VERSION == 2
+        summary = db.summary()
+        assert (summary["reports"], summary["successful_sessions"], summary["failed_sessions"]) == \
+            expected_totals(cases)
+        by_type = sum(summary["by_result_type"].values())
+        assert by_type == sum(d.failed_session_count for c in cases for p in parse_report(
+            c.json(), fallback_domain=c.fallback_domain).policies for d in p.failure_details)
+        rows = sorted(db.reports(limit=10), key=lambda r: r.id)
+        assert [r.auth for r in rows] == ["dkim", "none", "none", "none"]
+        assert all(r.counted and r.copies == 1 for r in rows)
+        changed = dict(cases[1].doc)
+        changed["policies"] = [tc.entry(tc.sts_policy(), ok=1, failed=0)]
+        (result,) = db.ingest([Incoming(parse_report(tc.as_json(changed)), "https", "x")])
+        assert result.outcome == "conflict" and not result.counted
+        assert db.summary()["reports"] == len(cases)
 
 
 def check_batch_is_atomic(db: ReportDB) -> None:
@@ -131,6 +281,31 @@ def test_rpt_duplicates_stored_once(db):
 
 def test_rpt_conflicting_copy_keeps_the_first(db):
     check_conflict_keeps_first(db)
+
+
+def test_integrity_authenticated_copy_wins_over_earlier_forged_one(db):
+    check_authenticated_copy_wins(db)
+
+
+def test_integrity_duplicate_with_better_auth_vouches_for_the_copy(db):
+    check_duplicate_with_better_auth_vouches_for_the_copy(db)
+
+
+def test_integrity_retention_recounts_the_remaining_copy(db):
+    check_retention_recounts(db)
+
+
+def test_integrity_conflicts_follow_filters(db):
+    check_conflicts_follow_filters(db)
+
+
+def test_integrity_v1_database_upgrades_in_place(tmp_path):
+    check_v1_database_upgrades_in_place(f"sqlite:///{tmp_path}/v1.sqlite3")
+
+
+def test_integrity_unknown_auth_is_refused(db):
+    with pytest.raises(ValueError):
+        db.ingest([Incoming(parse_report(tc.case("google-heartbeat").json()), "file", auth="password")])
 
 
 def test_rpt_ingest_batch_is_all_or_nothing(db):

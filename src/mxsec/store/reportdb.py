@@ -7,10 +7,19 @@ One schema, written once in portable SQL, with numbered migrations; three tables
 - ``tlsrpt_policy``: one row per ``policies[]`` entry (policy type, domain, strings, MX hosts, counts);
 - ``tlsrpt_failure``: one row per ``failure-details[]`` entry.
 
-De-duplication: a report is identified by (organization-name, report-id) (RFC 8460 §4.4 makes report-id unique
-per reporter); ingesting it again changes nothing and is reported as ``duplicate``, or ``conflict`` when the
-new copy's JSON differs from the stored one (the first copy is kept; re-sent reports with corrected dates
-are rare and should not silently rewrite history).
+De-duplication and conflicts: a report is identified by (organization-name, report-id) (RFC 8460 §4.4 makes
+report-id unique per reporter). Ingesting the same JSON again changes nothing and is reported as ``duplicate``.
+A copy whose JSON differs from the stored one(s) is a ``conflict``: it is stored too (nothing is ever silently
+replaced or dropped: anyone able to POST a report could otherwise pre-empt a genuine one by guessing its
+report-id), and exactly one copy of each (organization-name, report-id) is *counted* in the figures:
+
+- an authenticated copy (``auth`` ``dkim``: DKIM pass on the report's message; ``token`` or ``mtls``: POSTed by
+  an authenticated client) before an unauthenticated one (``none``);
+- among equally authenticated copies, the one received first (then the lowest row id).
+
+The others stay stored and visible (:meth:`ReportDB.conflicts`, :meth:`ReportDB.copies`). The choice is kept
+in the ``counted`` column and made again whenever a copy arrives or goes (retention), under a per-report
+lock on PostgreSQL so that concurrent writers agree.
 
 Transactions: :meth:`ReportDB.ingest` stores a batch of reports in one transaction, so a crash in the middle
 of an input (a file, a message, an mbox) leaves all of it or none of it. Times are integer UTC epoch seconds;
@@ -24,7 +33,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+import zlib
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Iterable, Sequence
 
@@ -34,15 +44,53 @@ from .base import StoreError
 from .sqlite import _one_line
 from .sqldb import SqlDatabase
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Key of the PostgreSQL advisory lock that serialises migrations (the bytes "mxsecRPT").
 _PG_MIGRATION_LOCK = 0x6D78736563525054
+#: First key of the PostgreSQL advisory locks taken per (organization, report-id) while choosing the counted copy
+#: (the bytes "mxRP"); the second key is a CRC-32 of the pair.
+_PG_REPORT_LOCK = 0x6D785250
+
+#: How a copy was authenticated: ``dkim`` (DKIM pass on the message that carried it), ``token`` (POST with a
+#: configured bearer token), ``mtls`` (POST over TLS with a verified client certificate), ``none``.
+AUTH_VALUES = ("dkim", "token", "mtls", "none")
+AUTHENTICATED = ("dkim", "token", "mtls")
 
 #: Name used in summaries for policies whose report named no policy domain at all.
 NO_DOMAIN = "(none)"
 
-# Each migration is a list of statements; ``{id}``, ``{blob}`` and ``{big}`` are filled per dialect.
-_MIGRATIONS: dict[int, list[str]] = {
+_REPORT_V2 = """CREATE TABLE {table} (
+            id {id},
+            organization_name TEXT NOT NULL,
+            report_id TEXT NOT NULL,
+            contact_info TEXT,
+            submitter TEXT,
+            start_ts {big} NOT NULL,
+            end_ts {big} NOT NULL,
+            successful {big} NOT NULL,
+            failed {big} NOT NULL,
+            source TEXT NOT NULL,
+            source_name TEXT,
+            source_format TEXT NOT NULL,
+            dkim TEXT,
+            dkim_domains TEXT,
+            warnings TEXT NOT NULL,
+            raw_sha256 TEXT NOT NULL,
+            raw_json {blob} NOT NULL,
+            received_ts {big} NOT NULL,
+            auth TEXT NOT NULL DEFAULT 'none',
+            auth_name TEXT,
+            counted INTEGER NOT NULL DEFAULT 1,
+            UNIQUE (organization_name, report_id, raw_sha256)
+        )"""
+_V1_COLUMNS = (
+    "id, organization_name, report_id, contact_info, submitter, start_ts, end_ts, successful, failed, source, "
+    "source_name, source_format, dkim, dkim_domains, warnings, raw_sha256, raw_json, received_ts"
+)
+
+# Each migration is a list of statements; ``{id}``, ``{blob}`` and ``{big}`` are filled per dialect; a dict
+# holds one statement per dialect.
+_MIGRATIONS: dict[int, list[Any]] = {
     0: [
         """CREATE TABLE tlsrpt_report (
             id {id},
@@ -97,11 +145,31 @@ _MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX tlsrpt_failure_policy ON tlsrpt_failure (policy)",
         "CREATE INDEX tlsrpt_failure_report ON tlsrpt_failure (report)",
     ],
+    # 1 -> 2: conflicting copies are kept (unique per JSON digest, not per report-id), with how each was
+    # authenticated and which one the figures count. SQLite cannot drop a constraint: the table is rebuilt
+    # (ids kept, foreign keys off meanwhile, see sqldb); PostgreSQL alters it in place.
+    1: [
+        {"sqlite": _REPORT_V2.replace("{table}", "tlsrpt_report_v2")},
+        {"sqlite": f"INSERT INTO tlsrpt_report_v2 ({_V1_COLUMNS}, auth, counted) SELECT {_V1_COLUMNS}, "
+                   "CASE WHEN dkim = 'pass' THEN 'dkim' ELSE 'none' END, 1 FROM tlsrpt_report"},
+        {"sqlite": "DROP TABLE tlsrpt_report"},
+        {"sqlite": "ALTER TABLE tlsrpt_report_v2 RENAME TO tlsrpt_report"},
+        {"sqlite": "CREATE INDEX tlsrpt_report_start ON tlsrpt_report (start_ts)"},
+        {"postgresql": "ALTER TABLE tlsrpt_report DROP CONSTRAINT tlsrpt_report_organization_name_report_id_key"},
+        {"postgresql": "ALTER TABLE tlsrpt_report ADD COLUMN auth TEXT NOT NULL DEFAULT 'none'"},
+        {"postgresql": "ALTER TABLE tlsrpt_report ADD COLUMN auth_name TEXT"},
+        {"postgresql": "ALTER TABLE tlsrpt_report ADD COLUMN counted INTEGER NOT NULL DEFAULT 1"},
+        {"postgresql": "UPDATE tlsrpt_report SET auth = 'dkim' WHERE dkim = 'pass'"},
+        {"postgresql": "ALTER TABLE tlsrpt_report ADD CONSTRAINT tlsrpt_report_copy "
+                       "UNIQUE (organization_name, report_id, raw_sha256)"},
+        "CREATE INDEX tlsrpt_report_uncounted ON tlsrpt_report (counted, organization_name, report_id)",
+    ],
 }
 
 _REPORT_COLUMNS = (
     "organization_name, report_id, contact_info, submitter, start_ts, end_ts, successful, failed, source, "
-    "source_name, source_format, dkim, dkim_domains, warnings, raw_sha256, raw_json, received_ts"
+    "source_name, source_format, dkim, dkim_domains, warnings, raw_sha256, raw_json, received_ts, auth, "
+    "auth_name, counted"
 )
 _POLICY_COLUMNS = (
     "report, position, policy_type, policy_domain, policy_string, mx_host, successful, failed, extra"
@@ -118,7 +186,7 @@ def _marks(columns: str) -> str:
 
 _INSERT_REPORT = (
     f"INSERT INTO tlsrpt_report ({_REPORT_COLUMNS}) VALUES ({_marks(_REPORT_COLUMNS)}) "
-    "ON CONFLICT (organization_name, report_id) DO NOTHING RETURNING id"
+    "ON CONFLICT (organization_name, report_id, raw_sha256) DO NOTHING RETURNING id"
 )
 _INSERT_POLICY = f"INSERT INTO tlsrpt_policy ({_POLICY_COLUMNS}) VALUES ({_marks(_POLICY_COLUMNS)}) RETURNING id"
 _INSERT_FAILURE = f"INSERT INTO tlsrpt_failure ({_FAILURE_COLUMNS}) VALUES ({_marks(_FAILURE_COLUMNS)})"
@@ -131,7 +199,9 @@ _INSERT_FAILURE = f"INSERT INTO tlsrpt_failure ({_FAILURE_COLUMNS}) VALUES ({_ma
 class Incoming:
     """A parsed report with where it came from: ``source`` is ``file``, ``stdin``, ``message``, ``mbox``,
     ``maildir``, ``imap`` or ``https``; ``source_name`` a path, a Message-ID or a client address; ``dkim``
-    ``pass``/``fail``/``none`` for mailed reports (``None`` when not applicable)."""
+    ``pass``/``fail``/``none`` for mailed reports (``None`` when not applicable). ``auth`` is how the copy was
+    authenticated (:data:`AUTH_VALUES`); left ``None`` it is ``dkim`` for a DKIM pass, else ``none``;
+    ``auth_name`` says by what (a token's fingerprint, a client certificate's subject)."""
 
     report: Report
     source: str
@@ -140,28 +210,45 @@ class Incoming:
     dkim_domains: tuple[str, ...] = ()
     #: Warnings about the transport (message headers, attachment types), stored with the parser's.
     transport_warnings: tuple[Any, ...] = ()
+    auth: str | None = None
+    auth_name: str | None = None
+
+    @property
+    def authentication(self) -> str:
+        if self.auth is not None:
+            if self.auth not in AUTH_VALUES:
+                raise ValueError(f"auth {self.auth!r}: one of {', '.join(AUTH_VALUES)}")
+            return self.auth
+        return "dkim" if self.dkim == "pass" else "none"
 
 
 @dataclass(frozen=True)
 class IngestResult:
-    """``outcome``: ``stored``, ``duplicate`` (same JSON already stored) or ``conflict`` (a different report
-    under the same organization and report-id is stored; the first one is kept). ``id`` is the stored row."""
+    """``outcome``: ``stored``, ``duplicate`` (same JSON already stored: ``id`` is that row) or ``conflict``
+    (stored, but other copies with different JSON under the same organization and report-id exist: ``others``).
+    ``counted`` says whether this row is the copy the figures count (``counted_id``); ``auth`` is the row's
+    authentication."""
 
     outcome: str
     id: int
     organization_name: str
     report_id: str
+    auth: str = "none"
+    counted: bool = True
+    others: tuple[int, ...] = ()
+    counted_id: int | None = None
 
 
 @dataclass(frozen=True)
 class Filters:
     """What to count: reports whose day is in [since, until] (both optional, inclusive), policies of one
-    ``domain``, reports of one ``organization``."""
+    ``domain``, reports of one ``organization``. Only the counted copy of each report unless ``all_copies``."""
 
     since: date | None = None
     until: date | None = None
     domain: str | None = None
     organization: str | None = None
+    all_copies: bool = False
 
     def clauses(self) -> tuple[list[str], list[Any]]:
         """SQL conditions over ``r`` (tlsrpt_report) and ``p`` (tlsrpt_policy) with their parameters."""
@@ -182,6 +269,8 @@ class Filters:
         if self.organization is not None:
             where.append("r.organization_name = ?")
             params.append(self.organization)
+        if not self.all_copies:
+            where.append("r.counted = 1")
         return where, params
 
 
@@ -220,6 +309,11 @@ class ReportRow:
     warnings: list[dict[str, str]]
     received: datetime
     policy_domains: list[str] = field(default_factory=list)
+    auth: str = "none"
+    auth_name: str | None = None
+    counted: bool = True
+    #: How many copies (this one included) share its organization and report-id.
+    copies: int = 1
 
 
 @dataclass
@@ -286,6 +380,15 @@ class ReportDB(SqlDatabase):
         report = item.report
         raw = report.raw_json or report.to_json()
         digest = hashlib.sha256(raw).hexdigest()
+        auth = item.authentication
+        key = (report.organization_name, report.report_id)
+        self._lock_report(*key)
+        group = self._execute(
+            "SELECT id, raw_sha256 FROM tlsrpt_report WHERE organization_name = ? AND report_id = ? ORDER BY id",
+            key,
+        ).fetchall()
+        if any(stored == digest for _, stored in group):
+            return self._duplicate(item, auth, digest)
         warnings = _warnings_json(tuple(item.transport_warnings) + tuple(report.warnings))
         row = self._execute(
             _INSERT_REPORT,
@@ -293,16 +396,11 @@ class ReportDB(SqlDatabase):
                 report.organization_name, report.report_id, report.contact_info, report.submitter,
                 _ts(report.start), _ts(report.end), report.successful, report.failed, item.source,
                 item.source_name, report.source_format, item.dkim, _json(list(item.dkim_domains)), warnings,
-                digest, raw, received,
+                digest, raw, received, auth, item.auth_name, 0 if group else 1,
             ),
         ).fetchone()
         if row is None:
-            existing = self._execute(
-                "SELECT id, raw_sha256 FROM tlsrpt_report WHERE organization_name = ? AND report_id = ?",
-                (report.organization_name, report.report_id),
-            ).fetchone()
-            outcome = "duplicate" if existing[1] == digest else "conflict"
-            return IngestResult(outcome, int(existing[0]), report.organization_name, report.report_id)
+            return self._duplicate(item, auth, digest)
         report_pk = int(row[0])
         failures: list[tuple[Any, ...]] = []
         for position, policy in enumerate(report.policies):
@@ -323,7 +421,74 @@ class ReportDB(SqlDatabase):
                 ))
         if failures:
             self._conn.cursor().executemany(self._sql(_INSERT_FAILURE), failures)
-        return IngestResult("stored", report_pk, report.organization_name, report.report_id)
+        if not group:
+            return IngestResult("stored", report_pk, report.organization_name, report.report_id, auth=auth,
+                                counted_id=report_pk)
+        counted = self._recount(*key)
+        others = tuple(int(pk) for pk, _ in group)
+        return IngestResult(
+            "conflict", report_pk, report.organization_name, report.report_id,
+            auth=auth, counted=counted == report_pk, others=others, counted_id=counted,
+        )
+
+    def _duplicate(self, item: Incoming, auth: str, digest: str) -> IngestResult:
+        """The same JSON is stored already. A better authenticated arrival vouches for that copy: its ``auth``
+        is raised (with a warning saying by what) and the counted copy chosen again."""
+        report = item.report
+        key = (report.organization_name, report.report_id)
+        pk, stored_auth, warnings = self._execute(
+            "SELECT id, auth, warnings FROM tlsrpt_report WHERE organization_name = ? AND report_id = ? "
+            "AND raw_sha256 = ?",
+            (*key, digest),
+        ).fetchone()
+        pk = int(pk)
+        if auth in AUTHENTICATED and stored_auth not in AUTHENTICATED:
+            notes = json.loads(warnings)
+            by = f"{item.source} {item.source_name}" if item.source_name else item.source
+            notes.append({"code": "auth-" + auth, "message": f"an identical copy arrived authenticated ({auth}) "
+                          f"from {by}" + (f" ({item.auth_name})" if item.auth_name else "")})
+            self._execute(
+                "UPDATE tlsrpt_report SET auth = ?, auth_name = ?, warnings = ? WHERE id = ?",
+                (auth, item.auth_name, _json(notes), pk),
+            )
+            stored_auth = auth
+        counted = self._recount(*key)
+        others = tuple(other for other in self._group_ids(*key) if other != pk)
+        return IngestResult("duplicate", pk, report.organization_name, report.report_id, auth=str(stored_auth),
+                            counted=counted == pk, others=others, counted_id=counted)
+
+    def _lock_report(self, organization: str, report_id: str) -> None:
+        """PostgreSQL: serialise writers of the same report until commit (SQLite's writes are serial anyway)."""
+        if self.dialect == "postgresql":
+            digest = zlib.crc32(f"{len(organization)}:{organization}{report_id}".encode("utf-8", "surrogatepass"))
+            self._execute("SELECT pg_advisory_xact_lock(?, ?)", (_PG_REPORT_LOCK, digest - (1 << 32)
+                                                                 if digest >= 1 << 31 else digest))
+
+    def _group_ids(self, organization: str, report_id: str) -> list[int]:
+        return [int(r[0]) for r in self._execute(
+            "SELECT id FROM tlsrpt_report WHERE organization_name = ? AND report_id = ? ORDER BY id",
+            (organization, report_id),
+        ).fetchall()]
+
+    _BEST_FIRST = (
+        "CASE WHEN auth IN ('dkim', 'token', 'mtls') THEN 0 ELSE 1 END, received_ts, id"
+    )
+
+    def _recount(self, organization: str, report_id: str) -> int | None:
+        """Mark the one counted copy of (organization, report-id) (the module docstring's rule); its id."""
+        best = self._execute(
+            f"SELECT id FROM tlsrpt_report WHERE organization_name = ? AND report_id = ? "
+            f"ORDER BY {self._BEST_FIRST} LIMIT 1",
+            (organization, report_id),
+        ).fetchone()
+        if best is None:
+            return None
+        self._execute(
+            "UPDATE tlsrpt_report SET counted = CASE WHEN id = ? THEN 1 ELSE 0 END "
+            "WHERE organization_name = ? AND report_id = ? AND counted <> CASE WHEN id = ? THEN 1 ELSE 0 END",
+            (int(best[0]), organization, report_id, int(best[0])),
+        )
+        return int(best[0])
 
     def delete_before(self, day: date) -> int:
         """Delete reports whose day is before *day* (retention); return how many went."""
@@ -331,7 +496,16 @@ class ReportDB(SqlDatabase):
             try:
                 with self._transaction():
                     cursor = self._execute("DELETE FROM tlsrpt_report WHERE start_ts < ?", (_day_ts(day),))
-                    return int(cursor.rowcount)
+                    gone = int(cursor.rowcount)
+                    # A conflicting copy from a later day may have lost its counted sibling: count it instead.
+                    for organization, report_id in self._execute(
+                        "SELECT DISTINCT u.organization_name, u.report_id FROM tlsrpt_report u WHERE u.counted = 0 "
+                        "AND NOT EXISTS (SELECT 1 FROM tlsrpt_report c WHERE c.organization_name = "
+                        "u.organization_name AND c.report_id = u.report_id AND c.counted = 1)"
+                    ).fetchall():
+                        self._lock_report(organization, report_id)
+                        self._recount(organization, report_id)
+                    return gone
             except self._errors() as exc:
                 raise StoreError(f"report database {_redact(self.url)}: {_one_line(exc)}") from None
 
@@ -387,7 +561,7 @@ class ReportDB(SqlDatabase):
     def _bare_reports(self, filters: Filters) -> int:
         if filters.domain is not None:
             return 0
-        where, params = Filters(filters.since, filters.until, None, filters.organization).clauses()
+        where, params = replace(filters, domain=None).clauses()
         where.append("NOT EXISTS (SELECT 1 FROM tlsrpt_policy p WHERE p.report = r.id)")
         (row,) = self._query("SELECT COUNT(*) FROM tlsrpt_report r WHERE " + " AND ".join(where), params)
         return int(row[0])
@@ -472,15 +646,12 @@ class ReportDB(SqlDatabase):
 
     def reports(self, filters: Filters = Filters(), *, limit: int = 100, offset: int = 0) -> list[ReportRow]:
         """Reports matching *filters*, newest first."""
-        where, params = Filters(filters.since, filters.until, None, filters.organization).clauses()
+        where, params = replace(filters, domain=None).clauses()
         if filters.domain is not None:
-            inner, inner_params = Filters(domain=filters.domain).clauses()
+            inner, inner_params = Filters(domain=filters.domain, all_copies=True).clauses()
             where.append("EXISTS (SELECT 1 FROM tlsrpt_policy p WHERE p.report = r.id AND " + inner[0] + ")")
             params.extend(inner_params)
-        statement = (
-            "SELECT r.id, r.organization_name, r.report_id, r.contact_info, r.start_ts, r.end_ts, r.successful, "
-            "r.failed, r.source, r.source_name, r.dkim, r.warnings, r.received_ts FROM tlsrpt_report r"
-        )
+        statement = f"SELECT {self._ROW_COLUMNS} FROM tlsrpt_report r"
         if where:
             statement += " WHERE " + " AND ".join(where)
         statement += f" ORDER BY r.start_ts DESC, r.id DESC LIMIT {int(limit)} OFFSET {int(offset)}"
@@ -496,28 +667,98 @@ class ReportDB(SqlDatabase):
                 domains.setdefault(int(report), []).append(_domain_key(domain))
             for row in rows:
                 row.policy_domains = domains.get(row.id, [])
+            self._count_copies(rows)
         return rows
+
+    _ROW_COLUMNS = (
+        "r.id, r.organization_name, r.report_id, r.contact_info, r.start_ts, r.end_ts, r.successful, r.failed, "
+        "r.source, r.source_name, r.dkim, r.warnings, r.received_ts, r.auth, r.auth_name, r.counted"
+    )
+
+    def _count_copies(self, rows: list[ReportRow]) -> None:
+        """Fill ``copies`` of *rows*: only reports with an uncounted sibling have more than one."""
+        groups = {(row.organization_name, row.report_id) for row in rows}
+        if not groups:
+            return
+        pairs = sorted(groups)
+        counts: dict[tuple[str, str], int] = {}
+        for org, rid, n in self._query(
+            "SELECT organization_name, report_id, COUNT(*) FROM tlsrpt_report WHERE "
+            + " OR ".join("(organization_name = ? AND report_id = ?)" for _ in pairs)
+            + " GROUP BY organization_name, report_id",
+            [value for pair in pairs for value in pair],
+        ):
+            counts[(str(org), str(rid))] = int(n)
+        for row in rows:
+            row.copies = counts.get((row.organization_name, row.report_id), 1)
+
+    def copies(self, pk: int) -> list[ReportRow]:
+        """Every stored copy of the report with id *pk* (the same organization and report-id), the counted one
+        first, then the order in which they would be counted; empty when *pk* is unknown."""
+        rows = [self._row(values) for values in self._query(
+            f"SELECT {self._ROW_COLUMNS} FROM tlsrpt_report r JOIN tlsrpt_report k ON k.id = ? "
+            "AND r.organization_name = k.organization_name AND r.report_id = k.report_id "
+            "ORDER BY r.counted DESC, CASE WHEN r.auth IN ('dkim', 'token', 'mtls') THEN 0 ELSE 1 END, "
+            "r.received_ts, r.id",
+            (int(pk),),
+        )]
+        for row in rows:
+            row.copies = len(rows)
+        return rows
+
+    def conflicts(self, filters: Filters = Filters(), *, limit: int = 100) -> tuple[int, list[list[ReportRow]]]:
+        """Reports stored in several copies with different content: (how many such reports, the newest
+        *limit* of them, each its copies as :meth:`copies` orders them). A report is listed when any of its
+        copies matches *filters* (day, organization, policy domain)."""
+        where, params = replace(filters, domain=None, all_copies=True).clauses()
+        if filters.domain is not None:
+            inner, inner_params = Filters(domain=filters.domain, all_copies=True).clauses()
+            where.append("EXISTS (SELECT 1 FROM tlsrpt_policy p WHERE p.report = r.id AND " + inner[0] + ")")
+            params.extend(inner_params)
+        groups = (
+            "SELECT r.organization_name, r.report_id, MAX(r.received_ts) AS latest FROM "
+            "(SELECT DISTINCT organization_name, report_id FROM tlsrpt_report WHERE counted = 0) g "
+            "JOIN tlsrpt_report r ON r.organization_name = g.organization_name AND r.report_id = g.report_id"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " GROUP BY r.organization_name, r.report_id"
+        )
+        (total,) = self._query(f"SELECT COUNT(*) FROM ({groups}) c", params)
+        shown = self._query(groups + f" ORDER BY latest DESC, r.organization_name, r.report_id LIMIT {int(limit)}",
+                            params)
+        out: list[list[ReportRow]] = []
+        for org, rid, _ in shown:
+            rows = [self._row(values) for values in self._query(
+                f"SELECT {self._ROW_COLUMNS} FROM tlsrpt_report r WHERE r.organization_name = ? AND r.report_id = ? "
+                "ORDER BY r.counted DESC, CASE WHEN r.auth IN ('dkim', 'token', 'mtls') THEN 0 ELSE 1 END, "
+                "r.received_ts, r.id",
+                (org, rid),
+            )]
+            for row in rows:
+                row.copies = len(rows)
+            out.append(rows)
+        return int(total[0]), out
 
     @staticmethod
     def _row(values: tuple[Any, ...]) -> ReportRow:
-        (pk, org, rid, contact, start, end, ok, bad, source, name, dkim, warnings, received) = values
+        (pk, org, rid, contact, start, end, ok, bad, source, name, dkim, warnings, received, auth, auth_name,
+         counted) = values
         return ReportRow(
             id=int(pk), organization_name=org, report_id=rid, contact_info=contact, start=_from_ts(start),
             end=_from_ts(end), successful=int(ok), failed=int(bad), source=source, source_name=name, dkim=dkim,
-            warnings=json.loads(warnings), received=_from_ts(received),
+            warnings=json.loads(warnings), received=_from_ts(received), auth=str(auth), auth_name=auth_name,
+            counted=bool(counted),
         )
 
     def report(self, pk: int) -> ReportDetail | None:
         rows = self._query(
-            "SELECT r.id, r.organization_name, r.report_id, r.contact_info, r.start_ts, r.end_ts, r.successful, "
-            "r.failed, r.source, r.source_name, r.dkim, r.warnings, r.received_ts, r.raw_json, r.source_format, "
-            "r.dkim_domains FROM tlsrpt_report r WHERE r.id = ?",
+            f"SELECT {self._ROW_COLUMNS}, r.raw_json, r.source_format, r.dkim_domains FROM tlsrpt_report r "
+            "WHERE r.id = ?",
             (int(pk),),
         )
         if not rows:
             return None
-        values = rows[0]
-        row = self._row(values[:13])
+        values = rows[0][16:]
+        row = self._row(rows[0][:16])
         policies: list[dict[str, Any]] = []
         index: dict[int, dict[str, Any]] = {}
         for ppk, ptype, pdomain, pstring, mx, ok, bad, extra in self._query(
@@ -547,8 +788,8 @@ class ReportDB(SqlDatabase):
             })
         row.policy_domains = sorted({_domain_key(p["policy_domain"]) for p in policies})
         return ReportDetail(
-            row=row, policies=policies, raw_json=bytes(values[13]), source_format=values[14],
-            dkim_domains=json.loads(values[15] or "[]"),
+            row=row, policies=policies, raw_json=bytes(values[0]), source_format=values[1],
+            dkim_domains=json.loads(values[2] or "[]"),
         )
 
     def summary(self, filters: Filters = Filters()) -> dict[str, Any]:

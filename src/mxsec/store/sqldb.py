@@ -5,9 +5,11 @@ transaction helper. The report receiver's database (:mod:`.reportdb`) and the TL
 URLs: ``sqlite:///relative/path``, ``sqlite:////absolute/path``, ``postgresql://USER@HOST[:PORT]/DB``.
 
 Migrations: ``MIGRATIONS[n]`` is the list of statements that take the schema from version *n* to *n + 1*;
-``{id}``, ``{blob}`` and ``{big}`` are filled per dialect. They run in one transaction, under a PostgreSQL
-advisory lock (so that several processes starting at once migrate once). A schema newer than the code is
-refused in one line rather than misread.
+``{id}``, ``{blob}`` and ``{big}`` are filled per dialect; a statement given as a dict ``{dialect: statement}``
+runs only on the dialects it names. They run in one transaction, under a PostgreSQL advisory lock (so that
+several processes starting at once migrate once). On SQLite, foreign keys are off while migrating (so that a
+table can be rebuilt, SQLite's way of changing a constraint, without cascading deletes) and checked before the
+commit. A schema newer than the code is refused in one line rather than misread.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class SqlDatabase:
     #: What the database holds, for messages ("report database").
     WHAT: ClassVar[str] = "database"
     SCHEMA_VERSION: ClassVar[int] = 0
-    MIGRATIONS: ClassVar[dict[int, list[str]]] = {}
+    MIGRATIONS: ClassVar[dict[int, list[Any]]] = {}
     VERSION_TABLE: ClassVar[str] = ""
     #: PostgreSQL advisory lock key serialising migrations.
     LOCK_KEY: ClassVar[int] = 0
@@ -113,7 +115,10 @@ class SqlDatabase:
 
     def _migrate(self) -> None:
         table = self.VERSION_TABLE
+        sqlite = self.dialect == "sqlite"
         try:
+            if sqlite:
+                self._conn.execute("PRAGMA foreign_keys=OFF")  # no effect inside a transaction: set before
             with self._transaction():
                 if self.dialect == "postgresql":
                     self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (self.LOCK_KEY,))
@@ -128,13 +133,26 @@ class SqlDatabase:
                 version = found
                 while version < self.SCHEMA_VERSION:
                     for statement in self.MIGRATIONS[version]:
+                        if isinstance(statement, dict):
+                            statement = statement.get(self.dialect)
+                            if statement is None:
+                                continue
                         self._conn.execute(statement.format(**DIALECTS[self.dialect]))
                     version += 1
+                if version != found and sqlite and self._conn.execute("PRAGMA foreign_key_check").fetchone():
+                    raise StoreError(f"{self.WHAT} {_redact(self.url)}: migration to schema version {version} "
+                                     "left rows without their parent; nothing was changed")
                 if version != found:
                     self._conn.execute(f"DELETE FROM {table}")
                     self._execute(f"INSERT INTO {table} (version) VALUES (?)", (version,))
         except self._errors() as exc:
             raise StoreError(f"{self.WHAT} {_redact(self.url)}: {_one_line(exc)}") from None
+        finally:
+            if sqlite:
+                try:
+                    self._conn.execute("PRAGMA foreign_keys=ON")
+                except sqlite3.Error:  # pragma: no cover - the connection is unusable; the next call says so
+                    pass
 
     @property
     def schema_version(self) -> int:
