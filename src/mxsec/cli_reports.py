@@ -1,7 +1,9 @@
 """``mxsec reports …``: receive TLSRPT reports (docs/reports.md): ingest, summary, serve (and fetch-imap).
 
 Exit codes: 0 when all went well, 1 when an input was rejected (``ingest``) or failures exceed the threshold
-(``summary --fail-on-failures``), 2 for usage errors and an unusable database (one line on stderr).
+(``summary --fail-on-failures``), 2 for usage errors and an unusable database (one line on stderr), 3 when
+``ingest`` stored a conflicting copy of a report (same organization and report-id, different content) and
+rejected nothing.
 """
 
 from __future__ import annotations
@@ -90,24 +92,57 @@ def ingest_command(paths, db_url, dkim, require_dkim, nameservers, move_processe
     counts = count_outcomes(items)
     if not as_json:
         click.echo(totals_line(len(items), "input(s)", counts))
-    sys.exit(1 if counts["rejected"] else 0)
+    sys.exit(exit_code(counts, items))
+
+
+#: Exit code of ``ingest`` (and ``fetch-imap``) when a conflicting copy was stored and nothing was rejected.
+EXIT_CONFLICT = 3
+
+
+def exit_code(counts: dict[str, int], items=()) -> int:
+    """1 when an input was rejected, else 3 when a report of *items* is (now or still) in conflicting copies,
+    else 0."""
+    if counts["rejected"]:
+        return 1
+    in_conflict = counts["conflict"] or any(r.others for item in items for r in item.results)
+    return EXIT_CONFLICT if in_conflict else 0
+
+
+def conflict_line(name: str, result) -> str:
+    """The warning printed for a conflicting copy (always, on stderr): which copies exist, which one counts."""
+    ids = ", ".join(str(pk) for pk in sorted((result.id, *result.others)))
+    what = "this one" if result.outcome == "conflict" else "a copy identical to this one"
+    if result.counted:
+        verdict = "the figures now count this copy"
+    else:
+        verdict = f"the figures count id {result.counted_id}, not this copy"
+    return (
+        f"{name}: CONFLICT: report {result.report_id!r} of {result.organization_name!r} is stored in "
+        f"{1 + len(result.others)} different copies (ids {ids}); {what} is id {result.id} (auth {result.auth}); "
+        f"{verdict}; see mxsec reports summary"
+    )
 
 
 def echo_input(item, *, as_json: bool, quiet: bool, **extra) -> None:
     """Print what became of one input: a JSON object (``extra`` keys after ``kind``) or its outcome line
-    (rejected ones on stderr, the others unless ``quiet``)."""
+    (rejected ones on stderr, the others unless ``quiet``), and a line on stderr per conflicting copy."""
     from mxsec.reports.inputs import outcome_line
 
     if as_json:
         click.echo(json.dumps({
             "input": item.name, "kind": item.kind, **extra, "error": item.error,
             "reports": [
-                {"outcome": r.outcome, "id": r.id, "organization": r.organization_name, "report_id": r.report_id}
+                {"outcome": r.outcome, "id": r.id, "organization": r.organization_name, "report_id": r.report_id,
+                 "auth": r.auth, "counted": r.counted, "other_copies": list(r.others)}
                 for r in item.results
             ],
         }, ensure_ascii=False))
-    elif item.rejected or not quiet:
+        return
+    if item.rejected or not quiet:
         click.echo(safe_text(outcome_line(item)), err=item.rejected)
+    for result in item.results:
+        if result.others:
+            click.echo(safe_text(conflict_line(item.name, result)), err=True)
 
 
 def totals_line(count: int, noun: str, counts: dict[str, int]) -> str:

@@ -5,7 +5,8 @@ either order registers the command once). The work is done by :mod:`mxsec.report
 turns options into its settings and prints what became of each message, the way ``reports ingest`` does.
 
 Exit codes: 0 when every message read was stored (or was a duplicate), 1 when a message was rejected, 2 for
-usage errors and when the server or the database cannot be used (one line on stderr).
+usage errors and when the server or the database cannot be used (one line on stderr), 3 when a conflicting
+copy of a report was stored and nothing was rejected (as ``reports ingest``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 import click
 
 from mxsec.cli_common import _fail, _guarded
-from mxsec.cli_reports import db_option, echo_input, open_db, reports, totals_line
+from mxsec.cli_reports import db_option, echo_input, exit_code, open_db, reports, totals_line
 from mxsec.reports.imap import (
     DEFAULT_LIMIT,
     DEFAULT_TIMEOUT,
@@ -133,7 +134,7 @@ def fetch_imap(host, port, security, ca_file, user, password_file, mailbox, all_
     if not as_json:
         left = f"; {run.left} more left for the next run (--limit)" if run.left else ""
         click.echo(totals_line(len(run.items), "message(s)", counts) + left)
-    sys.exit(1 if counts["rejected"] else 0)
+    sys.exit(exit_code(counts, run.items))
 
 
 if "fetch-imap" not in reports.commands:

@@ -2,7 +2,11 @@
 
 The JSON object keeps the stable keys of docs/reports.md (``reports``, ``successful_sessions``, ``failed_sessions``,
 ``by_result_type``, ``by_organization``, ``by_policy_domain``) and adds ``success_rate``, ``by_policy_type``,
-``by_day``, ``by_mx``, ``failing_sending_ips`` and ``filters``.
+``by_day``, ``by_mx``, ``failing_sending_ips``, ``conflicts`` and ``filters``.
+
+The figures count one copy per (organization, report-id) (see :mod:`mxsec.store.reportdb`); ``conflicts`` lists
+the reports stored in several different copies: ``{"count": N, "reports": [{"organization", "report_id",
+"copies": [...]}]}``, the counted copy first in each list.
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ from rich.text import Text
 
 from ..display import safe_text
 from ..errors import ConfigError
-from ..store.reportdb import Filters, ReportDB, Totals
+from ..store.reportdb import Filters, ReportDB, ReportRow, Totals
+
+#: Conflicting reports listed in the summary (the count covers them all).
+CONFLICTS_SHOWN = 100
 
 
 def summary_data(db: ReportDB, filters: Filters, *, top: int = 10) -> dict[str, Any]:
@@ -29,6 +36,15 @@ def summary_data(db: ReportDB, filters: Filters, *, top: int = 10) -> dict[str, 
         {"ip": ip, "result_type": result_type, "failed_sessions": count}
         for ip, result_type, count in db.failing_sending_ips(filters, limit=top)
     ]
+    count, groups = db.conflicts(filters, limit=CONFLICTS_SHOWN)
+    out["conflicts"] = {
+        "count": count,
+        "reports": [
+            {"organization": group[0].organization_name, "report_id": group[0].report_id,
+             "copies": [copy_data(row) for row in group]}
+            for group in groups
+        ],
+    }
     out["filters"] = {
         "since": filters.since.isoformat() if filters.since else None,
         "until": filters.until.isoformat() if filters.until else None,
@@ -36,6 +52,16 @@ def summary_data(db: ReportDB, filters: Filters, *, top: int = 10) -> dict[str, 
         "organization": filters.organization,
     }
     return out
+
+
+def copy_data(row: ReportRow) -> dict[str, Any]:
+    """One stored copy of a report, for JSON: where it came from, how it was authenticated, what it says."""
+    return {
+        "id": row.id, "counted": row.counted, "auth": row.auth, "auth_name": row.auth_name, "source": row.source,
+        "source_name": row.source_name, "dkim": row.dkim, "received": row.received.isoformat(),
+        "start": row.start.isoformat(), "end": row.end.isoformat(),
+        "successful_sessions": row.successful, "failed_sessions": row.failed,
+    }
 
 
 # ------------------------------------------------------------------------------------------- alerting
@@ -111,6 +137,39 @@ def _totals_table(title: str, first: str, rows: dict[Any, Totals | dict[str, int
     return table
 
 
+def _conflicts_table(conflicts: dict[str, Any]) -> Table:
+    count = conflicts["count"]
+    shown = len(conflicts["reports"])
+    more = f"; {count - shown:,} more not listed" if count > shown else ""
+    table = Table(
+        title=f"CONFLICTS: {count:,} report(s) stored in several different copies (same organization and "
+              f"report-id){more}. The figures count one copy each (marked *): an authenticated one (DKIM, "
+              "token, client certificate) before an unauthenticated one, else the first received.",
+        title_justify="left", title_style="bold red",
+    )
+    table.add_column("organization", overflow="fold")
+    table.add_column("report-id", overflow="fold")
+    table.add_column("id", justify="right")
+    table.add_column("auth")
+    table.add_column("source", overflow="fold")
+    table.add_column("received")
+    table.add_column("successful", justify="right")
+    table.add_column("failed", justify="right")
+    for group in conflicts["reports"]:
+        for number, copy in enumerate(group["copies"]):
+            source = copy["source"] + (f" {copy['source_name']}" if copy["source_name"] else "")
+            auth = copy["auth"] + (f" ({copy['auth_name']})" if copy["auth_name"] else "")
+            table.add_row(
+                _clean(group["organization"]) if number == 0 else "",
+                _clean(group["report_id"]) if number == 0 else "",
+                ("* " if copy["counted"] else "") + str(copy["id"]),
+                Text(safe_text(auth), style="green" if copy["auth"] != "none" else "yellow"),
+                _clean(source), copy["received"][:19].replace("T", " "),
+                _n(copy["successful_sessions"]), _n(copy["failed_sessions"]),
+            )
+    return table
+
+
 def render(data: dict[str, Any], console: Console) -> None:
     """Print the summary as rich tables (hostile names are escaped: they come from reports)."""
     ok, bad = data["successful_sessions"], data["failed_sessions"]
@@ -122,6 +181,9 @@ def render(data: dict[str, Any], console: Console) -> None:
     filters = data.get("filters") or {}
     scope = ", ".join(f"{k} {v}" for k, v in filters.items() if v)
     console.print(Panel(head, title="TLSRPT reports" + (f" ({_clean(scope)})" if scope else ""), expand=False))
+    conflicts = data.get("conflicts") or {}
+    if conflicts.get("count"):
+        console.print(_conflicts_table(conflicts))
     if not data["reports"]:
         console.print("No reports stored" + (" for these filters." if scope else " yet: mxsec reports ingest FILE..."))
         return
