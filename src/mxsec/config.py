@@ -348,9 +348,16 @@ class DaemonConfig:
         30.0, kind="number",
         doc="answer (TEMP if need be) within this many seconds; must stay below Postfix's socketmap_timeout (100 s)",
     )
-    max_connections: int = _opt(1024, kind="int", doc="simultaneous client connections")
+    max_connections: int = _opt(
+        1024, kind="int", doc="simultaneous client connections; beyond, the least useful one makes room",
+    )
     shutdown_timeout: float = _opt(10.0, kind="number", doc="seconds to finish open requests on stop")
     unix_mode: int | None = _opt(None, kind="mode", doc="permissions of unix: sockets, e.g. 0o660")
+    max_pending: int = _opt(100, kind="int", doc="unanswered requests per connection; beyond, TEMP at once")
+    idle_timeout: float = _opt(300.0, kind="number", doc="close a connection with nothing to answer after this long")
+    partial_timeout: float = _opt(10.0, kind="number", doc="close a connection stuck in mid-request after this long")
+    client_resolutions: int = _opt(32, kind="int", doc="resolutions one connection may have running at once (of 256)")
+    table_limit: int = _opt(100_000, kind="int", doc="destinations kept per in-memory table (no-policy answers...)")
     zones: dict[str, ZoneConfig] = _opt(kind="zones", factory=dict, doc="settings per map name")
     default_zone: ZoneConfig = _opt(kind="zone", factory=ZoneConfig, doc="settings of other map names")
 
@@ -378,6 +385,12 @@ class DaemonConfig:
             raise ConfigError(f"daemon.max_connections: must be at least 1, got {self.max_connections!r}")
         _set(self, "shutdown_timeout", float(self.shutdown_timeout))
         _check_duration(self.shutdown_timeout, "daemon.shutdown_timeout", allow_zero=True)
+        for name in ("max_pending", "client_resolutions", "table_limit"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"daemon.{name}: must be at least 1, got {getattr(self, name)!r}")
+        for name in ("idle_timeout", "partial_timeout"):
+            _set(self, name, float(getattr(self, name)))
+            _check_duration(getattr(self, name), f"daemon.{name}")
         _set(self, "unix_mode", _unix_mode(self.unix_mode, "daemon.unix_mode"))
         _set(self, "zones", dict(self.zones))
         for name in self.zones:

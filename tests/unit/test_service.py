@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import pytest
 
 from mxsec.daemon.refresh import Refresher
+from mxsec.daemon.replies import Zone, format_reply
 from mxsec.daemon.service import PolicyService, ServiceSettings
 from mxsec.net.dns import AddressAnswer, RRAnswer, TxtAnswer
 from mxsec.store.memory import MemoryStore
@@ -202,7 +203,10 @@ async def test_time_budget_answers_then_caches_in_background(world):
     service.settings = ServiceSettings(lookup_timeout=0.05)
     fetcher.delay = 0.2
     v = await service.lookup("example.com")
-    assert v.policy is None and "still running" in v.notes[0]
+    # Our own budget ran out, not the domain's fetch: TEMP (the MTA retries), never "no policy".
+    assert v.policy is None and "still running" in v.notes[0] and v.temp_reason is not None
+    assert format_reply(v, Zone("postfix")).startswith("TEMP policy lookup still running after 0.05s")
+    assert format_reply(v, Zone("exim")).startswith("mode=temp ")
     await asyncio.sleep(0.3)
     assert service.cached_verdict("example.com").mode == "enforce"
 

@@ -14,7 +14,7 @@ from mxsec.config import Config, load_config, parse_listen
 from mxsec.daemon.refresh import Refresher
 from mxsec.daemon.served import ServedRecorder
 from mxsec.daemon.replies import Zone
-from mxsec.daemon.server import SocketmapServer, _listen_key
+from mxsec.daemon.server import SocketmapServer, _listen_key, connection_cap
 from mxsec.daemon.service import PolicyService, ServiceSettings
 from mxsec.errors import ConfigError
 from mxsec.logs import setup_logging
@@ -92,6 +92,8 @@ def service_settings(config: Config) -> ServiceSettings:
         dane=config.dane.enabled,
         dane_mandatory=tuple(config.dane.mandatory),
         dane_disabled=tuple(config.dane.disabled),
+        per_client=config.daemon.client_resolutions,
+        table_limit=config.daemon.table_limit,
     )
 
 
@@ -123,8 +125,11 @@ class Daemon:
         self.server = SocketmapServer(
             self.service,
             make_zones(config),
-            max_connections=config.daemon.max_connections,
+            max_connections=self._connection_cap(config),
             unix_mode=config.daemon.unix_mode,
+            max_pending=config.daemon.max_pending,
+            idle_timeout=config.daemon.idle_timeout,
+            partial_timeout=config.daemon.partial_timeout,
         )
         if config.tlsrpt.record_policies:
             self.recorder = ServedRecorder(config.tlsrpt.db, clock=self.service.clock)
@@ -152,6 +157,15 @@ class Daemon:
             except OSError as exc:
                 raise ConfigError(f"cannot listen on {config.metrics.listen}: {exc.strerror or exc}") from None
 
+    @staticmethod
+    def _connection_cap(config: Config) -> int:
+        wanted = config.daemon.max_connections
+        cap = connection_cap(wanted)
+        if cap < wanted:
+            log.warning("too few file descriptors for daemon.max_connections; serving fewer connections "
+                        "(raise LimitNOFILE / ulimit -n)", extra={"max_connections": wanted, "serving": cap})
+        return cap
+
     async def reload(self) -> None:
         """SIGHUP: re-read the configuration and apply what can change without a restart."""
         from mxsec.config import apply_overrides
@@ -169,7 +183,10 @@ class Daemon:
         warn_remote_validators(self.service)
         await old_fetcher.aclose()
         self.server.zones = make_zones(new)
-        self.server.max_connections = new.daemon.max_connections
+        self.server.max_connections = self._connection_cap(new)
+        self.server.max_pending = new.daemon.max_pending
+        self.server.idle_timeout = new.daemon.idle_timeout
+        self.server.partial_timeout = new.daemon.partial_timeout
         self.server.clear_memo()
         wanted = {}
         for addr in new.daemon.listen:

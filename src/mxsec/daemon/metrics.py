@@ -11,6 +11,12 @@ Exported:
 * ``mxsec_policy_fetches_total{outcome}`` — HTTPS policy fetches: ``ok`` or the RFC 8460 result type;
 * ``mxsec_resolutions_total``, ``mxsec_single_flight_joins_total``, ``mxsec_lookup_timeouts_total``;
 * ``mxsec_cached_policies``, ``mxsec_connections`` — gauges;
+* limits (docs/daemon.md, "Limits"): ``mxsec_socketmap_evictions_total{reason}`` (``partial``, ``idle``,
+  ``busy``), ``mxsec_socketmap_refused_connections_total``, ``mxsec_socketmap_timeouts_total{kind}``
+  (``partial``, ``idle``), ``mxsec_socketmap_pending_cap_hits_total``, ``mxsec_socketmap_bad_netstrings_total``,
+  ``mxsec_resolutions_cancelled_total``, ``mxsec_budget_temps_total``, ``mxsec_table_evictions_total``,
+  ``mxsec_log_lines_suppressed_total``, and the gauges ``mxsec_table_entries{table}`` and
+  ``mxsec_resolution_slots{state}`` (``busy``, ``waiting``);
 * ``mxsec_socketmap_latency_seconds`` — histogram of the time from a request's arrival to its reply being
   written (whole pipelined batches are timed once and counted per request).
 """
@@ -54,6 +60,42 @@ class DaemonCollector:
         yield fetches
         yield GaugeMetricFamily("mxsec_cached_policies", "Policies in the cache", value=len(service.entries))
         yield GaugeMetricFamily("mxsec_connections", "Open socketmap connections", value=len(server.connections))
+        evictions = CounterMetricFamily("mxsec_socketmap_evictions", "Connections closed to make room for a new one",
+                                        labels=["reason"])
+        for reason in ("partial", "idle", "busy"):
+            evictions.add_metric([reason], server.evictions[reason])
+        yield evictions
+        yield CounterMetricFamily("mxsec_socketmap_refused_connections",
+                                  "Connections the system refused at accept (out of file descriptors)",
+                                  value=server.rejected_connections)
+        timeouts = CounterMetricFamily("mxsec_socketmap_timeouts", "Connections closed by a timeout", labels=["kind"])
+        for kind in ("partial", "idle"):
+            timeouts.add_metric([kind], server.timeouts[kind])
+        yield timeouts
+        yield CounterMetricFamily("mxsec_socketmap_pending_cap_hits",
+                                  "Requests answered TEMP because their connection had max_pending unanswered",
+                                  value=server.pending_cap_hits)
+        yield CounterMetricFamily("mxsec_socketmap_bad_netstrings", "Connections closed for broken framing",
+                                  value=server.bad_netstrings)
+        for name, key, text in (
+            ("mxsec_resolutions_cancelled", "resolutions_cancelled", "Resolutions cancelled: every asker had gone"),
+            ("mxsec_budget_temps", "budget_temps", "TEMP answers caused by our own time budget or back-pressure"),
+            ("mxsec_table_evictions", "table_evictions", "Entries dropped because a table was full"),
+        ):
+            yield CounterMetricFamily(name, text, value=service.counters[key])
+        yield CounterMetricFamily("mxsec_log_lines_suppressed", "Log lines left out by rate limiting",
+                                  value=server.quiet.suppressed_total + service.quiet.suppressed_total)
+        tables = GaugeMetricFamily("mxsec_table_entries", "Entries in the in-memory tables", labels=["table"])
+        for table, size in sorted(service.table_sizes().items()):
+            tables.add_metric([table], size)
+        tables.add_metric(["memo"], len(server.memo))
+        yield tables
+        pool = service._pool
+        slots = GaugeMetricFamily("mxsec_resolution_slots", "Resolution slots busy and resolutions waiting",
+                                  labels=["state"])
+        slots.add_metric(["busy"], pool.active)
+        slots.add_metric(["waiting"], pool.waiters)
+        yield slots
         hist = server.latency
         cumulative = []
         running = 0

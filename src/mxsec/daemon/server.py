@@ -7,6 +7,21 @@ replies always leave in request order (a connection's later answers wait for its
 
 A framing error (not a netstring, oversized) gets one ``PERM`` reply and closes that connection only; a
 well-framed but unusable request (unknown map, bad domain) gets ``PERM`` and the connection stays open.
+
+Limits against clients that misbehave (docs/daemon.md, "Limits"):
+
+* at most ``max_pending`` unanswered requests per connection: requests beyond it are answered ``TEMP`` at once
+  (in their place in the reply order) and the connection is not read from until its backlog shrinks;
+* at most ``max_connections`` connections; a new one is always accepted: the least useful connection (one
+  waiting in the middle of a netstring, else the one idle longest, else the one with the most unanswered
+  requests) is closed to make room;
+* a connection stuck in the middle of a netstring is closed after ``partial_timeout`` seconds, an idle one
+  (nothing unanswered) after ``idle_timeout`` seconds (Postfix itself closes its idle connections after 10 s
+  and reconnects when it needs to);
+* each resolution slot taken is charged to the connection that asked (:class:`~mxsec.daemon.service.FairPool`),
+  and a connection that closes cancels the resolutions nobody else waits for;
+* log lines a client can cause are rate-limited (:class:`~mxsec.daemon.lograte.RateLimitedLog`), and every
+  eviction, timeout and refusal is counted (Prometheus metrics).
 """
 
 from __future__ import annotations
@@ -17,9 +32,10 @@ import logging
 import os
 import socket
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 
+from mxsec.daemon.lograte import RateLimitedLog
 from mxsec.daemon.replies import Zone, format_reply, not_applicable_reply, reply_kind
 from mxsec.daemon.service import PolicyService
 from mxsec.daemon.socketmap import Framing, NetstringDecoder, RequestError, encode, parse_request
@@ -38,6 +54,34 @@ BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1
 MEMO_LIMIT = 200_000
 #: requests that never depend on the network (address literals...) are remembered this long
 STATIC_MEMO_SECONDS = 86400.0
+#: how often expired ready replies are dropped and the service's tables swept, seconds
+SWEEP_INTERVAL = 60.0
+#: the reason given with the TEMP answering a request beyond a connection's ``max_pending``
+BUSY_REASON = "too many unanswered requests on this connection"
+#: file descriptors kept free for everything that is not a client connection (DNS, HTTPS, store, listeners)
+FD_RESERVE = 256
+
+
+def connection_cap(wanted: int, reserve: int = FD_RESERVE) -> int:
+    """Raise the soft open-files limit to the hard one and return how many client connections fit in it
+    (``wanted`` at most): with too few descriptors, ``accept`` would fail before the connection cap is reached,
+    and new clients, Postfix's included, would be refused instead of making room."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                soft = target
+            except (ValueError, OSError):
+                pass
+    except ImportError:  # pragma: no cover - not on POSIX
+        return wanted
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, soft - reserve))
 
 
 class NotApplicable(Exception):
@@ -92,8 +136,14 @@ class SocketmapServer:
         *,
         max_connections: int = 1024,
         unix_mode: int | None = None,
+        max_pending: int = 100,
+        idle_timeout: float = 300.0,
+        partial_timeout: float = 10.0,
     ) -> None:
         self.service = service
+        self.max_pending = max_pending
+        self.idle_timeout = idle_timeout
+        self.partial_timeout = partial_timeout
         #: called with every verdict answered on the slow path (``--record-policies``)
         self.observer: Callable[[Verdict], None] | None = None
         self.zones = zones
@@ -110,7 +160,19 @@ class SocketmapServer:
         self.timing = False
         self.connections: set[SocketmapProtocol] = set()
         self.servers: dict[str, asyncio.AbstractServer] = {}
+        #: connections refused (the system ran out of file descriptors at accept)
         self.rejected_connections = 0
+        #: connections closed to make room for a new one, by what they were doing: partial, idle, busy
+        self.evictions: Counter[str] = Counter()
+        #: connections closed by a timeout: partial (stuck mid-netstring), idle
+        self.timeouts: Counter[str] = Counter()
+        #: requests answered TEMP because their connection had ``max_pending`` unanswered requests already
+        self.pending_cap_hits = 0
+        self.bad_netstrings = 0
+        self.quiet = RateLimitedLog(log)
+        self._busy_replies: dict[bytes, bytes] = {}
+        self._housekeeping: asyncio.TimerHandle | None = None
+        self._last_sweep = 0.0
         service.listeners.append(self.invalidate)
 
     # -- memo -----------------------------------------------------------------------------------------------
@@ -121,6 +183,7 @@ class SocketmapServer:
     def clear_memo(self) -> None:
         self.memo.clear()
         self.memo_by_domain.clear()
+        self._busy_replies.clear()  # the zones may have changed (reload)
 
     def _remember(self, payload: bytes, reply: bytes, seconds: float, kind: int, domain: str | None) -> None:
         if seconds <= 0:
@@ -129,15 +192,46 @@ class SocketmapServer:
             self.clear_memo()
         self.memo[payload] = (reply, self.loop.time() + seconds, kind)
         if domain is not None:
-            self.memo_by_domain.setdefault(domain, []).append(payload)
+            payloads = self.memo_by_domain.setdefault(domain, [])
+            if payload not in payloads:
+                payloads.append(payload)
+
+    def sweep_memo(self, now: float | None = None) -> int:
+        """Drop ready replies past their time (they would never be served again); returns how many."""
+        now = self.loop.time() if now is None else now
+        memo = self.memo
+        dead = [k for k, v in memo.items() if v[1] <= now]
+        for k in dead:
+            del memo[k]
+        if dead:
+            by_domain = self.memo_by_domain
+            for domain, payloads in list(by_domain.items()):
+                keep = [p for p in payloads if p in memo]
+                if keep:
+                    by_domain[domain] = keep
+                else:
+                    del by_domain[domain]
+        return len(dead)
+
+    def busy_reply(self, payload: bytes) -> bytes:
+        """``TEMP`` (``mode=temp`` for Exim) for a request beyond its connection's ``max_pending``."""
+        name = payload.partition(b" ")[0][:64]
+        reply = self._busy_replies.get(name)
+        if reply is None:
+            zone = self.zones.get(name.decode("utf-8", "replace"))
+            text = format_reply(Verdict("-", temp_reason=BUSY_REASON), zone) if zone else "TEMP " + BUSY_REASON
+            reply = encode(text.encode("utf-8"))
+            if len(self._busy_replies) < 64:
+                self._busy_replies[name] = reply
+        return reply
 
     # -- answers --------------------------------------------------------------------------------------------
     def _perm(self, reason: str) -> bytes:
         self.reply_counts[3] += 1
         return encode(b"PERM " + reason.encode("utf-8", "replace"))
 
-    async def answer(self, payload: bytes) -> bytes:
-        """Answer one request that was not in the memo (the slow path)."""
+    async def answer(self, payload: bytes, client: object = None) -> bytes:
+        """Answer one request that was not in the memo (the slow path); ``client`` is the asking connection."""
         started = time.perf_counter()
         try:
             request = parse_request(payload)
@@ -155,7 +249,7 @@ class SocketmapServer:
             return reply
         except (ParseError, RequestError) as exc:
             return self._perm(f"invalid domain: {exc}")
-        verdict = await self.service.lookup(domain)
+        verdict = await self.service.lookup(domain, client)
         if self.observer is not None:
             self.observer(verdict)
         text = format_reply(verdict, zone)
@@ -189,6 +283,89 @@ class SocketmapServer:
             )
         self.servers[key] = server
         log.info("listening", extra={"listen": key})
+        self._start_housekeeping()
+
+    # -- connection limits ----------------------------------------------------------------------------------
+    def admit(self, newcomer: "SocketmapProtocol") -> None:
+        """Make room for a new connection when the cap is reached: close the least useful one."""
+        while len(self.connections) >= self.max_connections and self.connections:
+            victim = None
+            victim_key = None
+            for conn in self.connections:
+                if conn.partial_since is not None:
+                    key = (0, conn.partial_since)
+                elif not conn.queue:
+                    key = (1, conn.last_active)
+                else:
+                    key = (2, -conn.outstanding)
+                if victim_key is None or key < victim_key:
+                    victim, victim_key = conn, key
+            reason = ("partial", "idle", "busy")[victim_key[0]]
+            self.evictions[reason] += 1
+            self.quiet.log(logging.WARNING, "evict", "connection limit reached; closed a connection to make room",
+                           reason=reason, max_connections=self.max_connections)
+            self.connections.discard(victim)
+            victim.abort()
+        self.connections.add(newcomer)
+
+    def _start_housekeeping(self) -> None:
+        if self.loop.get_exception_handler() is None:
+            self.loop.set_exception_handler(self.accept_failed)
+        if self._housekeeping is None:
+            self._last_sweep = self.loop.time()
+            self._housekeeping = self.loop.call_later(self._housekeeping_interval(), self._housekeep)
+
+    def _housekeeping_interval(self) -> float:
+        return min(1.0, max(0.05, min(self.partial_timeout, self.idle_timeout) / 4))
+
+    def _housekeep(self) -> None:
+        self._housekeeping = None
+        try:
+            self.check_timeouts()
+            now = self.loop.time()
+            if now - self._last_sweep >= SWEEP_INTERVAL:
+                self._last_sweep = now
+                self.sweep_memo(now)
+                self.service.sweep()
+            self.quiet.flush()
+            self.service.quiet.flush()
+        except Exception:  # never let housekeeping die
+            log.exception("housekeeping failed")
+        if self.servers or self.connections:
+            self._housekeeping = self.loop.call_later(self._housekeeping_interval(), self._housekeep)
+
+    def check_timeouts(self, now: float | None = None) -> int:
+        """Close connections stuck mid-netstring longer than ``partial_timeout`` and connections idle (nothing
+        unanswered) longer than ``idle_timeout``; returns how many were closed."""
+        now = self.loop.time() if now is None else now
+        partial_before = now - self.partial_timeout
+        idle_before = now - self.idle_timeout
+        closed = []
+        for conn in self.connections:
+            if conn.partial_since is not None and conn.partial_since <= partial_before:
+                closed.append((conn, "partial"))
+            elif not conn.queue and conn.last_active <= idle_before:
+                closed.append((conn, "idle"))
+        for conn, why in closed:
+            self.timeouts[why] += 1
+            self.quiet.log(logging.INFO, "timeout-" + why,
+                           "closed a connection stuck in the middle of a request" if why == "partial"
+                           else "closed an idle connection", timeout=self.partial_timeout if why == "partial"
+                           else self.idle_timeout)
+            self.connections.discard(conn)
+            conn.close()
+        return len(closed)
+
+    def accept_failed(self, loop, context: dict) -> None:
+        """Loop exception handler: count (and log, rate-limited) connections the system refused at accept
+        because it ran out of file descriptors; everything else goes to the default handler."""
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and "accept" in str(context.get("message", "")):
+            self.rejected_connections += 1
+            self.quiet.log(logging.ERROR, "accept", "cannot accept connections: out of file descriptors",
+                           error=str(exc))
+            return
+        loop.default_exception_handler(context)
 
     async def unlisten(self, key: str) -> None:
         server = self.servers.pop(key, None)
@@ -201,6 +378,9 @@ class SocketmapServer:
         """Stop accepting, let open connections finish their pending answers (up to ``timeout``), close."""
         for server in self.servers.values():
             server.close()
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            self._housekeeping = None
         pending = [f for conn in self.connections for f in conn.pending_futures()]
         if pending:
             await asyncio.wait(pending, timeout=timeout)
@@ -227,7 +407,8 @@ def _is_socket(path: str) -> bool:
 
 
 class SocketmapProtocol(asyncio.Protocol):
-    __slots__ = ("server", "decoder", "transport", "queue", "close_after", "paused")
+    __slots__ = ("server", "decoder", "transport", "queue", "close_after", "outstanding", "last_active",
+                 "partial_since", "write_paused", "backlogged")
 
     def __init__(self, server: SocketmapServer) -> None:
         self.server = server
@@ -236,15 +417,23 @@ class SocketmapProtocol(asyncio.Protocol):
         #: replies waiting for an earlier slow answer: encoded bytes or futures, in request order
         self.queue: deque | None = None
         self.close_after = False
+        #: slow answers not finished yet
+        self.outstanding = 0
+        #: loop time of the last data received or last reply written
+        self.last_active = server.loop.time()
+        #: loop time since which a netstring has been incomplete, or None
+        self.partial_since: float | None = None
+        #: reading is paused because the client does not read its answers / because its backlog is full
+        self.write_paused = False
+        self.backlogged = False
 
     def connection_made(self, transport) -> None:
-        server = self.server
-        if len(server.connections) >= server.max_connections:
-            server.rejected_connections += 1
-            transport.abort()
-            return
         self.transport = transport
-        server.connections.add(self)
+        self.server.admit(self)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
     def connection_lost(self, exc) -> None:
         self.server.connections.discard(self)
@@ -256,11 +445,13 @@ class SocketmapProtocol(asyncio.Protocol):
         self.transport = None
 
     def pause_writing(self) -> None:  # the client does not read its answers: stop reading its requests
-        if self.transport is not None:
+        self.write_paused = True
+        if self.transport is not None and not self.backlogged:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None:
+        self.write_paused = False
+        if self.transport is not None and not self.backlogged:
             self.transport.resume_reading()
 
     def eof_received(self) -> bool | None:
@@ -277,18 +468,30 @@ class SocketmapProtocol(asyncio.Protocol):
         return [i for i in self.queue if not isinstance(i, bytes)] if self.queue else []
 
     def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        """Close after writing what is buffered; at once if the client does not read what it was sent."""
+        transport = self.transport
+        if transport is not None:
+            if transport.get_write_buffer_size():
+                transport.abort()
+            else:
+                transport.close()
 
     def data_received(self, data: bytes) -> None:
         server = self.server
         started = time.perf_counter() if server.timing else 0.0
-        items = self.decoder.feed(data)
+        decoder = self.decoder
+        items = decoder.feed(data)
+        now = server.loop.time()
+        self.last_active = now
+        if decoder._buf:
+            if self.partial_since is None:
+                self.partial_since = now
+        elif self.partial_since is not None:
+            self.partial_since = None
         if not items:
             return
         memo = server.memo
         counts = server.reply_counts
-        now = server.loop.time()
         queue = self.queue
         out = []
         fast = 0
@@ -303,7 +506,17 @@ class SocketmapProtocol(asyncio.Protocol):
                     else:
                         out.append(hit[0])
                     continue
-                task = server.loop.create_task(server.answer(item))
+                if self.outstanding >= server.max_pending:  # answered TEMP at once, in its place
+                    server.pending_cap_hits += 1
+                    counts[2] += 1
+                    reply = server.busy_reply(item)
+                    if queue:
+                        queue.append(reply)
+                    else:
+                        out.append(reply)
+                    continue
+                self.outstanding += 1
+                task = server.loop.create_task(server.answer(item, self))
                 if not queue:
                     if out:
                         self.transport.write(b"".join(out))
@@ -313,7 +526,9 @@ class SocketmapProtocol(asyncio.Protocol):
                 task.add_done_callback(self._flush)
             else:  # Framing: the stream is lost; answer PERM once, then close
                 assert isinstance(item, Framing)
-                log.warning("bad netstring from client; closing connection", extra={"reason": item.reason})
+                server.bad_netstrings += 1
+                server.quiet.log(logging.WARNING, "bad-netstring", "bad netstring from client; closing connection",
+                                 reason=item.reason)
                 reply = server._perm(item.reason)
                 if queue:
                     queue.append(reply)
@@ -325,12 +540,18 @@ class SocketmapProtocol(asyncio.Protocol):
                     return
         if out:
             self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+        if queue and len(queue) >= server.max_pending and not self.backlogged:
+            self.backlogged = True  # read no more until the answers it waits for have gone out
+            if not self.write_paused:
+                self.transport.pause_reading()
         if fast:
             server.memo_hits += fast
             if started:
                 server.latency.observe(time.perf_counter() - started, fast)
 
-    def _flush(self, _task=None) -> None:
+    def _flush(self, task=None) -> None:
+        if task is not None:
+            self.outstanding -= 1
         queue = self.queue
         transport = self.transport
         if queue is None or transport is None:
@@ -353,6 +574,11 @@ class SocketmapProtocol(asyncio.Protocol):
                 break
         if out:
             transport.write(b"".join(out))
+            self.last_active = self.server.loop.time()
+        if self.backlogged and len(queue) < self.server.max_pending // 2 + 1:
+            self.backlogged = False
+            if not self.write_paused and not self.close_after:
+                transport.resume_reading()
         if not queue:
             self.queue = None
             if self.close_after:

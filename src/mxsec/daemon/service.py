@@ -6,10 +6,19 @@ Composition only: the rules live in :mod:`mxsec.sts` (pure), the I/O in :mod:`mx
 * Cached policies live in memory (``self.entries``) in front of the store; the store is written through on
   every change, so a restart, or a ``kill -9``, loses nothing that was ever served.
 * Single-flight: concurrent lookups of one domain share one resolution (one TXT lookup, at most one fetch).
-* Bounded concurrency: at most ``concurrency`` resolutions run at once; the others wait their turn.
+* Bounded, fair concurrency: at most ``concurrency`` resolutions run at once, and one client (a socketmap
+  connection) at most ``per_client`` of them; waiting clients get freed slots in turn (round robin), so a
+  client that floods the daemon with slow names cannot make another client's lookup wait for all of them.
 * STS-B-11: after a failed fetch, no new fetch for the same domain and id for ``fail_retry`` seconds.
-* Time budget: a caller waits at most ``lookup_timeout`` seconds; the resolution itself goes on in the
-  background and its result is cached for the next caller.
+* Time budget: a caller waits at most ``lookup_timeout`` seconds (queueing for a slot included) and then gets
+  a ``TEMP`` verdict (our own back-pressure, not a fetch failure: the MTA retries); the resolution itself goes
+  on in the background and its result is cached for the next caller.
+* Work nobody waits for is dropped: when every caller of a resolution has gone (its connection closed), the
+  resolution is cancelled, unless a refresh asked for it.
+* Bounded memory: "no policy" answers, fetch failure marks and DANE decisions are removed once past their
+  time (:meth:`PolicyService.sweep`, run by the refresher and the server), each table holds at most
+  ``table_limit`` destinations (oldest dropped first), and DANE decisions are renewed in the background only
+  for destinations asked within ``asked_ttl`` seconds.
 """
 
 from __future__ import annotations
@@ -17,11 +26,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, replace
 from typing import Callable
 
 from mxsec.dane.destination import DaneDecision, disabled_decision, listed, mandatory
+from mxsec.daemon.lograte import RateLimitedLog
 from mxsec.dane.gather import destination_decision
 from mxsec.errors import ParseError
 from mxsec.store.base import CacheEntry, PolicyStore
@@ -63,6 +73,13 @@ class ServiceSettings:
     #: exact names or ``.parent`` for every subdomain
     dane_mandatory: tuple[str, ...] = ()
     dane_disabled: tuple[str, ...] = ()
+    #: resolutions one client (socketmap connection) may have running at once, of ``concurrency``
+    per_client: int = 32
+    #: destinations each table (negatives, failures, DANE decisions, last asked) holds at most
+    table_limit: int = 100_000
+    #: a DANE decision is renewed in the background only if its destination was asked within this many seconds
+    #: (a memoised answer reaches the service at least once per DNS TTL, which is at most an hour)
+    asked_ttl: float = 7200.0
 
 
 @dataclass(slots=True)
@@ -80,6 +97,81 @@ class Cached:
 
 def _times(cached: Cached | None) -> CacheTimes | None:
     return cached.times if cached is not None else None
+
+
+class FairPool:
+    """At most ``size`` slots in use, at most ``per_client`` per client; freed slots go to the waiting clients in
+    turn (round robin over clients, first come first served within one client)."""
+
+    def __init__(self, size: int, per_client: int) -> None:
+        self.size = max(1, size)
+        self.per_client = max(1, min(per_client, self.size))
+        self.active = 0
+        self.by_client: dict[object, int] = {}
+        #: clients with waiters, in turn order → their waiting futures
+        self.waiting: dict[object, deque] = {}
+        self.waiters = 0
+
+    def _free_for(self, client: object) -> bool:
+        return self.active < self.size and self.by_client.get(client, 0) < self.per_client
+
+    def _take(self, client: object) -> None:
+        self.active += 1
+        self.by_client[client] = self.by_client.get(client, 0) + 1
+
+    async def acquire(self, client: object) -> None:
+        if client not in self.waiting and self._free_for(client):
+            self._take(client)
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self.waiting.setdefault(client, deque()).append(fut)
+        self.waiters += 1
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release(client)  # granted just as we were cancelled: hand the slot on
+            else:
+                queue = self.waiting.get(client)
+                if queue is not None:
+                    try:
+                        queue.remove(fut)
+                        self.waiters -= 1
+                    except ValueError:
+                        pass
+                    if not queue:
+                        del self.waiting[client]
+            raise
+
+    def release(self, client: object) -> None:
+        self.active -= 1
+        n = self.by_client.get(client, 0) - 1
+        if n > 0:
+            self.by_client[client] = n
+        else:
+            self.by_client.pop(client, None)
+        self._wake()
+
+    def _wake(self) -> None:
+        while self.active < self.size and self.waiting:
+            granted = False
+            for client in list(self.waiting):
+                if self.by_client.get(client, 0) >= self.per_client:
+                    continue
+                queue = self.waiting.pop(client)
+                fut = queue.popleft()
+                self.waiters -= 1
+                if queue:
+                    self.waiting[client] = queue  # to the back of the turn order
+                if fut.done():  # cancelled while waiting
+                    granted = True
+                    break
+                self._take(client)
+                fut.set_result(None)
+                granted = True
+                break
+            if not granted:
+                return
 
 
 class PolicyService:
@@ -105,7 +197,13 @@ class PolicyService:
         self._dane_refreshing: set[str] = set()
         self.failures: dict[str, FailureMark] = {}
         self.inflight: dict[str, asyncio.Future] = {}
-        self._sem = asyncio.Semaphore(settings.concurrency)
+        #: resolution → callers waiting for it; resolutions a refresh (or a caller without budget) waits for
+        self._waiters: dict[asyncio.Future, int] = {}
+        self._keep: set[asyncio.Future] = set()
+        #: domain → unix time it was last asked (by a lookup), oldest first
+        self.asked: dict[str, float] = {}
+        self._pool = FairPool(settings.concurrency, settings.per_client)
+        self.quiet = RateLimitedLog(log)
         #: called with a domain whenever what the service would answer for it changes
         self.listeners: list[Callable[[str], None]] = []
         self.counters: Counter[str] = Counter()
@@ -150,8 +248,8 @@ class PolicyService:
         if fetcher is not None:
             self.fetcher = fetcher
         if settings is not None:
-            if settings.concurrency != self.settings.concurrency:
-                self._sem = asyncio.Semaphore(settings.concurrency)
+            if (settings.concurrency, settings.per_client) != (self.settings.concurrency, self.settings.per_client):
+                self._pool = FairPool(settings.concurrency, settings.per_client)
             self.settings = settings
         self.negatives.clear()
         for domain in list(self.entries):
@@ -204,51 +302,87 @@ class PolicyService:
             notes = (decision.reason,) + notes
         return replace(sts, dane=decision, expires_at=expires, temp_reason=temp, notes=notes)
 
-    async def lookup(self, domain: str) -> Verdict:
-        """The verdict for ``domain``: from memory when known, else resolved within the time budget."""
-        verdict = self.cached_verdict(domain)
+    async def lookup(self, domain: str, client: object = None) -> Verdict:
+        """The verdict for ``domain``: from memory when known, else resolved within the time budget.
+
+        ``client`` identifies the asker (a socketmap connection) for the fair share of resolution slots."""
+        now = self.clock()
+        asked = self.asked
+        if asked.pop(domain, None) is None and len(asked) >= self.settings.table_limit:
+            del asked[next(iter(asked))]
+        asked[domain] = now
+        verdict = self.cached_verdict(domain, now)
         if verdict is not None:
             self.counters["cache_hits"] += 1
             return verdict
         self.counters["cache_misses"] += 1
-        return await self.resolve(domain, wait=self.settings.lookup_timeout)
+        return await self.resolve(domain, wait=self.settings.lookup_timeout, client=client)
 
-    async def resolve(self, domain: str, *, force_fetch: bool = False, wait: float | None = None) -> Verdict:
-        """Resolve now (single-flight). With ``wait``, give up waiting after that many seconds."""
+    async def resolve(self, domain: str, *, force_fetch: bool = False, wait: float | None = None,
+                      client: object = None) -> Verdict:
+        """Resolve now (single-flight). With ``wait``, give up waiting after that many seconds: the answer is
+        then a ``TEMP`` verdict and the resolution goes on. Without ``wait`` (a refresh), the resolution is kept
+        even if every other caller goes away."""
         fut = self.inflight.get(domain)
         if fut is None:
-            fut = asyncio.ensure_future(self._resolve(domain, force_fetch))
+            fut = asyncio.ensure_future(self._resolve(domain, force_fetch, client))
             self.inflight[domain] = fut
 
             def _done(f: asyncio.Future, domain=domain) -> None:
                 if self.inflight.get(domain) is f:
                     del self.inflight[domain]
+                self._waiters.pop(f, None)
+                self._keep.discard(f)
                 if not f.cancelled() and f.exception() is not None:
                     log.error("resolution crashed", extra={"domain": domain, "error": repr(f.exception())})
 
             fut.add_done_callback(_done)
         else:
             self.counters["single_flight_joins"] += 1
+        waiters = self._waiters
+        waiters[fut] = waiters.get(fut, 0) + 1
         if wait is None:
-            return await asyncio.shield(fut)
+            self._keep.add(fut)
+        gone = False
         try:
+            if wait is None:
+                return await asyncio.shield(fut)
             return await asyncio.wait_for(asyncio.shield(fut), wait)
         except asyncio.TimeoutError:
             self.counters["lookup_timeouts"] += 1
-            log.warning(
-                "lookup exceeded its time budget; answered without MTA-STS, resolution continues",
-                extra={"domain": domain, "budget": wait},
+            self.quiet.log(
+                logging.WARNING, "budget",
+                "lookup exceeded its time budget; answered TEMP, resolution continues",
+                domain=domain, budget=wait,
             )
-            return Verdict(
-                domain,
-                source="none",
-                failure="sts-policy-fetch-error",
-                notes=(f"resolution still running after {wait:g}s; answered as no policy (RFC 8461 §3.3)",),
-            )
+            return self.budget_verdict(domain, f"policy lookup still running after {wait:g}s")
+        except asyncio.CancelledError:
+            gone = True
+            raise
+        finally:
+            left = waiters.get(fut, 0) - 1
+            if left > 0:
+                waiters[fut] = left
+            else:
+                waiters.pop(fut, None)
+                if gone and not fut.done() and fut not in self._keep:
+                    # Every caller has gone (their connections closed): nobody waits for this work any more.
+                    fut.cancel()
+                    self.counters["resolutions_cancelled"] += 1
+
+    def budget_verdict(self, domain: str, why: str) -> Verdict:
+        """The answer when our own limits (time budget, back-pressure), not the domain, stop a lookup: TEMP,
+        so the MTA retries later; never "no policy", which would let an attacker downgrade a destination by
+        keeping the daemon busy (RFC 8461 §3.3's "as if no policy" is for failed fetches)."""
+        self.counters["budget_temps"] += 1
+        return Verdict(domain, source="none", temp_reason=why + "; try again later",
+                       notes=(f"{why}; answered TEMP (our own limit, not a fetch failure)",))
 
     # -- the resolution ------------------------------------------------------------------------------------
-    async def _resolve(self, domain: str, force_fetch: bool) -> Verdict:
-        async with self._sem:
+    async def _resolve(self, domain: str, force_fetch: bool, client: object = None) -> Verdict:
+        pool = self._pool
+        await pool.acquire(client)
+        try:
             if self.settings.dane:
                 sts, dane = await asyncio.gather(
                     self._resolve_sts(domain, force_fetch), self._resolve_dane(domain), return_exceptions=True
@@ -260,6 +394,8 @@ class PolicyService:
                 known = self.dane.get(domain)
                 return self._compose(sts, known[1], known[0]) if known else sts
             return await self._resolve_sts(domain, force_fetch)
+        finally:
+            pool.release(client)
 
     async def _resolve_sts(self, domain: str, force_fetch: bool) -> Verdict:
         try:
@@ -283,8 +419,12 @@ class PolicyService:
             log.exception("DANE resolution failed", extra={"domain": domain})
             decision = DaneDecision("temp", f"internal error: {exc!r}", ttl=30)
         now = self.clock()
-        old = self.dane.get(domain)
-        self.dane[domain] = (now + decision.ttl, decision)
+        dane = self.dane
+        old = dane.pop(domain, None)
+        if old is None and len(dane) >= self.settings.table_limit:
+            del dane[next(iter(dane))]
+            self.counters["table_evictions"] += 1
+        dane[domain] = (now + decision.ttl, decision)
         if old is None or old[1].level != decision.level or old[1].reason != decision.reason:
             if decision.level == "temp":
                 log.warning("DANE state of destination unknown; deferring", extra={"domain": domain,
@@ -306,9 +446,13 @@ class PolicyService:
         self._dane_refreshing.add(domain)
 
         async def run() -> None:
+            pool = self._pool
             try:
-                async with self._sem:
+                await pool.acquire("dane-refresh")
+                try:
                     await self._resolve_dane(domain)
+                finally:
+                    pool.release("dane-refresh")
             finally:
                 self._dane_refreshing.discard(domain)
 
@@ -323,15 +467,60 @@ class PolicyService:
         return len(self.entries)
 
     def refresh_dane_due(self, within: float = 60.0) -> int:
-        """Proactively renew DANE decisions that expire within ``within`` seconds (refresher)."""
+        """Proactively renew DANE decisions that expire within ``within`` seconds (refresher), for destinations
+        that still have a policy or a "no policy" answer and were asked within ``asked_ttl``; the others are
+        dropped (asked again, they are resolved again). Sweeps the tables first. Returns the renewals started."""
         now = self.clock()
+        self.sweep(now)
+        recent = now - self.settings.asked_ttl
+        asked = self.asked
         due = [d for d, (until, _) in self.dane.items() if until - now <= within]
+        renewed = 0
         for domain in due:
-            if domain in self.entries or domain in self.negatives:
+            if (domain in self.entries or domain in self.negatives) and asked.get(domain, -1.0) >= recent:
                 self._refresh_dane_soon(domain)
+                renewed += 1
             else:
                 del self.dane[domain]
-        return len(due)
+        return renewed
+
+    def sweep(self, now: float | None = None) -> int:
+        """Remove what is past its time: "no policy" answers, fetch failure marks no longer holding a fetch
+        back, DANE decisions too old to be served even stale, destinations not asked within ``asked_ttl``.
+        Returns the number of entries removed."""
+        now = self.clock() if now is None else now
+        removed = 0
+        negatives = self.negatives
+        gone = [d for d, (until, _) in negatives.items() if until <= now]
+        for domain in gone:
+            del negatives[domain]
+        removed += len(gone)
+        retry = self.settings.fail_retry
+        failures = self.failures
+        gone = [d for d, mark in failures.items() if mark.failed_at + retry <= now]
+        for domain in gone:
+            del failures[domain]
+        removed += len(gone)
+        grace = self.settings.dane_stale_grace
+        dane = self.dane
+        gone = [d for d, (until, _) in dane.items() if until + grace <= now and d not in self._dane_refreshing]
+        for domain in gone:
+            del dane[domain]
+        removed += len(gone)
+        asked = self.asked
+        oldest = now - self.settings.asked_ttl
+        while asked:
+            domain = next(iter(asked))
+            if asked[domain] >= oldest:
+                break
+            del asked[domain]
+            removed += 1
+        self.counters["swept"] += removed
+        return removed
+
+    def table_sizes(self) -> dict[str, int]:
+        return {"policies": len(self.entries), "negatives": len(self.negatives), "failures": len(self.failures),
+                "dane": len(self.dane), "asked": len(self.asked), "inflight": len(self.inflight)}
 
     async def _resolve_now(self, domain: str, force_fetch: bool) -> Verdict:
         if domain not in self.entries:
@@ -437,7 +626,11 @@ class PolicyService:
 
     def _fetch_failed(self, domain: str, policy_id: str, now: float, result_type: str, detail: str) -> Verdict:
         self.fetch_outcomes[result_type] += 1
-        self.failures[domain] = FailureMark(policy_id, now, result_type, detail)
+        failures = self.failures
+        if failures.pop(domain, None) is None and len(failures) >= self.settings.table_limit:
+            del failures[next(iter(failures))]
+            self.counters["table_evictions"] += 1
+        failures[domain] = FailureMark(policy_id, now, result_type, detail)
         cached = self.entries.get(domain)
         keep = after_failed_fetch(_times(cached), now)
         extra = {"domain": domain, "policy_id": policy_id, "result_type": result_type, "detail": detail}
@@ -474,7 +667,11 @@ class PolicyService:
     def _negative(self, domain: str, now: float, ttl: float, note: str, failure: str | None = None) -> Verdict:
         until = now + max(ttl, 0.0)
         verdict = Verdict(domain, source="none", expires_at=until, failure=failure, notes=(note,))
-        self.negatives[domain] = (until, verdict)
+        negatives = self.negatives
+        if negatives.pop(domain, None) is None and len(negatives) >= self.settings.table_limit:
+            del negatives[next(iter(negatives))]  # the oldest answer
+            self.counters["table_evictions"] += 1
+        negatives[domain] = (until, verdict)
         self._changed(domain)
         return verdict
 
