@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the demo start for real: Redis and PostgreSQL (cache backends),
-# Dovecot (IMAP, for reports fetch-imap), and for the lab: Knot DNS, Unbound, ldns tools, Postfix, iproute2,
+# Dovecot (IMAP, for reports fetch-imap), and for the lab: Knot DNS, Unbound, ldns tools, Postfix, iproute2, nftables,
 # Chromium (dashboard tests), and Debian's Exim (unpacked privately, see the end of this file). Only what is
 # missing is installed.
 set -euo pipefail
@@ -17,6 +17,8 @@ have unbound || need+=(unbound)
 have ldns-key2ds || need+=(ldnsutils)
 have /usr/sbin/postfix || need+=(postfix)
 have ip || need+=(iproute2)
+# nftables: the lab's on-path attacker (src/mxsec/lab/attacker.py) redirects and drops with nft rules
+have nft || have /usr/sbin/nft || need+=(nftables)
 have openssl || need+=(openssl)
 # nginx only as a binary for `nginx -t` of the generated policy-host snippet (tests/unit/test_cli_generate.py);
 # its service is kept from starting (see below)

@@ -54,6 +54,8 @@ EXPECTED: dict[str, tuple[dict[str, str | None], set[str]]] = {
     "dane-rollover": ({"dane-ok": None}, {"dane-no-rollover", "dane-mismatch"}),
     "dane-cname-mx": ({"dane-ok": None, "mx-cname": None}, {"dane-mismatch"}),
     "dane-mandatory": ({"dane-tlsa-missing": None}, {"dane-ok"}),
+    # the MX host name is outside the policy (its certificate is valid for another, allowed name)
+    "sts-strict-mx-names": ({"sts-mx-not-covered": "validation-failure"}, set()),
 }
 
 

@@ -91,6 +91,7 @@ class MxSpec:
     address: str
     cert_kind: str = "valid"
     port: int = 25
+    cert_name: str | None = None  # the name in the certificate, when it is not ``name`` (valid/expired/untrusted)
 
     def __post_init__(self) -> None:
         if self.cert_kind not in CERT_KINDS:
@@ -105,6 +106,7 @@ class MxSpec:
             address=str(data["address"]),
             cert_kind=str(data.get("cert_kind", "valid")),
             port=int(data.get("port", 25)),
+            cert_name=str(data["cert_name"]) if data.get("cert_name") else None,
         )
 
 
@@ -212,18 +214,19 @@ def spki_sha256(cert_pem: bytes) -> str:
 
 def _certificate_for(spec: MxSpec, ca: TestCA, untrusted: TestCA) -> tuple[bytes, bytes] | None:
     kind = spec.cert_kind
+    name = spec.cert_name or spec.name
     if kind == "no-starttls":
         return None
     if kind == "valid":
-        return ca.issue([spec.name])
+        return ca.issue([name])
     if kind == "expired":
-        return ca.expired([spec.name])
+        return ca.expired([name])
     if kind == "wrong-name":
         return ca.issue([WRONG_NAME])
     if kind == "untrusted":
-        return untrusted.issue([spec.name])
+        return untrusted.issue([name])
     if kind == "self-signed":
-        return self_signed([spec.name])
+        return self_signed([name])
     raise ValueError(kind)  # pragma: no cover - MxSpec validates
 
 

@@ -73,7 +73,14 @@ LAB_CONFIG = """\
 # walk the cache every second and re-check _mta-sts ids after 2 s, so a new id is picked up within seconds
 interval = 1
 recheck_after = 2
+
+# the map name of the old behaviour: match= lists the policy's patterns, not the allowed MX host names
+# (used by the attacker tests to show what strict_mx_names protects against, sts-strict-mx-names)
+[daemon.zones.postfix-loose]
+strict_mx_names = false
 """
+#: the daemon map name whose enforce answers list the policy's patterns (``strict_mx_names = false``)
+LOOSE_MAP = "postfix-loose"
 
 
 def _quiet(_msg: str) -> None:
@@ -251,7 +258,7 @@ def _start_mx_farm(topo: Topology, scenarios: list[Scenario], addresses: dict[st
     from mxsec.lab import tlsrpt as loop
     from mxsec.lab.mx import MxSpec
 
-    specs = [MxSpec(m.host, addresses[m.host], m.cert) for sc in scenarios for m in sc.mx]
+    specs = [MxSpec(m.host, addresses[m.host], m.cert, cert_name=m.cert_name) for sc in scenarios for m in sc.mx]
     specs.append(loop.mx_spec(addresses))  # mx.reports.test: where the lab's mailed TLS reports go
     spec_file = paths.mail_dir / "mx-spec.json"
     spec_file.write_text(json.dumps([dataclasses.asdict(s) for s in specs], indent=1), encoding="utf-8")
@@ -535,12 +542,13 @@ def _next_policy_text(sc: Scenario) -> str:
 def _wait_daemon_id(topo: Topology, paths: LabPaths, domain: str, policy_id: str, before: str | None,
                     timeout: float = 30.0) -> str:
     """Wait until the daemon's cache holds ``policy_id`` for ``domain`` and (when ``before`` is given) its
-    socketmap answer differs from ``before``; returns the answer."""
+    socketmap answer under :data:`LOOSE_MAP` (the policy's patterns; the strict answer lists only the MX hosts,
+    which the changed policy does not change) differs from ``before``; returns that answer."""
     deadline = time.monotonic() + timeout
     while True:
         entry = _cached_policies(paths).get(domain)
         if entry is not None and entry.policy_id == policy_id:
-            reply = ask_daemon(topo, [domain])[0]
+            reply = ask_daemon(topo, [domain], map_name=LOOSE_MAP)[0]
             if before is None or reply != before:
                 return reply
         if time.monotonic() > deadline:
@@ -595,7 +603,7 @@ def run(topo: Topology, names: Iterable[str] | None = None, *, timeout: float = 
         assert sc.sts is not None and sc.sts.next_id is not None
         if outcomes[rcpt[sc.name]].status != "sent":
             continue  # the first message failed already; the row says why
-        before = ask_daemon(topo, [sc.domain])[0]
+        before = ask_daemon(topo, [sc.domain], map_name=LOOSE_MAP)[0]
         t0 = time.monotonic()
         _set_policy_state(topo, paths, every, {sc.domain: True})
         after = _wait_daemon_id(topo, paths, sc.domain, sc.sts.next_id, before,

@@ -68,6 +68,7 @@ class MxHost:
     host: str  # full name, inside the scenario's domain
     cert: str = "valid"  # one of CERT_KINDS
     preference: int = 10
+    cert_name: str | None = None  # the name in the certificate when it is not the host's (valid/expired/untrusted)
 
     @property
     def starttls(self) -> bool:
@@ -242,10 +243,16 @@ def _scenario(e: dict[str, Any], ctx: str) -> Scenario:
         mctx = f"{ctx}: mx #{j}"
         if not isinstance(m, dict):
             raise ScenarioError(f"{mctx}: a table like {{ host = \"mx1.{domain}\", cert = \"valid\" }}")
-        _keys(m, {"host", "cert", "preference"}, mctx)
+        _keys(m, {"host", "cert", "preference", "cert_name"}, mctx)
         host = _host(_str(m, "host", mctx, required=True), domain, mctx)
         pref = _int(m, "preference", mctx, default=10, low=0, high=65535)
-        mx.append(MxHost(host=host, cert=_choice(m, "cert", CERT_KINDS, mctx, default="valid"), preference=pref))
+        kind = _choice(m, "cert", CERT_KINDS, mctx, default="valid")
+        cert_name = _str(m, "cert_name", mctx)
+        if cert_name is not None:
+            cert_name = cert_name.strip().lower().rstrip(".")
+            if kind not in ("valid", "expired", "untrusted") or not re.fullmatch(r"[a-z0-9*][a-z0-9.-]*", cert_name):
+                raise ScenarioError(f"{mctx}: cert_name: a host name, only with cert valid, expired or untrusted")
+        mx.append(MxHost(host=host, cert=kind, preference=pref, cert_name=cert_name))
     if len({m.host for m in mx}) != len(mx):
         raise ScenarioError(f"{ctx}: mx: a host is listed twice")
 

@@ -94,7 +94,9 @@ def load(prefix: str) -> LabState | None:
 def update(prefix: str) -> Iterator[LabState]:
     """Read-modify-write of the state file under an exclusive lock; creates the directory and file if needed."""
     directory = state_dir(prefix)
-    make_dirs(directory)
+    # 0755, not the 0750 of mxsec's other state directories: the lab's Postfix (user postfix) and Exim
+    # (Debian-exim) must reach their directories below this one
+    make_dirs(directory, 0o755)
     with open(directory / LOCK_FILE, "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:

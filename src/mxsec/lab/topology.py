@@ -1,20 +1,23 @@
-"""The lab's network: two network namespaces joined by a veth pair, addresses from the documentation ranges.
+"""The lab's network: three network namespaces in a row, addresses from the documentation ranges.
 
 ::
 
-      mxsec-sender (netns)                       mxsec-inet (netns, "the internet")
-    ┌──────────────────────┐   veth pair   ┌───────────────────────────────────────────┐
-    │ veth-inet            │───────────────│ veth-sender   192.0.2.1/24                │
-    │ 192.0.2.10/24        │               │ lo: 198.51.100.1/32  root  a.root-servers │
-    │ routes: 198.51.100/24│               │     198.51.100.2/32  test. a.nic.test     │
-    │         203.0.113/24 │               │     198.51.100.3/32  domains ns1.nic.test │
-    │   via 192.0.2.1      │               │     198.51.100.53/32 Unbound (resolver)   │
-    │ (no default route)   │               │     203.0.113.10+   MX and mta-sts hosts  │
-    └──────────────────────┘               └───────────────────────────────────────────┘
+      mxsec-sender (netns)           mxsec-attk (netns, router)           mxsec-inet (netns, "the internet")
+    ┌──────────────────────┐    ┌──────────────────────────────┐    ┌───────────────────────────────────────────┐
+    │ veth-attk            │────│ veth-sender   192.0.2.1/24   │    │ lo: 198.51.100.1/32  root  a.root-servers │
+    │ 192.0.2.10/24        │    │ veth-inet 198.51.100.254/30  │────│     198.51.100.2/32  test. a.nic.test     │
+    │ routes: 198.51.100/24│    │ ip_forward = 1               │    │     198.51.100.3/32  domains ns1.nic.test │
+    │         203.0.113/24 │    │ routes 198.51.100/24,        │    │     198.51.100.53/32 Unbound (resolver)   │
+    │   via 192.0.2.1      │    │   203.0.113/24 via .253      │    │     203.0.113.10+   MX and mta-sts hosts  │
+    │ (no default route)   │    │ nftables table "mxsec_attk"  │    │ veth-attk 198.51.100.253/30               │
+    └──────────────────────┘    │ (empty: forwards as is)      │    │ route 192.0.2.0/24 via 198.51.100.254     │
+                                └──────────────────────────────┘    └───────────────────────────────────────────┘
 
-Nothing is created in the host's namespace: the veth pair is created directly between the two namespaces, and
-neither namespace has a default route, so no packet can leave the lab. Names derive from a prefix
-(``Topology("mxsec-t42")`` → ``mxsec-t42-inet``/``mxsec-t42-sender``), so several labs can coexist.
+The attacker namespace is an on-path router: by default it forwards every packet unchanged; the attacks of
+:mod:`mxsec.lab.attacker` add nftables rules and small servers there. Nothing is created in the host's
+namespace: each veth pair is created directly between two lab namespaces, and no namespace has a default
+route, so no packet can leave the lab. Names derive from a prefix (``Topology("mxsec-t42")`` →
+``mxsec-t42-inet``/``mxsec-t42-sender``/``mxsec-t42-attk``), so several labs can coexist.
 
 API: :func:`create`, :func:`destroy` (idempotent, also after a crash), :func:`exists`, :func:`status`,
 :func:`add_address`, :func:`run_in` / :func:`check_in` (commands inside a namespace), :func:`spawn`
@@ -84,6 +87,10 @@ class Topology:
     # MX and policy hosts (TEST-NET-3), /32s on the internet namespace's lo
     host_net: str = "203.0.113.0/24"
     first_host: int = 10  # 203.0.113.10 is the first host address handed out by host_addresses()
+    # the link between the attacker's router namespace and the internet namespace (a /30 of TEST-NET-2)
+    transit_net: str = "198.51.100.252/30"
+    attk_transit_ip: str = "198.51.100.254"  # the attacker router, inet side
+    inet_transit_ip: str = "198.51.100.253"  # the internet namespace, attacker side
 
     def __post_init__(self) -> None:
         if not _PREFIX_RE.match(self.prefix):
@@ -98,12 +105,19 @@ class Topology:
         return f"{self.prefix}-sender"
 
     @property
-    def namespaces(self) -> tuple[str, str]:
-        return (self.inet_ns, self.sender_ns)
+    def attk_ns(self) -> str:
+        """The on-path router between the sender and the internet (the attacker's place)."""
+        return f"{self.prefix}-attk"
+
+    @property
+    def namespaces(self) -> tuple[str, str, str]:
+        return (self.inet_ns, self.sender_ns, self.attk_ns)
 
     # interface names are per namespace, so they need no prefix
-    inet_veth: str = "veth-sender"  # lives in the internet namespace
-    sender_veth: str = "veth-inet"  # lives in the sender namespace
+    inet_veth: str = "veth-attk"  # lives in the internet namespace, peer: attk_inet_veth
+    sender_veth: str = "veth-attk"  # lives in the sender namespace, peer: attk_sender_veth
+    attk_sender_veth: str = "veth-sender"  # lives in the attacker namespace (the sender's gateway 192.0.2.1)
+    attk_inet_veth: str = "veth-inet"  # lives in the attacker namespace (198.51.100.254)
 
     @property
     def state_dir(self) -> Path:
@@ -197,8 +211,8 @@ def exists(topo: Topology) -> bool:
 
 
 def create(topo: Topology) -> None:
-    """Create both namespaces, the veth pair, addresses and routes. Raises :class:`LabError` if the lab already
-    exists (run :func:`destroy` first). On failure half way, everything created so far is removed."""
+    """Create the three namespaces, both veth pairs, addresses and routes (forwarding on in the attacker's
+    router). Raises :class:`LabError` if the lab already exists (run :func:`destroy` first). On failure half way, everything created so far is removed."""
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network namespaces)")
     if shutil.which("ip") is None:
@@ -215,12 +229,25 @@ def create(topo: Topology) -> None:
         with lab_state.update(topo.prefix) as st:
             st.namespaces = {ns: _ns_inode(ns) for ns in topo.namespaces}
             st.paths = sorted(set(st.paths) | {str(ETC_NETNS / ns) for ns in topo.namespaces})
+        # the attacker's router first: both veth pairs are created from there into the other namespaces
+        attk = [
+            "link set lo up",
+            f"link add {topo.attk_sender_veth} type veth peer name {topo.sender_veth} netns {topo.sender_ns}",
+            f"link add {topo.attk_inet_veth} type veth peer name {topo.inet_veth} netns {topo.inet_ns}",
+            f"addr add {topo.gateway_ip}/{_plen(topo.sender_net)} dev {topo.attk_sender_veth}",
+            f"addr add {topo.attk_transit_ip}/{_plen(topo.transit_net)} dev {topo.attk_inet_veth}",
+            f"link set {topo.attk_sender_veth} up",
+            f"link set {topo.attk_inet_veth} up",
+            *(f"route add {net} via {topo.inet_transit_ip}" for net in topo.sender_routes),
+        ]
+        _ip("-n", topo.attk_ns, "-batch", "-", input="\n".join(attk) + "\n")
+        check_in(topo.attk_ns, ["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])
         inet = [
             "link set lo up",
-            f"link add {topo.inet_veth} type veth peer name {topo.sender_veth} netns {topo.sender_ns}",
-            f"addr add {topo.gateway_ip}/{_plen(topo.sender_net)} dev {topo.inet_veth}",
+            f"addr add {topo.inet_transit_ip}/{_plen(topo.transit_net)} dev {topo.inet_veth}",
             f"link set {topo.inet_veth} up",
             *(f"addr add {ip}/32 dev lo" for ip in topo.dns_ips),
+            f"route add {topo.sender_net} via {topo.attk_transit_ip}",
         ]
         _ip("-n", topo.inet_ns, "-batch", "-", input="\n".join(inet) + "\n")
         sender = [
