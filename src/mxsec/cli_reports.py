@@ -211,16 +211,20 @@ def summary_command(db_url, as_json, since, until, domain, organization, top, fa
               help="Address of the dashboard and of POST /tlsrpt.")
 @click.option("--tls-cert", type=click.Path(dir_okay=False), help="PEM certificate chain (serve HTTPS).")
 @click.option("--tls-key", type=click.Path(dir_okay=False), help="PEM private key for --tls-cert.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), metavar="PATH",
+              help="Configuration file (default /etc/mxsec/mxsec.toml if present); its [reports] section says who "
+                   "may POST /tlsrpt (tokens, client CA).")
 @_guarded
-def serve_command(db_url, listen, tls_cert, tls_key):
+def serve_command(db_url, listen, tls_cert, tls_key, config_path):
     """Web dashboard of the stored reports, and POST /tlsrpt for reports sent over HTTPS (RFC 8460 §5.4)."""
     from mxsec.reports.web.server import serve
 
     if bool(tls_cert) != bool(tls_key):
         _fail("--tls-cert and --tls-key go together")
-    from mxsec.config import default_reports_db_url
+    from mxsec.config import default_reports_db_url, load_config
 
-    serve(db_url or default_reports_db_url(), listen, tls_cert=tls_cert, tls_key=tls_key)
+    post_auth = load_config(config_path).reports.post_auth()  # default file: /etc/mxsec/mxsec.toml if present
+    serve(db_url or default_reports_db_url(), listen, tls_cert=tls_cert, tls_key=tls_key, post_auth=post_auth)
 
 
 

@@ -518,6 +518,39 @@ class TlsrptConfig:
 
 
 @dataclass(frozen=True)
+class ReportsConfig:
+    """The report receiver (``mxsec reports serve``): who may POST /tlsrpt (docs/reports.md)."""
+
+    post_tokens: list[str] = _opt(kind="strlist", factory=list,
+                                  doc="bearer tokens accepted on POST /tlsrpt (at least 16 characters)")
+    post_token_hashes: list[str] = _opt(kind="strlist", factory=list,
+                                        doc="SHA-256 (hex) of bearer tokens accepted on POST /tlsrpt")
+    post_client_ca: str | None = _opt(None, kind="optstr",
+                                      doc="PEM CA file: its client certificates authenticate POST /tlsrpt (TLS)")
+    post_require_auth: bool = _opt(False, kind="bool",
+                                   doc="refuse (401) POST /tlsrpt without token or certificate")
+
+    def __post_init__(self) -> None:
+        _set(self, "post_tokens", list(self.post_tokens))
+        _set(self, "post_token_hashes", list(self.post_token_hashes))
+        if self.post_client_ca is not None and not self.post_client_ca:
+            raise ConfigError("reports.post_client_ca: empty path")
+        if self.post_require_auth and not (self.post_tokens or self.post_token_hashes or self.post_client_ca):
+            raise ConfigError("reports.post_require_auth needs post_tokens, post_token_hashes or post_client_ca")
+        from .reports.web.post_auth import PostAuth  # local import: stdlib only, but a web-side module
+
+        PostAuth.build(tokens=self.post_tokens, token_hashes=self.post_token_hashes)  # ConfigError naming the key
+
+    def post_auth(self) -> Any:
+        """The :class:`~mxsec.reports.web.post_auth.PostAuth` these settings describe (the CA file is read
+        here, when the server starts, not when the configuration is loaded)."""
+        from .reports.web.post_auth import PostAuth
+
+        return PostAuth.build(tokens=self.post_tokens, token_hashes=self.post_token_hashes,
+                              client_ca=self.post_client_ca, require=self.post_require_auth)
+
+
+@dataclass(frozen=True)
 class Config:
     dns: DnsConfig = _opt(kind="section", factory=DnsConfig)
     https: HttpsConfig = _opt(kind="section", factory=HttpsConfig)
@@ -530,6 +563,7 @@ class Config:
     log: LogConfig = _opt(kind="section", factory=LogConfig)
     dane: DaneConfig = _opt(kind="section", factory=DaneConfig)
     tlsrpt: TlsrptConfig = _opt(kind="section", factory=TlsrptConfig)
+    reports: ReportsConfig = _opt(kind="section", factory=ReportsConfig)
 
 
 _SECTIONS: dict[str, type] = {
@@ -544,6 +578,7 @@ _SECTIONS: dict[str, type] = {
     "log": LogConfig,
     "dane": DaneConfig,
     "tlsrpt": TlsrptConfig,
+    "reports": ReportsConfig,
 }
 
 

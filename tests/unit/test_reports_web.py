@@ -435,12 +435,15 @@ def test_post_stores_then_reports_duplicates_and_conflicts(post_app: tuple[TestC
     case = tc.case("rfc-errata-6241")
     first = post(client, case.gzip(), "application/tlsrpt+gzip")
     assert first.status_code == 201
-    assert first.json() == {"outcome": "stored", "id": first.json()["id"]}
+    assert first.json() == {"outcome": "stored", "id": first.json()["id"], "auth": "none", "counted": True}
     again = post(client, case.json(), "application/tlsrpt+json")  # same JSON, other packing
-    assert again.status_code == 200 and again.json() == {"outcome": "duplicate", "id": first.json()["id"]}
+    assert again.status_code == 200
+    assert again.json() == {"outcome": "duplicate", "id": first.json()["id"], "auth": "none", "counted": True}
     changed = dict(case.doc, **{"contact-info": "other@company-x.example"})
     conflict = post(client, tc.as_json(changed), "application/json; charset=utf-8")
-    assert conflict.status_code == 200 and conflict.json()["outcome"] == "conflict"
+    assert conflict.status_code == 200
+    assert conflict.json() == {"outcome": "conflict", "id": conflict.json()["id"], "auth": "none", "counted": False,
+                               "other_copies": [first.json()["id"]]}
     detail = db.report(first.json()["id"])
     assert detail.row.source == "https" and detail.row.source_name == "testclient"
     assert db.totals().as_dict() == {"reports": 1, "successful_sessions": 5326, "failed_sessions": 303}
@@ -714,3 +717,90 @@ def test_report_json_is_escaped_inside_the_pre(client: TestClient, corpus_db: Re
     html = client.get(f"/report/{report_pk(corpus_db, 'unknown-fields')}").text
     pre = re.search(r'<pre class="raw" id="raw-json">(.*?)</pre>', html, re.DOTALL)
     assert pre and '"x-top"' not in pre.group(1) and "&#34;x-top&#34;" in pre.group(1)
+
+
+# ------------------------------------------------------------------------------------------- POST auth and conflicts
+
+
+TOKEN = "s3cret-token-0123456789abcdef"
+
+
+def auth_app(tmp_path: Path, **settings: Any) -> tuple[TestClient, ReportDB]:
+    from mxsec.reports.web.post_auth import PostAuth
+
+    db = ReportDB(f"sqlite:///{tmp_path}/auth.db")
+    return TestClient(create_app(db, post_auth=PostAuth.build(**settings))), db
+
+
+def test_integrity_post_with_token_is_recorded_and_counted_over_an_open_post(tmp_path: Path) -> None:
+    """Report integrity: a forged open POST first, the same report-id POSTed later with a configured token:
+    the token's copy is counted, both are kept, the wrong token is 401."""
+    import hashlib
+
+    from tests.unit.test_reports_store import forged_and_genuine
+
+    digest = hashlib.sha256(TOKEN.encode()).hexdigest()
+    client, db = auth_app(tmp_path, token_hashes=[f"sha256:{digest}"])
+    forged, genuine = forged_and_genuine()
+    fake = post(client, forged, "application/tlsrpt+json")
+    assert fake.status_code == 201 and fake.json()["auth"] == "none"
+    wrong = client.post("/tlsrpt", content=genuine, headers={"content-type": "application/tlsrpt+json",
+                                                             "authorization": "Bearer " + TOKEN[:-1] + "X"})
+    assert wrong.status_code == 401 and wrong.json()["error"] == "unauthorized"
+    assert 'error="invalid_token"' in wrong.headers["www-authenticate"]
+    real = client.post("/tlsrpt", content=genuine, headers={"content-type": "application/tlsrpt+json",
+                                                            "authorization": "Bearer " + TOKEN})
+    assert real.status_code == 200
+    assert real.json() == {"outcome": "conflict", "id": real.json()["id"], "auth": "token", "counted": True,
+                           "other_copies": [fake.json()["id"]]}
+    assert db.totals().failed_sessions == 4000
+    assert db.report(real.json()["id"]).row.auth_name == "sha256:" + digest[:12]
+    db.close()
+
+
+def test_post_require_auth_refuses_without_token(tmp_path: Path) -> None:
+    client, db = auth_app(tmp_path, tokens=[TOKEN], require=True)
+    case = tc.case("google-heartbeat")
+    refused = post(client, case.json(), "application/tlsrpt+json")
+    assert refused.status_code == 401 and "needs authentication" in refused.json()["message"]
+    assert refused.headers["www-authenticate"] == 'Bearer realm="tlsrpt"'
+    other_scheme = client.post("/tlsrpt", content=case.json(), headers={
+        "content-type": "application/tlsrpt+json", "authorization": "Basic " + TOKEN})
+    assert other_scheme.status_code == 401
+    assert db.totals().reports == 0
+    ok = client.post("/tlsrpt", content=case.json(), headers={"content-type": "application/tlsrpt+json",
+                                                               "authorization": "bearer " + TOKEN})
+    assert ok.status_code == 201 and ok.json()["auth"] == "token"
+    # The dashboard itself needs no token.
+    assert client.get("/").status_code == 200
+    db.close()
+
+
+@pytest.mark.parametrize("settings, words", [
+    ({"tokens": ["short"]}, "post_tokens[0]: shorter than 16"),
+    ({"tokens": ["with space in the token"]}, "post_tokens[0]: a token is visible ASCII"),
+    ({"token_hashes": ["abc"]}, "post_token_hashes[0]: expected the SHA-256"),
+    ({"require": True}, "post_require_auth needs"),
+    ({"client_ca": "/nonexistent/ca.pem"}, "post_client_ca /nonexistent/ca.pem"),
+])
+def test_post_auth_settings_are_checked(settings: dict[str, Any], words: str) -> None:
+    from mxsec.errors import ConfigError
+    from mxsec.reports.web.post_auth import PostAuth
+
+    with pytest.raises(ConfigError, match=re.escape(words)) as info:
+        PostAuth.build(**settings)
+    assert "\n" not in str(info.value) and "with space" not in str(info.value)
+
+
+def test_reports_config_section_builds_post_auth(tmp_path: Path) -> None:
+    from mxsec.config import load_config
+
+    path = tmp_path / "mxsec.toml"
+    path.write_text(f'[reports]\npost_tokens = ["{TOKEN}"]\npost_require_auth = true\n')
+    auth = load_config(str(path)).reports.post_auth()
+    assert auth.require and len(auth.token_digests) == 1 and auth.client_ca is None
+    path.write_text('[reports]\npost_require_auth = true\n')
+    from mxsec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="reports.post_require_auth needs"):
+        load_config(str(path))

@@ -25,6 +25,7 @@ from mxsec.store.reportdb import ReportDB
 from . import format as fmt
 from . import ingest_endpoint, metrics, pages
 from .params import DateRange, PageError, presets, segment
+from .post_auth import PostAuth
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -97,7 +98,7 @@ def error_response(request: Request, status: int, message: str) -> Response:
 
 
 def _code(status: int) -> str:
-    return {400: "bad-request", 404: "not-found", 405: "method-not-allowed", 413: "too-large",
+    return {400: "bad-request", 401: "unauthorized", 404: "not-found", 405: "method-not-allowed", 413: "too-large",
             415: "unsupported-media-type", 503: "unavailable"}.get(status, "error")
 
 
@@ -141,8 +142,9 @@ async def healthz(request: Request) -> Response:
     return PlainTextResponse("ok")
 
 
-def create_app(db: ReportDB, *, max_body: int = DEFAULT_MAX_BODY) -> Starlette:
-    """The dashboard, ``POST /tlsrpt``, ``/metrics`` and ``/healthz`` over *db* (which the caller closes)."""
+def create_app(db: ReportDB, *, max_body: int = DEFAULT_MAX_BODY, post_auth: PostAuth | None = None) -> Starlette:
+    """The dashboard, ``POST /tlsrpt``, ``/metrics`` and ``/healthz`` over *db* (which the caller closes);
+    *post_auth* says who may POST (default: anyone, recorded as unauthenticated)."""
     if max_body < 1:
         raise ValueError("max_body must be positive")
     routes = [
@@ -168,6 +170,7 @@ def create_app(db: ReportDB, *, max_body: int = DEFAULT_MAX_BODY) -> Starlette:
     )
     app.state.db = db
     app.state.max_body = max_body
+    app.state.post_auth = post_auth or PostAuth()
     app.state.templates = make_templates()
     app.state.registry = metrics.registry_for(db)
     app.add_middleware(SecurityHeaders)
