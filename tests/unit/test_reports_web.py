@@ -804,3 +804,54 @@ def test_reports_config_section_builds_post_auth(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="reports.post_require_auth needs"):
         load_config(str(path))
+
+
+@pytest.fixture
+def conflicted(tmp_path: Path) -> tuple[TestClient, ReportDB, int, int]:
+    """A forged unauthenticated POST first, then the genuine DKIM-signed report (4,000 failures)."""
+    from tests.unit.test_reports_store import forged_and_genuine
+
+    db = ReportDB(f"sqlite:///{tmp_path}/c.db")
+    forged, genuine = forged_and_genuine()
+    (fake,) = db.ingest([Incoming(parse_report(forged), "https", "<b>198.51.100.7</b>")], now=1_700_000_000)
+    (real,) = db.ingest([Incoming(parse_report(genuine), "message", "<m1@google.example>", dkim="pass",
+                                  dkim_domains=("google.com",))], now=1_700_000_100)
+    yield TestClient(create_app(db)), db, fake.id, real.id
+    db.close()
+
+
+def test_integrity_overview_shows_genuine_figures_and_a_conflict_notice(conflicted) -> None:
+    client, db, fake, real = conflicted
+    page = get_page(client, "/")
+    assert figure(page, "reports") == "1" and figure(page, "failed") == "4,000"
+    assert page.text_by_id["conflicts"].startswith("1 report received in conflicting copies")
+    rows = page.tables["conflict-1"]
+    assert [row[:4] for row in rows] == [
+        [f"id {real}", "counted", "dkim", "message · <m1@google.example> · DKIM pass"],
+        [f"id {fake}", "not counted", "none", "https · <b>198.51.100.7</b>"],
+    ]
+    assert [row[-1] for row in rows] == ["4,000", "0"]
+    assert "<b>198" not in client.get("/").text  # escaped
+    assert f"/report/{fake}" in page.links and f"/report/{real}" in page.links
+    # The recent-reports table shows the counted copy, marked as having copies.
+    (recent,) = page.tables["reports"]
+    assert recent[-2].endswith("dkim 2 copies")
+
+
+def test_integrity_report_page_lists_the_other_copies(conflicted) -> None:
+    client, db, fake, real = conflicted
+    page = get_page(client, f"/report/{fake}")
+    assert "This copy is not counted: the figures count id" in page.text_by_id["copies"]
+    assert f"/report/{real}" in page.links
+    rows = page.tables["copies-table"]
+    assert [row[:3] for row in rows] == [[f"id {real}", "counted", "dkim"],
+                                         [f"id {fake} (this page)", "not counted", "none"]]
+    assert page.rows("report-source")["Authentication"] == ["none · not counted"]
+    genuine = get_page(client, f"/report/{real}")
+    assert "This copy is the one the figures count." in genuine.text_by_id["copies"]
+    assert genuine.rows("report-source")["Authentication"] == ["dkim"]
+
+
+def test_integrity_no_conflict_notice_without_conflicts(client: TestClient, corpus_db: ReportDB) -> None:
+    assert "conflicts" not in get_page(client, "/").text_by_id
+    assert "copies" not in get_page(client, f"/report/{report_pk(corpus_db, 'google-heartbeat')}").text_by_id

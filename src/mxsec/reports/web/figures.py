@@ -24,6 +24,8 @@ FILL_DAYS = 400
 RAW_INLINE_LIMIT = 2 * 1024 * 1024
 #: Failure details shown per policy on the report page.
 DETAILS_SHOWN = 500
+#: Reports in conflicting copies listed on the overview (the notice gives the full count).
+CONFLICTS_SHOWN = 10
 
 #: Stable colours for the result types in charts, in RFC 8460 §4.3 order (the rest take the fallback palette in
 #: dashboard.js).
@@ -97,6 +99,7 @@ def overview(db: ReportDB, rng: DateRange) -> dict[str, Any]:
         reports=db.reports(filters, limit=RECENT_REPORTS),
         stored_range=db.day_range(),
     )
+    out["conflict_count"], out["conflicts"] = db.conflicts(filters, limit=CONFLICTS_SHOWN)
     return out
 
 
@@ -177,6 +180,8 @@ def report(db: ReportDB, pk: int) -> dict[str, Any] | None:
         "policies": policies,
         "raw_pretty": pretty,
         "raw_size": len(raw),
+        # Every copy of this report (same organization and report-id), the counted one first; one when no conflict.
+        "copies": db.copies(pk),
     }
 
 
