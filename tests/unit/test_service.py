@@ -1,6 +1,8 @@
 """PolicyService with in-process fakes: cache rules, single-flight, rate limit, time budget, refresh."""
 
 import asyncio
+import gc
+from collections import Counter
 from dataclasses import dataclass
 
 import pytest
@@ -445,3 +447,181 @@ def test_dane_overrides_config_and_matching():
         DaneConfig(mandatory=["a.example"], disabled=["a.example"])
     with pytest.raises(ConfigError, match="not a domain name"):
         DaneConfig(disabled=["bad name"])
+
+
+# -- hardening against clients that starve the daemon (docs/daemon.md, "Limits") -------------------------------
+
+
+class SlowDns(FakeDns):
+    """Names ending in ``.slow`` answer NXDOMAIN after ``slow`` seconds, ``.hang`` never; every query counted
+    per name (TXT, MX, ...), and the resolutions in progress per name suffix tracked."""
+
+    def __init__(self, slow=0.1):
+        super().__init__()
+        self.slow = slow
+        self.queried = Counter()
+        self.running = Counter()
+        self.peak = Counter()
+
+    async def _wait(self, name):
+        self.queried[name] += 1
+        tag = name.rsplit(".", 2)[-2] if name.endswith((".slow", ".hang")) else ""
+        self.running[tag] += 1
+        self.peak[tag] = max(self.peak[tag], self.running[tag])
+        try:
+            if name.endswith(".hang"):
+                await asyncio.Event().wait()
+            elif name.endswith(".slow"):
+                await asyncio.sleep(self.slow)
+        finally:
+            self.running[tag] -= 1
+
+    async def txt(self, name):
+        await self._wait(name)
+        return await super().txt(name)
+
+    async def mx(self, name):
+        self.queried[name] += 1
+        return await super().mx(name)
+
+
+def hardened(settings, dns=None, clock=None):
+    dns = dns or SlowDns()
+    fetcher = FakeFetcher()
+    fetcher.outcomes["example.com"] = Outcome(ENFORCE)
+    dns.txt_records["_mta-sts.example.com"] = ["v=STSv1; id=one"]
+    service = PolicyService(dns=dns, fetcher=fetcher, store=MemoryStore(), settings=settings,
+                            clock=clock or Clock())
+    return service, dns
+
+
+async def test_flooding_client_cannot_starve_another_clients_enforce_domain():
+    """Two clients each pipeline 200 slow names (pool of 4, 2 per client): a third client's enforce domain gets
+    the next free slot (round robin over clients), well within its budget, not after the 400 queued names."""
+    service, dns = hardened(ServiceSettings(lookup_timeout=2.0, concurrency=4, per_client=2), SlowDns(slow=0.1))
+    service.clock = __import__("time").time
+    floods = [asyncio.ensure_future(service.lookup(f"n{i}.{who}.slow", client=who))
+              for who in ("a", "c") for i in range(200)]
+    await asyncio.sleep(0.01)
+    started = asyncio.get_running_loop().time()
+    v = await service.lookup("example.com", client="b")
+    took = asyncio.get_running_loop().time() - started
+    assert v.mode == "enforce" and v.temp_reason is None
+    assert took < 0.5, took  # FIFO would have made it wait for 400 x 0.1 s / 4 = 10 s (then TEMP)
+    assert dns.peak["a"] <= 2 and dns.peak["c"] <= 2  # never more than its share of the pool
+    for f in floods:
+        f.cancel()
+    await asyncio.gather(*floods, return_exceptions=True)
+
+
+async def test_budget_spent_waiting_for_a_slot_answers_temp_never_no_policy():
+    """A lookup that cannot get a slot within lookup_timeout (all slots held by hung names) is TEMP."""
+    service, dns = hardened(ServiceSettings(lookup_timeout=0.1, concurrency=2, per_client=2))
+    hogs = [asyncio.ensure_future(service.resolve(f"h{i}.x.hang", client="x")) for i in range(2)]
+    await asyncio.sleep(0.01)
+    v = await service.lookup("example.com", client="y")
+    assert v.temp_reason is not None and v.policy is None and v.expires_at is None
+    assert format_reply(v, Zone("postfix")).startswith("TEMP ")
+    assert service.counters["budget_temps"] == 1
+    await service.aclose()
+    await asyncio.gather(*hogs, return_exceptions=True)
+
+
+async def test_resolution_cancelled_when_every_asker_has_gone_but_not_for_a_refresh():
+    service, dns = hardened(ServiceSettings(lookup_timeout=30.0, concurrency=4, per_client=4))
+    one = asyncio.ensure_future(service.lookup("a.x.hang", client=1))
+    two = asyncio.ensure_future(service.lookup("a.x.hang", client=2))
+    await asyncio.sleep(0.01)
+    fut = service.inflight["a.x.hang"]
+    one.cancel()  # first connection closed: the other still waits
+    await asyncio.sleep(0.01)
+    assert not fut.done() and service.counters["resolutions_cancelled"] == 0
+    two.cancel()  # nobody waits any more
+    await asyncio.sleep(0.01)
+    assert fut.cancelled() and "a.x.hang" not in service.inflight
+    assert service.counters["resolutions_cancelled"] == 1
+    assert service._pool.active == 0 and dns.running["x"] == 0
+    # A refresh keeps its resolution even when the live asker that joined it goes away.
+    refresh = asyncio.ensure_future(service.resolve("b.x.hang"))
+    live = asyncio.ensure_future(service.lookup("b.x.hang", client=3))
+    await asyncio.sleep(0.01)
+    live.cancel()
+    await asyncio.sleep(0.01)
+    assert not service.inflight["b.x.hang"].done() and service.counters["resolutions_cancelled"] == 1
+    await service.aclose()
+    await asyncio.gather(one, two, refresh, live, return_exceptions=True)
+
+
+async def test_fair_pool_cancelled_waiter_hands_its_slot_on():
+    from mxsec.daemon.service import FairPool
+
+    pool = FairPool(1, 1)
+    await pool.acquire("a")
+    waiting = [asyncio.ensure_future(pool.acquire(c)) for c in ("b", "c")]
+    await asyncio.sleep(0)
+    waiting[0].cancel()
+    await asyncio.sleep(0)
+    pool.release("a")
+    await asyncio.sleep(0)
+    assert waiting[1].done() and pool.by_client == {"c": 1} and pool.waiters == 0
+
+
+async def test_100000_distinct_names_asked_once_leave_no_state_and_no_dns_traffic_after_negative_ttl():
+    """Every destination asked once (NXDOMAIN, no MX): after the negative TTL the refresher's sweep leaves the
+    tables as they were before, and no DNS query is ever sent for those names again (the old daemon kept
+    ~1.1 KB per name and re-queried the MX of every one every few minutes, forever)."""
+    clock = Clock()
+    dns = SlowDns()
+    service, dns = hardened(ServiceSettings(lookup_timeout=30.0, negative_ttl=300.0), dns, clock)
+    refresher = Refresher(service, tick=60.0)
+    await service.lookup("example.com")
+    baseline = service.table_sizes()
+    names = [f"d{i}.flood.example" for i in range(100_000)]
+    gc.disable()  # only to keep the test fast: full collections over the growing tables dominate otherwise
+    try:
+        for start in range(0, len(names), 5000):
+            await asyncio.gather(*(service.lookup(n, client="attacker") for n in names[start:start + 5000]))
+    finally:
+        gc.enable()
+    assert len(service.negatives) == 100_000 and len(service.dane) >= 100_000
+    flood = set(names)
+    queried_before = sum(dns.queried[n] for n in flood) + sum(dns.queried["_mta-sts." + n] for n in flood)
+    assert queried_before >= 200_000  # TXT and MX, once each
+    dns.queried.clear()
+    for minute in range(1, 91):  # 90 minutes of refresher rounds; example.com keeps being asked
+        clock.now += 60
+        await refresher.run_once()
+        await asyncio.sleep(0)
+        if minute % 10 == 0:
+            assert (await service.lookup("example.com")).mode == "enforce"
+    sizes = service.table_sizes()
+    assert sizes == baseline, sizes
+    assert not service.failures and service._pool.active == 0
+    assert not any(n in flood or n.removeprefix("_mta-sts.") in flood for n in dns.queried), \
+        sorted(dns.queried)[:5]
+
+
+async def test_tables_hold_at_most_table_limit_oldest_dropped_first():
+    service, dns = hardened(ServiceSettings(table_limit=50))
+    for i in range(200):
+        await service.lookup(f"n{i}.cap.example")
+    assert len(service.negatives) == 50 and len(service.dane) == 50 and len(service.asked) <= 50
+    assert "n199.cap.example" in service.negatives and "n0.cap.example" not in service.negatives
+    assert service.counters["table_evictions"] >= 300
+
+
+async def test_dane_renewed_only_for_destinations_asked_recently():
+    clock = Clock()
+    service, dns = hardened(ServiceSettings(asked_ttl=7200.0), clock=clock)
+    await service.lookup("example.com")  # a cached policy: its DANE decision is renewed while it is asked
+    assert "example.com" in service.dane
+    dns.queried.clear()
+    until = service.dane["example.com"][0]
+    clock.now = until - 30
+    assert service.refresh_dane_due(within=60) == 1
+    await asyncio.sleep(0)
+    assert dns.queried["example.com"] == 1  # MX looked up again
+    clock.now += 7200  # not asked for two hours: dropped, not renewed
+    dns.queried.clear()
+    assert service.refresh_dane_due(within=60) == 0
+    assert "example.com" not in service.dane and dns.queried["example.com"] == 0

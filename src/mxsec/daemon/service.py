@@ -384,13 +384,14 @@ class PolicyService:
         await pool.acquire(client)
         try:
             if self.settings.dane:
-                sts, dane = await asyncio.gather(
-                    self._resolve_sts(domain, force_fetch), self._resolve_dane(domain), return_exceptions=True
-                )
-                if isinstance(sts, BaseException):
-                    raise sts
-                if isinstance(dane, BaseException):
-                    raise dane
+                # MTA-STS and DANE side by side: one extra task rather than a gather (two tasks and a future).
+                dane = asyncio.ensure_future(self._resolve_dane(domain))
+                try:
+                    sts = await self._resolve_sts(domain, force_fetch)
+                    await dane
+                except BaseException:
+                    dane.cancel()
+                    raise
                 known = self.dane.get(domain)
                 return self._compose(sts, known[1], known[0]) if known else sts
             return await self._resolve_sts(domain, force_fetch)
@@ -473,11 +474,15 @@ class PolicyService:
         now = self.clock()
         self.sweep(now)
         recent = now - self.settings.asked_ttl
-        asked = self.asked
-        due = [d for d, (until, _) in self.dane.items() if until - now <= within]
+        asked, entries, negatives = self.asked, self.entries, self.negatives
+        due = [(d, until) for d, (until, _) in self.dane.items() if until - now <= within]
         renewed = 0
-        for domain in due:
-            if (domain in self.entries or domain in self.negatives) and asked.get(domain, -1.0) >= recent:
+        for domain, until in due:
+            if asked.get(domain, -1.0) >= recent and (
+                domain in entries
+                # a "no policy" answer that ends first brings a full resolution anyway: no renewal for it
+                or (domain in negatives and negatives[domain][0] > until)
+            ):
                 self._refresh_dane_soon(domain)
                 renewed += 1
             else:
@@ -507,14 +512,16 @@ class PolicyService:
         for domain in gone:
             del dane[domain]
         removed += len(gone)
+        # Last-asked times matter only for destinations that have a policy or a "no policy" answer (their DANE
+        # decision may be renewed) or are being resolved; the others, and those asked too long ago, go.
         asked = self.asked
         oldest = now - self.settings.asked_ttl
-        while asked:
-            domain = next(iter(asked))
-            if asked[domain] >= oldest:
-                break
+        entries, inflight = self.entries, self.inflight
+        gone = [d for d, at in asked.items()
+                if at < oldest or (d not in entries and d not in negatives and d not in inflight)]
+        for domain in gone:
             del asked[domain]
-            removed += 1
+        removed += len(gone)
         self.counters["swept"] += removed
         return removed
 
