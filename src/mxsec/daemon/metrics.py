@@ -14,6 +14,7 @@ Exported:
 * limits (docs/daemon.md, "Limits"): ``mxsec_socketmap_evictions_total{reason}`` (``partial``, ``idle``,
   ``busy``), ``mxsec_socketmap_refused_connections_total``, ``mxsec_socketmap_timeouts_total{kind}``
   (``partial``, ``idle``), ``mxsec_socketmap_pending_cap_hits_total``, ``mxsec_socketmap_bad_netstrings_total``,
+  ``mxsec_socketmap_abandoned_connections_total``,
   ``mxsec_resolutions_cancelled_total``, ``mxsec_budget_temps_total``, ``mxsec_table_evictions_total``,
   ``mxsec_log_lines_suppressed_total``, and the gauges ``mxsec_table_entries{table}`` and
   ``mxsec_resolution_slots{state}`` (``busy``, ``waiting``);
@@ -77,6 +78,9 @@ class DaemonCollector:
                                   value=server.pending_cap_hits)
         yield CounterMetricFamily("mxsec_socketmap_bad_netstrings", "Connections closed for broken framing",
                                   value=server.bad_netstrings)
+        yield CounterMetricFamily("mxsec_socketmap_abandoned_connections",
+                                  "Connections their client closed with many requests unanswered (work dropped)",
+                                  value=server.abandoned)
         for name, key, text in (
             ("mxsec_resolutions_cancelled", "resolutions_cancelled", "Resolutions cancelled: every asker had gone"),
             ("mxsec_budget_temps", "budget_temps", "TEMP answers caused by our own time budget or back-pressure"),

@@ -58,6 +58,9 @@ STATIC_MEMO_SECONDS = 86400.0
 SWEEP_INTERVAL = 60.0
 #: the reason given with the TEMP answering a request beyond a connection's ``max_pending``
 BUSY_REASON = "too many unanswered requests on this connection"
+#: unanswered requests a client may leave behind when it half-closes and still get its answers (Exim's
+#: ``${readsocket}`` sends one request, then shuts its side); with more, it is taken as gone and the work dropped
+HALF_CLOSE_PENDING = 8
 #: file descriptors kept free for everything that is not a client connection (DNS, HTTPS, store, listeners)
 FD_RESERVE = 256
 
@@ -169,6 +172,8 @@ class SocketmapServer:
         #: requests answered TEMP because their connection had ``max_pending`` unanswered requests already
         self.pending_cap_hits = 0
         self.bad_netstrings = 0
+        #: connections closed by their client with more than HALF_CLOSE_PENDING requests unanswered
+        self.abandoned = 0
         self.quiet = RateLimitedLog(log)
         self._busy_replies: dict[bytes, bytes] = {}
         self._housekeeping: asyncio.TimerHandle | None = None
@@ -458,8 +463,14 @@ class SocketmapProtocol(asyncio.Protocol):
         """The client half-closed its side (Exim's ``${readsocket}`` with ``shutdown=yes``): answer what it
         asked, then close. Returning ``None`` when nothing is pending lets asyncio close the transport after
         writing what is buffered; with answers still being resolved the connection stays half-open until
-        ``_flush`` has written the last one."""
+        ``_flush`` has written the last one. A client that leaves more than ``HALF_CLOSE_PENDING`` requests
+        unanswered is no such client: most likely it has gone altogether, so the connection is closed at once
+        and the lookups nobody else waits for are cancelled (``connection_lost``)."""
         if self.queue:
+            if self.outstanding > HALF_CLOSE_PENDING:
+                self.server.abandoned += 1
+                self.transport.abort()
+                return None
             self.close_after = True
             return True
         return None
