@@ -80,7 +80,8 @@ def check_corpus_round_trip(db: ReportDB, pki: dict[str, object]) -> None:
         # The same reports again, as JSON this time: the same documents, so duplicates of the same rows.
         second = post_corpus(client, base, "json")
         assert [status for status, _ in second] == [200] * len(CASES)
-        assert [body for _, body in second] == [{"outcome": "duplicate", "id": body["id"]} for _, body in first]
+        assert [body for _, body in second] == [
+            {"outcome": "duplicate", "id": body["id"], "auth": "none", "counted": True} for _, body in first]
         assert db.summary() == summary
         rows = db.reports(Filters(), limit=100)
         assert {(r.source, r.source_name) for r in rows} == {("https", HOST)}
