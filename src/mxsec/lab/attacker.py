@@ -112,15 +112,14 @@ def _dir(topo: Topology) -> Path:
 
 
 def _nft(topo: Topology, script: str) -> None:
-    topology.check_in(topo.attk_ns, ["nft", "-f", "-"], input=script)
-
-
-def _ensure_table(topo: Topology) -> None:
-    _nft(topo, f"""table ip {TABLE} {{
+    """Run an nft script in the attacker's namespace, the table and its two chains declared first (declaring
+    what exists already changes nothing)."""
+    table = f"""table ip {TABLE} {{
   chain prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}
   chain forward {{ type filter hook forward priority filter; policy accept; }}
 }}
-""")
+"""
+    topology.check_in(topo.attk_ns, ["nft", "-f", "-"], input=table + script)
 
 
 def active(topo: Topology) -> list[dict[str, Any]]:
@@ -169,7 +168,6 @@ def attack(topo: Topology, kind: str, targets: Iterable[str | Target] = (), *, s
         raise LabError(f"attack {kind}: give at least one target")
     work = _dir(topo)
     work.mkdir(parents=True, exist_ok=True)
-    _ensure_table(topo)
     rec: dict[str, Any] = {"kind": kind, "targets": [str(t) if not isinstance(t, Target) else _fmt(t) for t in raw],
                            "started": time.time()}
     if kind in ("dns", "sts-record"):

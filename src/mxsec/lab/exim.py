@@ -149,6 +149,8 @@ _FIELD = {
     "cv": re.compile(r" CV=(\S+)"),
     "dn": re.compile(r' DN="([^"]*)"'),
 }
+#: the first line of each message in ``exim4 -bp``: age, size, id, sender
+_QUEUE_LINE = re.compile(r"^\s*\d+[smhdw]\s+\S+\s+([0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4})\s", re.M)
 _STATUS_NAMES = {"=>": "delivered", "->": "delivered", "*>": "delivered", "==": "deferred", "**": "failed"}
 
 
@@ -460,8 +462,9 @@ class Exim:
             path.unlink(missing_ok=True)
 
     def queue_ids(self) -> list[str]:
-        proc = self.run(["-bpi"], timeout=30)
-        return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+        """Ids of the queued messages, from ``exim4 -bp`` (``-bpi`` is newer than Debian's Exim 4.96)."""
+        proc = self.run(["-bp"], timeout=30)
+        return [m.group(1) for m in _QUEUE_LINE.finditer(proc.stdout)]
 
     def delete_queue(self) -> None:
         ids = self.queue_ids()
