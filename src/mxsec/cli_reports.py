@@ -214,8 +214,17 @@ def summary_command(db_url, as_json, since, until, domain, organization, top, fa
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), metavar="PATH",
               help="Configuration file (default /etc/mxsec/mxsec.toml if present); its [reports] section says who "
                    "may POST /tlsrpt (tokens, client CA).")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="Another Host: name the dashboard answers to (repeatable; adds to [reports] allowed_hosts).")
+@click.option("--max-connections", type=click.IntRange(min=1), metavar="N",
+              help="Open connections at most (default 200, [reports] max_connections).")
+@click.option("--header-timeout", type=click.FloatRange(min=0.1), metavar="SECONDS",
+              help="Time to send a request's headers (default 10, [reports] header_timeout).")
+@click.option("--body-timeout", type=click.FloatRange(min=0.1), metavar="SECONDS",
+              help="Time to send a request's body (default 120, [reports] body_timeout).")
 @_guarded
-def serve_command(db_url, listen, tls_cert, tls_key, config_path):
+def serve_command(db_url, listen, tls_cert, tls_key, config_path, allowed_hosts, max_connections, header_timeout,
+                  body_timeout):
     """Web dashboard of the stored reports, and POST /tlsrpt for reports sent over HTTPS (RFC 8460 §5.4)."""
     from mxsec.reports.web.server import serve
 
@@ -223,8 +232,32 @@ def serve_command(db_url, listen, tls_cert, tls_key, config_path):
         _fail("--tls-cert and --tls-key go together")
     from mxsec.config import default_reports_db_url, load_config
 
-    post_auth = load_config(config_path).reports.post_auth()  # default file: /etc/mxsec/mxsec.toml if present
-    serve(db_url or default_reports_db_url(), listen, tls_cert=tls_cert, tls_key=tls_key, post_auth=post_auth)
+    settings = load_config(config_path).reports  # default file: /etc/mxsec/mxsec.toml if present
+    post_auth = settings.post_auth()
+    from mxsec.reports.web.limits import ConnectionGuard
+
+    auth = settings.dashboard_auth()
+    auth.allowed_hosts += list(allowed_hosts)
+    guard = ConnectionGuard(max_connections or settings.max_connections, header_timeout or settings.header_timeout,
+                            body_timeout or settings.body_timeout)
+    serve(db_url or default_reports_db_url(), listen, tls_cert=tls_cert, tls_key=tls_key, post_auth=post_auth,
+          auth=auth, guard=guard)
+
+
+@reports.command("hash-password")
+@_guarded
+def hash_password_command():
+    """Print the [reports] password_hash for a dashboard password (asked twice on a terminal, else one line
+    read from standard input)."""
+    from mxsec.reports.web.auth import hash_password
+
+    if sys.stdin.isatty():
+        password = click.prompt("Dashboard password", hide_input=True, confirmation_prompt=True, err=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < 8:
+        _fail("use a password of at least 8 characters")
+    click.echo(hash_password(password))
 
 
 

@@ -529,8 +529,21 @@ class ReportsConfig:
                                       doc="PEM CA file: its client certificates authenticate POST /tlsrpt (TLS)")
     post_require_auth: bool = _opt(False, kind="bool",
                                    doc="refuse (401) POST /tlsrpt without token or certificate")
+    # the dashboard: login, allowed Host: names, connection limits (docs/reports.md, "Dashboard login")
+    password_hash: str | None = _opt(None, kind="optstr", doc="dashboard login: output of `mxsec reports hash-password`")
+    session_secret: str | None = _opt(None, kind="optstr", doc="key signing login cookies (default: random per start)")
+    session_lifetime: float = _opt(43200.0, kind="number", doc="seconds a dashboard login lasts")
+    auth_proxy_header: str | None = _opt(None, kind="optstr", doc="header set by an authenticating reverse proxy")
+    auth_proxy_from: list[str] = _opt(kind="strlist", factory=lambda: ["127.0.0.1/32", "::1/128"],
+                                      doc="addresses the auth_proxy_header is believed from")
+    metrics_token: str | None = _opt(None, kind="optstr", doc="bearer token for /metrics when a login is set")
+    allowed_hosts: list[str] = _opt(kind="strlist", factory=list, doc="more Host: names the dashboard answers")
+    max_connections: int = _opt(200, kind="int", doc="open connections at most (oldest idle one closed)")
+    header_timeout: float = _opt(10.0, kind="number", doc="seconds to send a request's headers")
+    body_timeout: float = _opt(120.0, kind="number", doc="seconds to send a request's body")
 
     def __post_init__(self) -> None:
+        self._check_dashboard()
         _set(self, "post_tokens", list(self.post_tokens))
         _set(self, "post_token_hashes", list(self.post_token_hashes))
         if self.post_client_ca is not None and not self.post_client_ca:
@@ -540,6 +553,25 @@ class ReportsConfig:
         from .reports.web.post_auth import PostAuth  # local import: stdlib only, but a web-side module
 
         PostAuth.build(tokens=self.post_tokens, token_hashes=self.post_token_hashes)  # ConfigError naming the key
+
+    def _check_dashboard(self) -> None:
+        _set(self, "auth_proxy_from", list(self.auth_proxy_from))
+        _set(self, "allowed_hosts", list(self.allowed_hosts))
+        for key in ("session_lifetime", "header_timeout", "body_timeout"):
+            _set(self, key, float(getattr(self, key)))
+            _check_duration(getattr(self, key), f"reports.{key}")
+        if self.max_connections < 1:
+            raise ConfigError(f"reports.max_connections: must be at least 1, got {self.max_connections!r}")
+        self.dashboard_auth().check()
+
+    def dashboard_auth(self) -> Any:
+        """The :class:`~mxsec.reports.web.auth.AuthSettings` of the dashboard (login and Host: names)."""
+        from .reports.web.auth import AuthSettings  # local import, as for post_auth
+
+        return AuthSettings(password_hash=self.password_hash, session_secret=self.session_secret,
+                            session_lifetime=self.session_lifetime, proxy_header=self.auth_proxy_header,
+                            proxy_from=list(self.auth_proxy_from), metrics_token=self.metrics_token,
+                            allowed_hosts=list(self.allowed_hosts))
 
     def post_auth(self) -> Any:
         """The :class:`~mxsec.reports.web.post_auth.PostAuth` these settings describe (the CA file is read

@@ -250,3 +250,252 @@ def test_serve_refuses_a_busy_port_and_bad_tls_files(tmp_path: Path, pki: dict[s
         serve(url, f"{HOST}:0", tls_cert=str(pki["cert"]), tls_key=str(tmp_path / "missing.pem"))
     with pytest.raises(ConfigError, match="listen address"):
         serve(url, "127.0.0.1")
+
+
+# ------------------------------------------------------------------ connection limits and login, real uvicorn
+
+import threading  # noqa: E402
+
+from mxsec.reports.web.auth import AuthSettings, hash_password  # noqa: E402
+from mxsec.reports.web.limits import ConnectionGuard  # noqa: E402
+from mxsec.reports.web.server import bind, build_server  # noqa: E402
+
+
+@contextlib.contextmanager
+def plain_server(db: ReportDB, **kwargs: object) -> Iterator[tuple[int, object]]:
+    """``build_server`` over plain HTTP on 127.0.0.1 in a thread; yields (port, server)."""
+    server = build_server(db, **kwargs)  # type: ignore[arg-type]
+    sock = bind(HOST, 0)
+    port = sock.getsockname()[1]
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield port, server
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
+        assert not thread.is_alive()
+
+
+def _closed_by_peer(conn: socket.socket, wait: float) -> bool:
+    """True when the server closed *conn* within *wait* seconds (EOF or reset)."""
+    conn.settimeout(wait)
+    try:
+        while True:
+            data = conn.recv(4096)
+            if not data:
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_1024_half_open_connections_do_not_lock_out_a_new_client(tmp_path: Path) -> None:
+    """The finding: 1,024 connections that never finish their headers locked `reports serve` out."""
+    db = ReportDB(f"sqlite:///{tmp_path}/reports.db")
+    guard = ConnectionGuard(max_connections=64, header_timeout=60)
+    held: list[socket.socket] = []
+    try:
+        with plain_server(db, guard=guard) as (port, _):
+            for _ in range(1024):
+                conn = socket.create_connection((HOST, port), timeout=5)
+                conn.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+                held.append(conn)
+            start = time.monotonic()
+            with httpx.Client(timeout=5) as client:
+                for _ in range(3):
+                    response = client.get(f"http://{HOST}:{port}/healthz")
+                    assert response.status_code == 200 and response.text == "ok"
+                    page = client.get(f"http://{HOST}:{port}/")
+                    assert page.status_code == 200
+            assert time.monotonic() - start < 5
+            assert len(guard.open) <= 64
+            assert guard.evicted >= 1024 - 64
+            # the oldest half-open connections were the ones closed
+            assert _closed_by_peer(held[0], 2) and not _closed_by_peer(held[-1], 0.2)
+    finally:
+        for conn in held:
+            conn.close()
+        db.close()
+
+
+def test_slow_headers_and_slow_bodies_are_cut_off(tmp_path: Path) -> None:
+    db = ReportDB(f"sqlite:///{tmp_path}/reports.db")
+    guard = ConnectionGuard(max_connections=16, header_timeout=1.0, body_timeout=1.0)
+    try:
+        with plain_server(db, guard=guard) as (port, _):
+            slow_head = socket.create_connection((HOST, port), timeout=5)
+            slow_head.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            slow_body = socket.create_connection((HOST, port), timeout=5)
+            slow_body.sendall(b"POST /tlsrpt HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/tlsrpt+json\r\n"
+                              b"content-length: 1000\r\n\r\n{")
+            start = time.monotonic()
+            for _ in range(4):  # a byte now and then does not extend the deadline
+                time.sleep(0.2)
+                slow_head.sendall(b"X: y\r\n")
+            assert _closed_by_peer(slow_head, 3) and _closed_by_peer(slow_body, 3)
+            assert time.monotonic() - start < 3
+            # a prompt client on a kept-alive connection is not cut off
+            with httpx.Client(timeout=5) as client:
+                for _ in range(3):
+                    assert client.get(f"http://{HOST}:{port}/healthz").status_code == 200
+                    time.sleep(0.5)
+            assert guard.timed_out >= 2
+            # a kept-alive connection must send its next request head in time too
+            idle = socket.create_connection((HOST, port), timeout=5)
+            idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert idle.recv(4096).startswith(b"HTTP/1.1 200")
+            idle.sendall(b"GET /healthz HTTP/1.1\r\n")
+            assert _closed_by_peer(idle, 3)
+            for conn in (slow_head, slow_body, idle):
+                conn.close()
+    finally:
+        db.close()
+
+
+def test_when_every_connection_is_busy_a_new_one_gets_503(tmp_path: Path) -> None:
+    db = ReportDB(f"sqlite:///{tmp_path}/reports.db")
+    guard = ConnectionGuard(max_connections=2, header_timeout=30, body_timeout=30)
+    busy = []
+    try:
+        with plain_server(db, guard=guard) as (port, _):
+            for _ in range(2):  # requests whose bodies are still coming: not evictable
+                conn = socket.create_connection((HOST, port), timeout=5)
+                conn.sendall(b"POST /tlsrpt HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/tlsrpt+json\r\n"
+                             b"content-length: 1000\r\n\r\n{")
+                busy.append(conn)
+            time.sleep(0.3)
+            extra = socket.create_connection((HOST, port), timeout=5)
+            extra.settimeout(5)
+            answer = extra.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 503 ") and b"too many connections" in answer
+            extra.close()
+            assert guard.refused == 1
+            for conn in busy:
+                conn.close()
+            time.sleep(0.3)
+            with httpx.Client(timeout=5) as client:
+                assert client.get(f"http://{HOST}:{port}/healthz").status_code == 200
+    finally:
+        db.close()
+
+
+def test_dashboard_login_and_host_check_over_real_uvicorn(tmp_path: Path) -> None:
+    db = ReportDB(f"sqlite:///{tmp_path}/reports.db")
+    auth = AuthSettings(password_hash=hash_password("correct horse battery"), listen_host=HOST,
+                        allowed_hosts=["reports.example"])
+    try:
+        with plain_server(db, auth=auth) as (port, _), httpx.Client(timeout=5) as client:
+            base = f"http://{HOST}:{port}"
+            first = client.get(f"{base}/reports?page=1")
+            assert first.status_code == 303 and first.headers["location"] == "/login?next=%2Freports%3Fpage%3D1"
+            assert client.get(f"{base}/metrics").status_code == 401
+            assert client.get(f"{base}/healthz").text == "ok"
+            posted = client.post(f"{base}/tlsrpt", content=tc.case("postfix-dane").json(),
+                                 headers={"content-type": "application/tlsrpt+json"})
+            assert posted.status_code == 201  # reporters do not log in
+            wrong = client.post(f"{base}/login", data={"password": "nope", "next": "/reports"})
+            assert wrong.status_code == 401 and "Wrong password." in wrong.text
+            login = client.post(f"{base}/login", data={"password": "correct horse battery", "next": "/reports"})
+            assert login.status_code == 303 and login.headers["location"] == "/reports"
+            cookie = login.headers["set-cookie"]
+            assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" not in cookie  # plain HTTP
+            assert client.get(f"{base}/reports").status_code == 200
+            assert client.get(f"{base}/metrics").status_code == 200
+            # DNS rebinding: a foreign name is refused even with a valid session
+            assert client.get(f"{base}/", headers={"host": f"attacker.example:{port}"}).status_code == 400
+            assert client.get(f"{base}/", headers={"host": "reports.example"}).status_code == 200
+            assert client.get(f"{base}/", headers={"host": f"localhost:{port}"}).status_code == 200
+            out = client.post(f"{base}/logout")
+            assert out.status_code == 303 and "Max-Age=0" in out.headers["set-cookie"]
+            client.cookies.clear()
+            assert client.get(f"{base}/reports").status_code == 303
+    finally:
+        db.close()
+
+
+def test_cli_warns_when_the_dashboard_is_exposed_without_login(tmp_path: Path) -> None:
+    """`reports serve --listen 0.0.0.0:PORT` without a login: one warning line on stderr; then it serves."""
+    port = free_port()
+    config = tmp_path / "mxsec.toml"
+    config.write_text("[reports]\nmax_connections = 50\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from mxsec.cli import main; main()", "reports", "serve", "--db",
+         f"sqlite:///{tmp_path}/r.db", "--config",
+         str(config), "--listen", f"0.0.0.0:{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 20
+        with httpx.Client(timeout=5) as client:
+            while True:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                try:
+                    assert client.get(f"http://{HOST}:{port}/healthz").text == "ok"
+                    break
+                except httpx.ConnectError:
+                    assert time.monotonic() < deadline, "serve did not come up"
+                    time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        stderr = proc.stderr.read().decode()
+        warnings = [line for line in stderr.splitlines() if line.startswith("mxsec: warning:")]
+        assert len(warnings) == 1 and f"0.0.0.0:{port}, not loopback, without a login" in warnings[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_cli_server_with_1024_descriptors_survives_1100_half_open_connections(tmp_path: Path) -> None:
+    """The finding as measured: a `reports serve` process limited to 1,024 file descriptors (a common default)
+    and 1,100 connections that never finish their headers. Without the cap the process runs out of descriptors
+    and a new client is never answered; with it, the new client is served at once."""
+    import resource
+
+    port = free_port()
+    (tmp_path / "none.toml").write_text("")
+
+    def limit_descriptors() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from mxsec.cli import main; main()", "reports", "serve", "--db",
+         f"sqlite:///{tmp_path}/r.db", "--config", str(tmp_path / "none.toml"), "--listen", f"{HOST}:{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=limit_descriptors,
+    )
+    held: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 20
+        with httpx.Client(timeout=5) as client:
+            while True:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                try:
+                    assert client.get(f"http://{HOST}:{port}/healthz").text == "ok"
+                    break
+                except httpx.ConnectError:
+                    assert time.monotonic() < deadline, "serve did not come up"
+                    time.sleep(0.1)
+            for _ in range(1100):
+                conn = socket.create_connection((HOST, port), timeout=5)
+                conn.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+                held.append(conn)
+            time.sleep(0.5)
+            start = time.monotonic()
+            assert client.get(f"http://{HOST}:{port}/healthz").text == "ok"
+            assert client.get(f"http://{HOST}:{port}/").status_code == 200
+            assert time.monotonic() - start < 3
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        for conn in held:
+            conn.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -855,3 +855,210 @@ def test_integrity_report_page_lists_the_other_copies(conflicted) -> None:
 def test_integrity_no_conflict_notice_without_conflicts(client: TestClient, corpus_db: ReportDB) -> None:
     assert "conflicts" not in get_page(client, "/").text_by_id
     assert "copies" not in get_page(client, f"/report/{report_pk(corpus_db, 'google-heartbeat')}").text_by_id
+
+
+# --------------------------------------------------------------------------------------------- login, hosts
+
+from mxsec.reports.web import auth as web_auth  # noqa: E402
+from mxsec.reports.web.auth import AuthSettings, hash_password, verify_password  # noqa: E402
+
+PASSWORD = "correct horse battery"
+PASSWORD_HASH = hash_password(PASSWORD)
+
+
+def auth_client(db: ReportDB, **settings: Any) -> TestClient:
+    options = {"password_hash": PASSWORD_HASH, "allowed_hosts": ["testserver"], **settings}
+    return TestClient(create_app(db, auth=AuthSettings(**options)), follow_redirects=False)
+
+
+def test_password_hash_round_trip_and_bad_hashes() -> None:
+    assert PASSWORD_HASH.startswith("scrypt$16384$8$1$")
+    assert verify_password(PASSWORD, PASSWORD_HASH) and not verify_password(PASSWORD + "!", PASSWORD_HASH)
+    assert hash_password(PASSWORD) != PASSWORD_HASH  # salted
+    for bad in ("", "plain", "scrypt$3$8$1$AAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAA", "bcrypt$1$2$3$4$5",
+                PASSWORD_HASH.replace("$8$", "$x$")):
+        with pytest.raises(ConfigError, match="reports.password_hash"):
+            web_auth.check_password_hash(bad)
+
+
+def test_login_required_for_pages_and_metrics_but_not_healthz_or_post(corpus_db: ReportDB) -> None:
+    client = auth_client(corpus_db)
+    for path in ("/", "/reports?page=2", "/domain/example.com", "/report/1"):
+        response = client.get(path)
+        assert response.status_code == 303, path
+        assert response.headers["location"].startswith("/login?next=")
+    assert client.get("/report/1/raw.json").status_code == 401
+    metrics_answer = client.get("/metrics")
+    assert metrics_answer.status_code == 401 and metrics_answer.json()["error"] == "unauthorized"
+    assert client.get("/healthz").text == "ok"
+    assert client.get("/static/style.css").status_code == 200
+    # POST /tlsrpt passes the login (its own authentication applies): a bad body gets the endpoint's 400
+    assert client.post("/tlsrpt", content=b"{", headers={"content-type": "application/json"}).status_code == 400
+
+
+def test_login_sets_a_signed_strict_cookie_and_logout_clears_it(corpus_db: ReportDB) -> None:
+    client = auth_client(corpus_db)
+    page = client.get("/login?next=/reports")
+    assert page.status_code == 200 and 'name="password"' in page.text and 'value="/reports"' in page.text
+    assert page.headers["cache-control"] == "no-store" and "content-security-policy" in page.headers
+    wrong = client.post("/login", data={"password": "nope", "next": "/reports"})
+    assert wrong.status_code == 401 and "set-cookie" not in wrong.headers
+    good = client.post("/login", data={"password": PASSWORD, "next": "/reports"})
+    assert good.status_code == 303 and good.headers["location"] == "/reports"
+    cookie = good.headers["set-cookie"]
+    assert cookie.startswith("mxsec_session=") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert "Path=/" in cookie and "Max-Age=43200" in cookie and "Secure" not in cookie
+    overview = client.get("/")
+    assert overview.status_code == 200 and 'action="/logout"' in overview.text
+    assert client.get("/metrics").status_code == 200
+    out = client.post("/logout")
+    assert out.status_code == 303 and "mxsec_session=;" in out.headers["set-cookie"]
+
+
+def test_session_cookie_is_secure_over_https(corpus_db: ReportDB) -> None:
+    client = TestClient(create_app(corpus_db, auth=AuthSettings(password_hash=PASSWORD_HASH,
+                                                               allowed_hosts=["testserver"])),
+                        base_url="https://testserver", follow_redirects=False)
+    good = client.post("/login", data={"password": PASSWORD})
+    assert good.status_code == 303 and "; Secure" in good.headers["set-cookie"]
+
+
+def test_forged_expired_and_foreign_cookies_are_refused(corpus_db: ReportDB) -> None:
+    settings = AuthSettings(password_hash=PASSWORD_HASH, session_secret="s" * 32, allowed_hosts=["testserver"])
+    gate = web_auth.LoginGate(None, settings, None)
+    now = 1_800_000_000.0
+    cookie = gate.make_cookie(now)
+    assert gate.session_ok(cookie, now + 10)
+    assert not gate.session_ok(cookie, now + settings.session_lifetime + 1)  # expired
+    expires, nonce, signature = cookie.split(".")
+    assert not gate.session_ok(f"{int(expires) + 9999}.{nonce}.{signature}", now)  # tampered expiry
+    assert not gate.session_ok("", now) and not gate.session_ok("a.b", now) and not gate.session_ok("a.b.c", now)
+    # another secret, or a changed password, signs differently: old sessions end
+    other = web_auth.LoginGate(None, AuthSettings(password_hash=hash_password("another password"),
+                                                  session_secret="s" * 32), None)
+    assert not other.session_ok(cookie, now)
+    client = auth_client(corpus_db)
+    client.cookies.set("mxsec_session", cookie)
+    assert client.get("/").status_code == 303
+
+
+def test_login_redirects_only_to_local_paths(corpus_db: ReportDB) -> None:
+    client = auth_client(corpus_db)
+    for target in ("https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:alert(1)"):
+        response = client.post("/login", data={"password": PASSWORD, "next": target})
+        assert response.headers["location"] == "/", target
+
+
+def test_login_from_another_site_and_brute_force_are_refused(corpus_db: ReportDB) -> None:
+    client = auth_client(corpus_db)
+    cross = client.post("/login", data={"password": PASSWORD}, headers={"origin": "https://evil.example"})
+    assert cross.status_code == 403
+    for _ in range(web_auth.THROTTLE_FAILURES):
+        assert client.post("/login", data={"password": "guess"}).status_code == 401
+    assert client.post("/login", data={"password": PASSWORD}).status_code == 429  # even the right one, for now
+
+
+def test_proxy_header_mode(corpus_db: ReportDB) -> None:
+    client = TestClient(create_app(corpus_db, auth=AuthSettings(proxy_header="X-Remote-User",
+                                                               proxy_from=["127.0.0.1/32"],
+                                                               allowed_hosts=["testserver"])),
+                        follow_redirects=False)
+    # TestClient's client address is "testclient", not an IP: never a trusted proxy
+    assert client.get("/", headers={"x-remote-user": "alice"}).status_code == 401
+    app = create_app(corpus_db, auth=AuthSettings(proxy_header="X-Remote-User", proxy_from=["127.0.0.1/32"],
+                                                  allowed_hosts=["testserver"]))
+
+    def call(headers: dict[str, str], client_address: str) -> int:
+        import asyncio
+
+        scope = {"type": "http", "method": "GET", "path": "/", "raw_path": b"/", "query_string": b"",
+                 "headers": [(k.encode(), v.encode()) for k, v in {"host": "testserver", **headers}.items()],
+                 "client": (client_address, 50000), "server": ("testserver", 80), "scheme": "http",
+                 "root_path": "", "http_version": "1.1", "asgi": {"version": "3.0"}}
+        status: list[int] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        asyncio.run(app(scope, receive, send))
+        return status[0]
+
+    assert call({"x-remote-user": "alice"}, "127.0.0.1") == 200
+    assert call({}, "127.0.0.1") == 401  # no header: the proxy did not authenticate
+    assert call({"x-remote-user": "alice"}, "192.0.2.7") == 401  # around the proxy: the header is not believed
+    assert call({"x-remote-user": " "}, "127.0.0.1") == 401
+
+
+def test_metrics_bearer_token(corpus_db: ReportDB) -> None:
+    client = auth_client(corpus_db, metrics_token="m" * 24)
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/metrics", headers={"authorization": "Bearer " + "m" * 24}).status_code == 200
+    assert client.get("/", headers={"authorization": "Bearer " + "m" * 24}).status_code == 303  # metrics only
+
+
+@pytest.mark.parametrize("host,allowed", [
+    ("testserver", True), ("localhost:8025", True), ("127.0.0.1:8025", True), ("[::1]:8025", True),
+    ("192.0.2.1", True), ("dash.example", True), ("DASH.EXAMPLE.:443", True), ("a.b.corp.example", True),
+    ("attacker.example", False), ("corp.example", False), ("dash.example.attacker.example", False), ("", False),
+])
+def test_host_check_refuses_foreign_names_dns_rebinding(corpus_db: ReportDB, host: str, allowed: bool) -> None:
+    app = create_app(corpus_db, auth=AuthSettings(listen_host="dash.example", allowed_hosts=["*.corp.example",
+                                                                                          "testserver"]))
+    client = TestClient(app)
+    response = client.get("/", headers={"host": host})
+    assert (response.status_code == 200) is allowed, response.text
+    if not allowed:
+        assert response.status_code == 400 and "content-security-policy" in response.headers
+    # /healthz and POST /tlsrpt answer whatever the name: probes and reporters use their own
+    assert client.get("/healthz", headers={"host": "attacker.example"}).status_code == 200
+
+
+def test_exposure_warning_only_for_non_loopback_without_login() -> None:
+    from mxsec.reports.web.server import exposure_warning, is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.8.0.1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("::") and not is_loopback("192.0.2.1")
+    assert exposure_warning("127.0.0.1", 8025, None) is None
+    warning = exposure_warning("0.0.0.0", 8025, AuthSettings())
+    assert warning and warning.startswith("mxsec: warning: ") and "0.0.0.0:8025" in warning and "\n" not in warning
+    assert "[::]:8025" in (exposure_warning("::", 8025, None) or "")
+    assert exposure_warning("0.0.0.0", 8025, AuthSettings(password_hash=PASSWORD_HASH)) is None
+    assert exposure_warning("0.0.0.0", 8025, AuthSettings(proxy_header="X-Remote-User")) is None
+
+
+def test_reports_config_keys_for_the_dashboard() -> None:
+    from mxsec.config import config_from_dict
+
+    config = config_from_dict({"reports": {"password_hash": PASSWORD_HASH, "allowed_hosts": ["dash.example"],
+                                           "max_connections": 50, "header_timeout": 5, "body_timeout": 30}})
+    settings = config.reports.dashboard_auth()
+    assert settings.mode == "password" and settings.allowed_hosts == ["dash.example"]
+    assert config.reports.header_timeout == 5.0 and config.reports.max_connections == 50
+    for bad, message in [({"password_hash": "x"}, "reports.password_hash"),
+                         ({"max_connections": 0}, "reports.max_connections"),
+                         ({"header_timeout": 0}, "reports.header_timeout"),
+                         ({"allowed_hosts": ["a b"]}, "reports.allowed_hosts"),
+                         ({"auth_proxy_header": "X User"}, "reports.auth_proxy_header"),
+                         ({"auth_proxy_from": ["nowhere"]}, "reports.auth_proxy_from"),
+                         ({"session_secret": "short"}, "reports.session_secret"),
+                         ({"password_hash": PASSWORD_HASH, "auth_proxy_header": "X-User"}, "not both")]:
+        with pytest.raises(ConfigError, match=message):
+            config_from_dict({"reports": bad})
+
+
+def test_hash_password_command() -> None:
+    from click.testing import CliRunner
+
+    from mxsec.cli import main as cli
+
+    result = CliRunner().invoke(cli, ["reports", "hash-password"], input=PASSWORD + "\n")
+    assert result.exit_code == 0, result.output
+    line = result.output.strip()
+    assert verify_password(PASSWORD, line) and not verify_password("other", line)
+    short = CliRunner().invoke(cli, ["reports", "hash-password"], input="short\n")
+    assert short.exit_code == 2 and "at least 8 characters" in short.output

@@ -8,7 +8,7 @@ origin — so a report that smuggles markup into a field could not run anything 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from starlette.applications import Starlette
@@ -26,6 +26,9 @@ from . import format as fmt
 from . import ingest_endpoint, metrics, pages
 from .params import DateRange, PageError, presets, segment
 from .post_auth import PostAuth
+
+if TYPE_CHECKING:
+    from .auth import AuthSettings
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -142,9 +145,11 @@ async def healthz(request: Request) -> Response:
     return PlainTextResponse("ok")
 
 
-def create_app(db: ReportDB, *, max_body: int = DEFAULT_MAX_BODY, post_auth: PostAuth | None = None) -> Starlette:
+def create_app(db: ReportDB, *, max_body: int = DEFAULT_MAX_BODY, post_auth: PostAuth | None = None,
+               auth: "AuthSettings | None" = None) -> Starlette:
     """The dashboard, ``POST /tlsrpt``, ``/metrics`` and ``/healthz`` over *db* (which the caller closes);
-    *post_auth* says who may POST (default: anyone, recorded as unauthenticated)."""
+    *post_auth* says who may POST (default: anyone, recorded as unauthenticated); *auth* adds the dashboard's
+    ``Host:`` check and login (:mod:`.auth`; without it, neither)."""
     if max_body < 1:
         raise ValueError("max_body must be positive")
     routes = [
@@ -173,5 +178,9 @@ def create_app(db: ReportDB, *, max_body: int = DEFAULT_MAX_BODY, post_auth: Pos
     app.state.post_auth = post_auth or PostAuth()
     app.state.templates = make_templates()
     app.state.registry = metrics.registry_for(db)
+    if auth is not None:
+        from .auth import install
+
+        install(app, auth, app.state.templates)  # inside SecurityHeaders: its answers get the headers too
     app.add_middleware(SecurityHeaders)
     return app
