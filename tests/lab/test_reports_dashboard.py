@@ -42,8 +42,8 @@ HOSTILE_ORG = '<img src=x onerror="alert(1)">'
 HOSTILE_ID = "</script><script>alert(2)</script>"
 
 
-def start_server(db: ReportDB) -> tuple[Any, threading.Thread, str]:
-    server = build_server(db)
+def start_server(db: ReportDB, **options: Any) -> tuple[Any, threading.Thread, str]:
+    server = build_server(db, **options)
     sock = bind("127.0.0.1", 0)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -307,3 +307,38 @@ def test_hostile_report_content_does_not_run(browser: Any, tmp_path: Path, scree
         watched.page.close()
         stop_server(server, thread)
         db.close()
+
+
+def test_login_page_guards_the_dashboard(browser: Any, corpus_db: ReportDB, screenshots: Path) -> None:
+    """With [reports] password_hash set, the browser is sent to /login, logs in with a strict HttpOnly cookie,
+    sees the page it asked for, and logs out again. The login page itself obeys the same CSP."""
+    from mxsec.reports.web.auth import AuthSettings, hash_password
+
+    password = "lab dashboard password"
+    auth = AuthSettings(password_hash=hash_password(password), listen_host="127.0.0.1")
+    server, thread, url = start_server(corpus_db, auth=auth)
+    watched = Watched(browser)
+    try:
+        watched.goto(url + "/reports")  # 303 to the login page, which answers 200
+        assert watched.page.url == url + "/login?next=%2Freports"
+        assert watched.page.locator("input#password[type=password]").count() == 1
+        watched.shot(screenshots, "login")
+        watched.page.fill("#password", password)
+        with watched.page.expect_navigation():
+            watched.page.click("#login-submit")
+        watched.settle()
+        assert watched.page.url == url + "/reports"
+        assert watched.page.locator("#reports-table, table").count() >= 1
+        (cookie,) = [c for c in browser.cookies(url) if c["name"] == "mxsec_session"]
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and not cookie["secure"]
+        assert watched.page.evaluate("document.cookie") == ""  # HttpOnly: not readable by script
+        with watched.page.expect_navigation():
+            watched.page.click("form.logout button")
+        watched.settle()
+        assert watched.page.url.startswith(url + "/login")
+        assert [c for c in browser.cookies(url) if c["name"] == "mxsec_session"] == []
+        watched.check()
+    finally:
+        watched.page.close()
+        browser.clear_cookies()
+        stop_server(server, thread)
