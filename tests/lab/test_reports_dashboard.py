@@ -342,3 +342,35 @@ def test_login_page_guards_the_dashboard(browser: Any, corpus_db: ReportDB, scre
         watched.page.close()
         browser.clear_cookies()
         stop_server(server, thread)
+
+
+def test_integrity_conflicting_copies_are_shown(browser: Any, tmp_path: Path, screenshots: Path) -> None:
+    """Report integrity: a forged open POST then the genuine DKIM-signed report: the overview counts the
+    genuine one (4,000 failures) and says there are conflicting copies; the forged copy's page says it is not
+    counted and links to the counted one."""
+    from tests.unit.test_reports_store import forged_and_genuine
+
+    forged, genuine = forged_and_genuine()
+    db = ReportDB(f"sqlite:///{tmp_path}/conflict.db")
+    (fake,) = db.ingest([Incoming(parse_report(forged), "https", "198.51.100.7")])
+    (real,) = db.ingest([Incoming(parse_report(genuine), "message", "<m@google.example>", dkim="pass")])
+    server, thread, url = start_server(db)
+    watched = Watched(browser)
+    try:
+        watched.goto(url + "/")
+        assert watched.text("#card-failed") == "4,000"
+        assert watched.page.locator("#conflicts").is_visible()
+        assert watched.text("#conflicts h2") == "1 report received in conflicting copies"
+        assert watched.page.locator("#conflict-1 tbody tr").count() == 2
+        watched.shot(screenshots, "conflict-overview")
+        watched.page.locator(f'#conflict-1 a[href="/report/{fake.id}"]').click()
+        watched.settle()
+        assert watched.page.url.endswith(f"/report/{fake.id}")
+        assert "This copy is not counted" in watched.text("#copies")
+        assert watched.page.locator(f'#copies a[href="/report/{real.id}"]').count() >= 1
+        watched.shot(screenshots, "conflict-report")
+        watched.check()
+    finally:
+        watched.page.close()
+        stop_server(server, thread)
+        db.close()
