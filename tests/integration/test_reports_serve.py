@@ -499,3 +499,21 @@ def test_cli_server_with_1024_descriptors_survives_1100_half_open_connections(tm
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_tls_handshake_gets_the_header_timeout(tmp_path: Path, pki: dict[str, object]) -> None:
+    """A client that connects to the HTTPS server and never starts the TLS handshake is closed after the
+    header timeout (asyncio's own default would keep it 60 s); a real client is served meanwhile."""
+    db = ReportDB(f"sqlite:///{tmp_path}/reports.db")
+    try:
+        with running_server(db, pki, guard=ConnectionGuard(header_timeout=1.0)) as base:
+            port = int(base.rsplit(":", 1)[1])
+            silent = socket.create_connection((HOST, port), timeout=5)
+            start = time.monotonic()
+            with httpx.Client(verify=pki["context"], timeout=5) as client:
+                assert client.get(f"{base}/healthz").text == "ok"
+            assert _closed_by_peer(silent, 4)
+            assert time.monotonic() - start < 4
+            silent.close()
+    finally:
+        db.close()
