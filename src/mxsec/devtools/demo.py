@@ -5,8 +5,10 @@ DNSSEC, MX hosts, MTA-STS policy hosts, ``mxsec daemon`` and a real Postfix in t
 message per scenario of ``src/mxsec/lab/scenarios.toml``, waits for Postfix's verdicts, prints a table
 (domain, policy found, daemon reply, expected, actual, TLS seen by the MX), then closes the TLSRPT loop
 (:mod:`mxsec.lab.tlsrpt`: Postfix's and Exim's sessions reported to the lab's receiving side and compared with
-what the MX farm saw; its table comes last), tears the lab down and exits 1 if any row differs from its
-expectation. Before the lab: a sample month of received reports (``mxsec reports`` summary). Options: ``--scenario NAME`` (repeatable), ``--scenarios FILE``,
+what the MX farm saw), then lets the on-path attacker loose (:mod:`mxsec.lab.attackrun`: STARTTLS stripped,
+forged certificates, a rogue MX, DNS and HTTPS dropped or delayed, the ``_mta-sts`` record removed, strict MX
+names — against Postfix and Exim; its table, rows ``attack: … → scenario``, comes last), tears the lab down and
+exits 1 if any row differs from its expectation. Before the lab: a sample month of received reports (``mxsec reports`` summary). Options: ``--scenario NAME`` (repeatable), ``--scenarios FILE``,
 ``--json``, ``--keep`` (leave the lab up), ``--prefix`` (default ``mxsec-demo``). Same as ``mxsec lab demo``.
 
 ``python -m mxsec.devtools.demo --fake-world``: the policy daemon against a local fake world (loopback only),

@@ -39,7 +39,7 @@ from mxsec.lab import attacker, runner
 from mxsec.lab.scenarios import Scenario
 from mxsec.lab.topology import LabError, Topology
 
-__all__ = ["CONTROLS", "AttackRow", "Step", "protected", "run_attacks", "summary"]
+__all__ = ["CONTROLS", "AttackRow", "Step", "lab_exim", "protected", "run_attacks", "run_all", "summary"]
 
 #: scenarios nothing protects: the attacks must work there (proof that the attacker is real)
 CONTROLS = ("no-policy", "sts-testing-bad-cert", "dane-unsigned-zone")
@@ -358,3 +358,27 @@ def _ensure_cached(topo: Topology, scenarios: Sequence[Scenario]) -> None:
 
 def summary(rows: Sequence[AttackRow]) -> dict[str, int]:
     return {"ok": sum(not r.failed for r in rows), "FAIL": sum(r.failed for r in rows)}
+
+
+def lab_exim(topo: Topology) -> Any:
+    """The Exim instance the attacker runs use (``<state dir>/exim-attacker``), set up; ``None`` when Debian's
+    Exim is not unpacked here (:func:`mxsec.lab.exim.unavailable`)."""
+    from mxsec.lab.exim import Exim, EximSpec, unavailable
+
+    if unavailable():
+        return None
+    paths = runner.LabPaths.of(topo)
+    return Exim(EximSpec(directory=topo.state_dir / "exim-attacker", netns=topo.sender_ns,
+                         socket=f"inet:127.0.0.1:{runner.DAEMON_PORT}", ca_file=paths.ca_file)).setup()
+
+
+def run_all(topo: Topology, *, exim: bool = True, progress: Callable[[str], None] = lambda _m: None
+            ) -> list[AttackRow]:
+    """:func:`run_attacks` for Postfix, then for Exim when ``exim`` and Exim is available."""
+    rows = run_attacks(topo, "postfix", progress=progress)
+    instance = lab_exim(topo) if exim else None
+    if instance is not None:
+        rows += run_attacks(topo, "exim", instance, progress=progress)
+    elif exim:
+        progress("Exim not available: attacker rows for Postfix only")
+    return rows

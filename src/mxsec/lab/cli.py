@@ -10,11 +10,17 @@
     mxsec lab tlsrpt [--send] [--no-exim] [--json]
                                              the closed TLSRPT loop: the MTAs' sessions → follow-log → send →
                                              the lab's receiving side; table; exit 1 when a row differs
+    mxsec lab attack KIND TARGET... [--seconds S] [--cert C] [--action A]
+                                             switch an attack on in the attacker's router namespace
+    mxsec lab attack --list | --clear        show the attacks switched on / switch them all off
+    mxsec lab attacks [--no-exim] [--json]   the attacker scenarios against Postfix and Exim; table;
+                                             exit 1 when a row differs from its expectation
     mxsec lab demo [--scenarios FILE] [--scenario NAME]... [--json] [--keep]
-                                             up + run + tlsrpt + down (prefix mxsec-demo unless --prefix)
+                                             up + run + tlsrpt + attacks + down (prefix mxsec-demo unless
+                                             --prefix)
 
 Every command takes ``--prefix`` (default ``mxsec``, or ``$MXSEC_LAB_PREFIX``): namespaces ``<prefix>-inet`` /
-``<prefix>-sender``, state in ``/run/mxsec-lab/<prefix>/``.
+``<prefix>-sender`` / ``<prefix>-attk``, state in ``/run/mxsec-lab/<prefix>/``.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from typing import Any
 
 import click
 
-__all__ = ["lab", "prerequisites", "render_loop_table", "render_table", "run_demo"]
+__all__ = ["lab", "prerequisites", "render_attack_table", "render_loop_table", "render_table", "run_demo"]
 
 DEFAULT_PREFIX = "mxsec"
 DEMO_PREFIX = "mxsec-demo"
@@ -128,6 +134,38 @@ def render_loop_table(console: Any, result: Any) -> None:
     console.print(f"closed loop: {verdicts.count('ok')} ok, {verdicts.count('FAIL')} failed, "
                   f"{verdicts.count('xfail')} known gaps (xfail), {verdicts.count('XPASS')} XPASS"
                   + ("" if not result.problems else f", {len(result.problems)} problem(s)"))
+
+
+def render_attack_table(console: Any, rows: Sequence[Any]) -> None:
+    """The attacker scenarios: one row per (attack, scenario, MTA), then one line per problem."""
+    from rich.table import Table
+
+    table = Table(title="mxsec lab: the on-path attacker (<prefix>-attk)", show_lines=False)
+    for col in ("attack", "scenario", "MTA", "expected", "actual", "evidence (MX farm, impostors, queue)",
+                "result"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(f"attack: {r.attack}", r.scenario, r.mta, r.expected, r.actual, r.evidence,
+                      "[green]ok[/green]" if not r.failed else "[red bold]FAIL[/red bold]")
+    console.print(table)
+    for r in rows:
+        for problem in r.problems:
+            console.print(f"[red]{r.mta} / {r.attack} / {r.scenario}:[/red] {problem}")
+    failed = sum(r.failed for r in rows)
+    console.print(f"{len(rows) - failed} of {len(rows)} attacker rows as expected"
+                  + (f", [red]{failed} FAIL[/red]" if failed else ""))
+
+
+def _attacks_and_print(prefix: str, as_json: bool, *, exim: bool) -> int:
+    from mxsec.lab import attackrun
+
+    topo = _topo(prefix)
+    rows = attackrun.run_all(topo, exim=exim, progress=lambda m: click.echo(m, err=True))
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in rows], indent=2))
+    else:
+        render_attack_table(_console(), rows)
+    return 1 if any(r.failed for r in rows) else 0
 
 
 def _loop_and_print(prefix: str, as_json: bool, *, send: bool, exim: bool, timeout: float) -> int:
@@ -309,9 +347,76 @@ def tlsrpt(prefix: str, send: bool, exim: bool, as_json: bool, timeout: float) -
     sys.exit(code)
 
 
+@lab.command()
+@prefix_option
+@click.argument("kind", required=False, type=click.Choice(
+    ["strip-starttls", "forged-cert", "rogue-mx", "drop", "delay", "dns", "sts-record"]))
+@click.argument("targets", nargs=-1, metavar="[TARGET]...")
+@click.option("--seconds", default=6.0, show_default=True, help="delay, dns --action delay: how long.")
+@click.option("--cert", type=click.Choice(["untrusted", "self-signed"]), default="untrusted", show_default=True,
+              help="forged-cert: the impostor's certificate.")
+@click.option("--action", type=click.Choice(["drop", "nxdomain", "delay"]), default=None,
+              help="dns: drop, nxdomain or delay (default drop); sts-record: nxdomain (default) or drop.")
+@click.option("--list", "list_", is_flag=True, help="Show the attacks switched on.")
+@click.option("--clear", is_flag=True, help="Switch every attack off.")
+def attack(prefix: str, kind: str | None, targets: tuple[str, ...], seconds: float, cert: str,
+           action: str | None, list_: bool, clear: bool) -> None:
+    """Switch an attack on in the lab's attacker namespace (<prefix>-attk), per target.
+
+    \b
+    strip-starttls IP[:PORT]...   SMTP proxy: STARTTLS removed from EHLO, 454 to STARTTLS, relayed in clear
+    forged-cert IP=NAME...        impostor MX for NAME, certificate from an untrusted CA (--cert self-signed)
+    rogue-mx IP...                the attacker's MX rogue.attacker.test, valid certificate for that name only
+    drop IP:PORT...               TCP and UDP dropped (e.g. 198.51.100.53:53, a policy host's :443)
+    delay IP:PORT...              TCP relayed after --seconds
+    dns NAME...                   queries for NAME and below: --action drop | nxdomain | delay
+    sts-record DOMAIN...          _mta-sts.DOMAIN TXT answered NXDOMAIN (--action drop: not answered)
+    """
+    from mxsec.lab import attacker
+
+    _need_root()
+    topo = _topo(prefix)
+    try:
+        if clear:
+            for line in attacker.clear(topo):
+                click.echo(line)
+            return
+        if list_ or kind is None:
+            for rec in attacker.active(topo):
+                click.echo(json.dumps(rec))
+            return
+        if kind == "dns":
+            action = action or "drop"
+        elif kind == "sts-record":
+            action = action or "nxdomain"
+        elif action is not None:
+            raise click.UsageError("--action is for dns and sts-record only")
+        rec = attacker.attack(topo, kind, list(targets), seconds=seconds, cert=cert, action=action or "nxdomain")
+    except _errors() as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"attack on: {rec['kind']} {' '.join(rec['targets'])}   (off: mxsec lab attack --clear)")
+
+
+@lab.command()
+@prefix_option
+@click.option("--exim/--no-exim", default=True, show_default=True, help="Also attack Exim (when available).")
+@click.option("--json", "as_json", is_flag=True, help="Rows as JSON.")
+def attacks(prefix: str, exim: bool, as_json: bool) -> None:
+    """The attacker scenarios against the lab's Postfix (and Exim): every enforce and DANE domain under a
+    STARTTLS stripper and a forged certificate, representative domains under a rogue MX, DNS and HTTPS
+    dropped or delayed, the _mta-sts record removed, strict MX names. Exit 1 when a row differs."""
+    _need_root()
+    try:
+        code = _attacks_and_print(prefix, as_json, exim=exim)
+    except _errors() as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(code)
+
+
 def run_demo(prefix: str = DEMO_PREFIX, scenarios_file: str | None = None, names: Sequence[str] = (),
              as_json: bool = False, keep: bool = False, timeout: float = 60.0) -> int:
-    """up + run (+ the closed TLSRPT loop when every scenario runs) + down; 0 when every row is as expected,
+    """up + run (+ the closed TLSRPT loop and the attacker scenarios when every scenario runs) + down; 0 when
+    every row is as expected,
     1 when one differs, 2 when the lab cannot run."""
     from mxsec.lab import runner
 
@@ -335,6 +440,8 @@ def run_demo(prefix: str = DEMO_PREFIX, scenarios_file: str | None = None, names
             if has_reporting(topo):
                 console.rule("[bold]the closed TLSRPT loop[/bold]")
                 code = max(code, _loop_and_print(prefix, as_json, send=False, exim=True, timeout=timeout))
+            console.rule("[bold]the on-path attacker[/bold]")
+            code = max(code, _attacks_and_print(prefix, as_json, exim=True))
     except _errors() as exc:
         say(f"mxsec lab demo: {exc}")
         code = 1
