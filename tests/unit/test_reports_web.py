@@ -546,6 +546,7 @@ def test_metrics_are_exact_for_a_known_database(tmp_path: Path) -> None:
     assert samples == {
         ("mxsec_tlsrpt_database_up", ()): 1.0,
         ("mxsec_tlsrpt_stored_reports", ()): 5.0,
+        ("mxsec_tlsrpt_conflicting_reports", ()): 0.0,
         ("mxsec_tlsrpt_reports", (("organization", "Company-X"), ("policy_domain", "company-y.example"))): 1.0,
         ("mxsec_tlsrpt_reports", (("organization", "Example Reporter Inc."), ("policy_domain", "example.com"))): 1.0,
         ("mxsec_tlsrpt_reports", (("organization", "Example Reporter Inc."),
@@ -852,8 +853,17 @@ def test_integrity_report_page_lists_the_other_copies(conflicted) -> None:
     assert genuine.rows("report-source")["Authentication"] == ["dkim"]
 
 
+def test_integrity_metrics_count_the_counted_copy_and_conflicts(conflicted) -> None:
+    client, db, fake, real = conflicted
+    text = client.get("/metrics").text
+    assert "mxsec_tlsrpt_conflicting_reports 1.0" in text
+    assert "mxsec_tlsrpt_stored_reports 1.0" in text
+    assert 'mxsec_tlsrpt_sessions{policy_domain="example.com",result="failed"} 4000.0' in text
+
+
 def test_integrity_no_conflict_notice_without_conflicts(client: TestClient, corpus_db: ReportDB) -> None:
     assert "conflicts" not in get_page(client, "/").text_by_id
+    assert "mxsec_tlsrpt_conflicting_reports 0.0" in client.get("/metrics").text
     assert "copies" not in get_page(client, f"/report/{report_pk(corpus_db, 'google-heartbeat')}").text_by_id
 
 

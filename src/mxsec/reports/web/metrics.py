@@ -11,7 +11,10 @@ change (``increase()``/``delta()``) or on ratios:
   ``failed`` sessions);
 * ``mxsec_tlsrpt_last_report_timestamp_seconds{policy_domain}`` — end of the newest report's date range;
 * ``mxsec_tlsrpt_last_received_timestamp_seconds{policy_domain}`` — when the latest report was stored;
-* ``mxsec_tlsrpt_stored_reports`` — every stored report, with or without policies;
+* ``mxsec_tlsrpt_stored_reports`` — every stored report, with or without policies (one copy per report: the
+  counted one, see :mod:`mxsec.store.reportdb`; so are all the figures above);
+* ``mxsec_tlsrpt_conflicting_reports`` — reports stored in several different copies (same organization and
+  report-id; alert on any increase: one may be forged);
 * ``mxsec_tlsrpt_database_up`` — 1, or 0 when the database could not be read (the others are then absent).
 
 Reports without a policy domain are labelled ``policy_domain="(none)"``.
@@ -156,7 +159,12 @@ class ReportCollector:
             last_end.add_metric([domain], end.timestamp())
             last_received.add_metric([domain], received.timestamp())
         total = GaugeMetricFamily("mxsec_tlsrpt_stored_reports", "Stored TLSRPT reports", value=stored)
-        return [reports, sessions, failed, last_end, last_received, total]
+        conflicting = GaugeMetricFamily(
+            "mxsec_tlsrpt_conflicting_reports",
+            "TLSRPT reports stored in several different copies (same organization and report-id)",
+            value=db.conflicts(limit=0)[0],
+        )
+        return [reports, sessions, failed, last_end, last_received, total, conflicting]
 
 
 def registry_for(db: ReportDB, *, max_organizations: int = MAX_ORGANIZATIONS,
