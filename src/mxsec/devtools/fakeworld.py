@@ -111,6 +111,7 @@ import dns.rdatatype
 import dns.rdtypes.ANY.TXT
 import dns.rrset
 
+from mxsec.fsutil import make_dirs
 from mxsec.devtools.pki import TestCA, self_signed, write_pem
 
 __all__ = [
@@ -356,7 +357,7 @@ class FakeWorld:
         self.ttl = ttl
         self._own_state_dir = state_dir is None
         self.state_dir = Path(state_dir) if state_dir is not None else Path(tempfile.mkdtemp(prefix="fakeworld-"))
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.state_dir, 0o755)
         self.ca = ca if ca is not None else TestCA("mxsec fakeworld root CA")
         self.ca_pem: bytes = self.ca.cert_pem
         self.ca_file: Path = self.ca.write(self.state_dir / "ca.pem")
@@ -1065,7 +1066,7 @@ def _write_json_atomic(path: Path, data: Any) -> None:
 
 async def _serve(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(state_dir, 0o755)
     with contextlib.suppress(FileNotFoundError):
         (state_dir / "ready.json").unlink()
     world = FakeWorld(dns=args.dns, https=args.https, state_dir=state_dir)

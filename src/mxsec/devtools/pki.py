@@ -31,6 +31,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from mxsec.fsutil import make_dirs
+
 __all__ = [
     "TestCA",
     "new_key",
@@ -62,7 +64,7 @@ def key_to_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 def write_pem(path: str | os.PathLike[str], *pems: bytes) -> Path:
     """Write one or more PEM blobs (concatenated) to ``path`` atomically; returns the path."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(target.parent, 0o755)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as handle:
         for pem in pems:

@@ -18,6 +18,8 @@ import random
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from mxsec.fsutil import make_dirs
+
 REPORTERS = (
     ("Google Inc.", "smtp-tls-reporting@google.example", 4000),
     ("Microsoft Corporation", "tlsrpt-noreply@microsoft.example", 1500),
@@ -65,7 +67,7 @@ def write_samples(directory: Path, *, days: int = 30, end: date | None = None, s
     rng = random.Random(seed)
     last = end or datetime.now(UTC).date() - timedelta(days=1)
     first = last - timedelta(days=days - 1)
-    directory.mkdir(parents=True, exist_ok=True)
+    make_dirs(directory, 0o755)
     written: list[Path] = []
     for offset in range(days):
         day = first + timedelta(days=offset)

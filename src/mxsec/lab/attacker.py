@@ -49,6 +49,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -59,6 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mxsec.fsutil import make_dirs
 from mxsec.lab import state as lab_state
 from mxsec.lab import topology
 from mxsec.lab.topology import LabError, Topology
@@ -81,6 +83,7 @@ TABLE = "mxsec_attk"
 FIRST_PORT = 10025
 DNS_PORT = 10053  # the interceptor (one per lab: all rules in one file)
 SO_ORIGINAL_DST = 80
+_NAME_RE = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,62})(?:\.[a-z0-9_](?:[a-z0-9_-]{0,62}))*")
 
 
 @dataclass(frozen=True)
@@ -167,13 +170,16 @@ def attack(topo: Topology, kind: str, targets: Iterable[str | Target] = (), *, s
     if not raw:
         raise LabError(f"attack {kind}: give at least one target")
     work = _dir(topo)
-    work.mkdir(parents=True, exist_ok=True)
+    make_dirs(work, 0o755)
     rec: dict[str, Any] = {"kind": kind, "targets": [str(t) if not isinstance(t, Target) else _fmt(t) for t in raw],
                            "started": time.time()}
     if kind in ("dns", "sts-record"):
         if action not in DNS_ACTIONS or (kind == "sts-record" and action == "delay"):
             raise LabError(f"attack {kind}: action must be one of {', '.join(DNS_ACTIONS)}")
         names = [str(t).strip().lower().rstrip(".") for t in raw]
+        bad = [n for n in names if not _NAME_RE.fullmatch(n)]
+        if bad:
+            raise LabError(f"attack {kind}: not a domain name: {', '.join(map(repr, bad))}")
         if kind == "sts-record":
             names = [f"_mta-sts.{n}" for n in names]
             qtype = "TXT"
@@ -222,7 +228,7 @@ def attack(topo: Topology, kind: str, targets: Iterable[str | Target] = (), *, s
         spec_file = work / f"rogue-{port}.json"
         spec_file.write_text(json.dumps(specs, indent=1), encoding="utf-8")
         rogue = work / "rogue"
-        rogue.mkdir(exist_ok=True)
+        make_dirs(rogue, 0o755)
         pid = _spawn(topo, f"attack:{kind}:{port}",
                      [sys.executable, "-m", "mxsec.lab.mx", "--spec", str(spec_file), "--mail-dir", str(rogue),
                       "--ca-dir", str(LabPaths.of(topo).ca_dir), "--ready-file", str(ready)], ready)

@@ -48,6 +48,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.zone
 
+from mxsec.fsutil import make_dirs
 from mxsec.lab import state as lab_state
 from mxsec.lab import topology
 from mxsec.lab.topology import LabError, Topology
@@ -346,7 +347,7 @@ class LabDns:
         }
         for key, srv in self.servers.items():
             for sub in ("zones", "db", "run"):
-                (srv.directory / sub).mkdir(parents=True, exist_ok=True)
+                make_dirs((srv.directory / sub), 0o755)
             lines = [
                 "server:",
                 f"    rundir: {srv.directory / 'run'}",
@@ -463,7 +464,7 @@ class LabDns:
 
     def _write_unbound(self, root_ds: str) -> None:
         d = self.unbound_dir
-        d.mkdir(parents=True, exist_ok=True)
+        make_dirs(d, 0o755)
         _write(d / "root.hints", f". 3600000 NS {ROOT_NS}\n{ROOT_NS} 3600000 A {self.topo.root_ip}\n")
         t = self.topo
         allow = ["127.0.0.0/8", t.sender_net, t.dns_net, t.host_net]
@@ -599,7 +600,7 @@ def tlsa_311(cert_pem: bytes | str) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent, 0o755)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)

@@ -58,6 +58,8 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Self
 
+from mxsec.fsutil import make_dirs
+
 __all__ = [
     "DEFAULT_ROOT",
     "Exim",
@@ -269,7 +271,7 @@ class Exim:
         contrib = self.spec.contrib or contrib_dir()
         assert contrib is not None  # unavailable() checked it
         d = self.spec.directory
-        d.mkdir(parents=True, exist_ok=True)
+        make_dirs(d, 0o755)
         if self.etc.exists():
             shutil.rmtree(self.etc)
         shutil.copytree(self.spec.root / "etc" / "exim4", self.etc, symlinks=True)
@@ -287,7 +289,7 @@ class Exim:
         self._write_update_script()
         self._write_wrapper()
         for sub in (self.spool, self.log_dir):
-            sub.mkdir(exist_ok=True)
+            make_dirs(sub, 0o755)
             os.chown(sub, uid, gid)
             sub.chmod(0o750)
         for parent in [d, *d.parents]:  # the Exim user must reach the spool, the logs and the CA file

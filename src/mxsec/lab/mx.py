@@ -59,6 +59,7 @@ from typing import Any, Self
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from mxsec.fsutil import make_dirs
 from mxsec.devtools.pki import TestCA, key_to_pem, new_key, self_signed, write_pem
 
 __all__ = [
@@ -168,7 +169,7 @@ class SessionRecord:
 def save_ca(ca: TestCA, directory: str | os.PathLike[str]) -> Path:
     """Write ``ca.crt`` and ``ca.key`` (mode 0600) of ``ca`` into ``directory``; returns the certificate path."""
     target = Path(directory)
-    target.mkdir(parents=True, exist_ok=True)
+    make_dirs(target, 0o755)
     write_pem(target / "ca.key", ca.key_pem)
     os.chmod(target / "ca.key", 0o600)
     return write_pem(target / "ca.crt", ca.cert_pem)
@@ -239,8 +240,8 @@ def _now_iso() -> str:
 
 def _write_atomic(directory: Path, name: str, payload: bytes) -> Path:
     tmp_dir, new_dir = directory / "tmp", directory / "new"
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    new_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(tmp_dir, 0o755)
+    make_dirs(new_dir, 0o755)
     tmp = tmp_dir / name
     with open(tmp, "wb") as handle:
         handle.write(payload)
@@ -388,7 +389,7 @@ def _make_server_classes() -> tuple[type, type]:
                 "tls_error": state.get("tls_error"),
                 "first_helo": state.get("first_helo"),
             }
-            handler.directory.mkdir(parents=True, exist_ok=True)
+            make_dirs(handler.directory, 0o755)
             line = (json.dumps(record) + "\n").encode("utf-8")
             fd = os.open(handler.directory / "sessions.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             try:
@@ -478,7 +479,7 @@ class MxFarm:
             for spec in self.specs:
                 directory = self.mail_dir / spec.name
                 for sub in ("new", "tmp"):
-                    (directory / sub).mkdir(parents=True, exist_ok=True)
+                    make_dirs((directory / sub), 0o755)
                 pair = _certificate_for(spec, self.ca, self.untrusted_ca)
                 context = None
                 if pair is not None:
@@ -597,7 +598,7 @@ class MxFarmProcess:
         self._logfile: Any = None
 
     def start(self, timeout: float = 20.0) -> Self:
-        self.mail_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.mail_dir, 0o755)
         self.ready_file.unlink(missing_ok=True)
         spec_file = self.mail_dir / "mx-spec.json"
         spec_file.write_text(json.dumps([asdict(spec) for spec in self.specs], indent=1), encoding="utf-8")
@@ -654,7 +655,7 @@ async def _serve(specs: list[MxSpec], mail_dir: Path, ca_dir: Path, ready_file: 
         loop.add_signal_handler(signum, stop.set)
     await farm.astart()
     try:
-        ready_file.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(ready_file.parent, 0o755)
         payload = {"pid": os.getpid(), "mx": [asdict(spec) for spec in specs]}
         with tempfile.NamedTemporaryFile("w", dir=ready_file.parent, delete=False, suffix=".tmp") as handle:
             json.dump(payload, handle)

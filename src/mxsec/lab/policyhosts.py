@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mxsec.fsutil import make_dirs
 from mxsec.lab.scenarios import Scenario
 
 __all__ = ["main", "policy_spec_json", "reload", "spec_for_scenarios", "wait_loaded", "write_spec"]
@@ -118,7 +119,7 @@ async def _serve(spec_file: Path, ca_dir: Path, state_dir: Path, https: tuple[st
     from mxsec.devtools.fakeworld import FakeWorld
     from mxsec.lab.mx import load_ca
 
-    state_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(state_dir, 0o755)
     for name in (READY, LOADED):
         (state_dir / name).unlink(missing_ok=True)
     world = FakeWorld(dns=("127.0.0.1", 0), https=https, state_dir=state_dir / "world",

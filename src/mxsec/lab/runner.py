@@ -38,6 +38,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mxsec.fsutil import make_dirs
 from mxsec.lab import policyhosts, topology
 from mxsec.lab import state as lab_state
 from mxsec.lab.dns import LabDns, tlsa_311
@@ -182,7 +183,7 @@ def _up(topo: Topology, scenarios: list[Scenario], scenarios_text: str, progress
 
     paths = LabPaths.of(topo)
     for d in (paths.ca_dir, paths.mail_dir, paths.policy_dir, paths.daemon_dir):
-        d.mkdir(parents=True, exist_ok=True)
+        make_dirs(d, 0o755)
     paths.scenarios.write_text(scenarios_text, encoding="utf-8")
     loop.check_names(scenarios)
     addresses = loop.lab_addresses(scenarios, topo)  # the scenario hosts, then the TLSRPT receiving side

@@ -57,6 +57,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mxsec.fsutil import make_dirs
 from mxsec.lab import topology
 from mxsec.lab.dns import ZoneSpec
 from mxsec.lab.scenarios import Scenario
@@ -159,8 +160,8 @@ def prepare(topo: Topology, ca_dir: Path) -> None:
     from mxsec.tlsrpt.dkim_sign import generate_key, key_record, load_signing_key
 
     paths = LoopPaths.of(topo)
-    paths.root.mkdir(parents=True, exist_ok=True)
-    paths.runs.mkdir(exist_ok=True)
+    make_dirs(paths.root, 0o755)
+    make_dirs(paths.runs, 0o755)
     pem = generate_key("rsa", 2048)
     paths.dkim_key.write_bytes(pem)
     paths.dkim_key.chmod(0o600)
@@ -394,7 +395,7 @@ def close_loop(topo: Topology, *, exim: bool = True, send_postfix: bool = False,
     wanted = {rid for per in report_ids.values() for rid in per.values()}
     maildir = run_dir / "maildir"
     for sub in ("new", "cur", "tmp"):
-        (maildir / sub).mkdir(parents=True, exist_ok=True)
+        make_dirs((maildir / sub), 0o755)
     stored = _wait_reports(paths.mail_dir, wanted, timeout)
     for n, (rid, data) in enumerate(sorted(stored.items())):
         (maildir / "new" / f"{int(time.time())}.{n}.{tag}").write_bytes(data.encode("utf-8"))
