@@ -207,3 +207,33 @@ def test_connection_cap_fits_the_open_files_limit(wanted):
     cap = connection_cap(wanted)
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     assert cap == min(wanted, soft - FD_RESERVE)
+
+
+async def test_half_close_with_few_requests_still_answered():
+    """Exim's ${readsocket} sends its request and shuts its side: the answer still comes back."""
+    server, service, port = await start(ServiceSettings(lookup_timeout=5.0))
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(encode(b"exim example.com") + encode(b"postfix n1.gone.example"))
+    w.write_eof()
+    got = await replies(r, 2)
+    assert got[0].startswith("mode=enforce") and got[1] == "NOTFOUND " and await closed(r, 2.0)
+    assert server.abandoned == 0
+    w.close()
+    await server.close(1)
+    await service.aclose()
+
+
+async def test_partial_timeout_does_not_run_while_the_daemon_is_not_reading():
+    """A pipelining client whose backlog is full waits for us; its half-read netstring is not its fault."""
+    server, service, port = await start(ServiceSettings(lookup_timeout=0.8), max_pending=2, partial_timeout=0.3)
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(encode(b"postfix n1.x.hang") + encode(b"postfix n2.x.hang") + b"19:postfix exa")
+    await asyncio.sleep(0.6)
+    conn = next(iter(server.connections))
+    assert conn.backlogged and server.timeouts["partial"] == 0
+    got = await replies(r, 2, timeout=3.0)
+    assert all(g.startswith("TEMP ") for g in got)
+    assert await closed(r, 2.0) and server.timeouts["partial"] == 1  # its own clock, once we read again
+    w.close()
+    await server.close(1)
+    await service.aclose()

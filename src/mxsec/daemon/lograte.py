@@ -18,7 +18,7 @@ class RateLimitedLog:
         self.per_window = per_window
         self.window = window
         self.clock = clock
-        #: event kind → [window start, lines written in it, lines suppressed in it, level, message]
+        #: event kind → [window start, lines written, lines suppressed, level, message, alert]
         self._windows: dict[str, list] = {}
         #: every line ever suppressed (a metric)
         self.suppressed_total = 0
@@ -30,7 +30,7 @@ class RateLimitedLog:
         if state is None or now - state[0] >= self.window:
             if state is not None:
                 self._summary(kind, state)
-            state = self._windows[kind] = [now, 0, 0, level, msg]
+            state = self._windows[kind] = [now, 0, 0, level, msg, bool(extra.get("alert"))]
         if state[1] < self.per_window:
             state[1] += 1
             self.logger.log(level, msg, extra=extra or None)
@@ -49,6 +49,7 @@ class RateLimitedLog:
 
     def _summary(self, kind: str, state: list) -> None:
         if state[2]:
-            self.logger.log(state[3], "suppressed similar messages",
-                            extra={"event": kind, "suppressed": state[2], "sample": state[4],
-                                   "window": self.window})
+            extra = {"event": kind, "suppressed": state[2], "sample": state[4], "window": self.window}
+            if state[5]:
+                extra["alert"] = True
+            self.logger.log(state[3], "suppressed similar messages", extra=extra)

@@ -255,7 +255,8 @@ class SocketmapServer:
         except (ParseError, RequestError) as exc:
             return self._perm(f"invalid domain: {exc}")
         verdict = await self.service.lookup(domain, client)
-        if self.observer is not None:
+        if self.observer is not None and not (verdict.temp_reason is not None and verdict.dane is None):
+            # (a TEMP from our own time budget says nothing about the domain: not recorded as served)
             self.observer(verdict)
         text = format_reply(verdict, zone)
         kind = _KIND_INDEX.get(reply_kind(text), 3)
@@ -297,7 +298,7 @@ class SocketmapServer:
             victim = None
             victim_key = None
             for conn in self.connections:
-                if conn.partial_since is not None:
+                if conn.partial_since is not None and not (conn.backlogged or conn.write_paused):
                     key = (0, conn.partial_since)
                 elif not conn.queue:
                     key = (1, conn.last_active)
@@ -348,6 +349,8 @@ class SocketmapServer:
         closed = []
         for conn in self.connections:
             if conn.partial_since is not None and conn.partial_since <= partial_before:
+                if conn.backlogged or conn.write_paused:
+                    continue  # we stopped reading, not the client: its clock starts again when we read
                 closed.append((conn, "partial"))
             elif not conn.queue and conn.last_active <= idle_before:
                 closed.append((conn, "idle"))
@@ -457,7 +460,12 @@ class SocketmapProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_paused = False
         if self.transport is not None and not self.backlogged:
-            self.transport.resume_reading()
+            self._resume_reading()
+
+    def _resume_reading(self) -> None:
+        if self.partial_since is not None:  # the time we were not reading does not count against the client
+            self.partial_since = self.server.loop.time()
+        self.transport.resume_reading()
 
     def eof_received(self) -> bool | None:
         """The client half-closed its side (Exim's ``${readsocket}`` with ``shutdown=yes``): answer what it
@@ -589,7 +597,7 @@ class SocketmapProtocol(asyncio.Protocol):
         if self.backlogged and len(queue) < self.server.max_pending // 2 + 1:
             self.backlogged = False
             if not self.write_paused and not self.close_after:
-                transport.resume_reading()
+                self._resume_reading()
         if not queue:
             self.queue = None
             if self.close_after:

@@ -367,6 +367,9 @@ class PolicyService:
                 waiters.pop(fut, None)
                 if gone and not fut.done() and fut not in self._keep:
                     # Every caller has gone (their connections closed): nobody waits for this work any more.
+                    # Out of the single-flight table at once: a new caller starts afresh, never joins a cancelled one.
+                    if self.inflight.get(domain) is fut:
+                        del self.inflight[domain]
                     fut.cancel()
                     self.counters["resolutions_cancelled"] += 1
 
@@ -428,8 +431,9 @@ class PolicyService:
         dane[domain] = (now + decision.ttl, decision)
         if old is None or old[1].level != decision.level or old[1].reason != decision.reason:
             if decision.level == "temp":
-                log.warning("DANE state of destination unknown; deferring", extra={"domain": domain,
-                            "reason": decision.reason, "alert": True})
+                # rate-limited: anyone can ask for names whose DNS never answers
+                self.quiet.log(logging.WARNING, "dane-temp", "DANE state of destination unknown; deferring",
+                               domain=domain, reason=decision.reason, alert=True)
             self._changed(domain)
         return decision
 
