@@ -325,7 +325,9 @@ def close_loop(topo: Topology, *, exim: bool = True, send_postfix: bool = False,
     started = time.monotonic()
     tag = datetime.now(UTC).strftime("%H%M%S") + secrets.token_hex(2)
     run_dir = loop.runs / tag
-    run_dir.mkdir(parents=True)
+    make_dirs(loop.runs, 0o755)
+    run_dir.mkdir(0o755)  # new: a clash of tags fails here
+    run_dir.chmod(0o755)
     pf = runner.lab_postfix(topo)
     if send_postfix:
         runner.run(topo, [sc.name for sc in reporting], timeout=timeout, progress=progress)
