@@ -134,7 +134,7 @@ def fetch_imap(host, port, security, ca_file, user, password_file, mailbox, all_
     if not as_json:
         left = f"; {run.left} more left for the next run (--limit)" if run.left else ""
         click.echo(totals_line(len(run.items), "message(s)", counts) + left)
-    sys.exit(exit_code(counts, run.items))
+    sys.exit(exit_code(counts, run.inputs))
 
 
 if "fetch-imap" not in reports.commands:
