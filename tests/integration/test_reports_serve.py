@@ -517,3 +517,30 @@ def test_tls_handshake_gets_the_header_timeout(tmp_path: Path, pki: dict[str, ob
             silent.close()
     finally:
         db.close()
+
+
+def test_a_flooding_address_loses_its_own_connections_first(tmp_path: Path) -> None:
+    """At the cap, the half-open connection closed is the oldest of the address holding the most: a client on
+    another address that is still sending its headers is not the one cut off, however old."""
+    db = ReportDB(f"sqlite:///{tmp_path}/reports.db")
+    guard = ConnectionGuard(max_connections=10, header_timeout=30)
+    flood: list[socket.socket] = []
+    try:
+        with plain_server(db, guard=guard) as (port, _):
+            patient = socket.create_connection((HOST, port), timeout=5, source_address=("127.0.0.2", 0))
+            patient.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # oldest, head not complete yet
+            time.sleep(0.2)
+            for _ in range(100):
+                conn = socket.create_connection((HOST, port), timeout=5)
+                conn.sendall(b"GET / HTTP/1.1\r\nX-Slow: ")
+                flood.append(conn)
+            time.sleep(0.3)
+            assert guard.evicted >= 90
+            patient.sendall(b"\r\n")
+            patient.settimeout(5)
+            assert patient.recv(4096).startswith(b"HTTP/1.1 200 ")
+            patient.close()
+    finally:
+        for conn in flood:
+            conn.close()
+        db.close()

@@ -9,8 +9,9 @@ the file descriptors run out. :class:`GuardedH11Protocol` is uvicorn's h11 proto
   seconds of being opened (and, on a kept-alive connection, of the previous response); else it is closed;
 * **body timeout**: once the headers are in, the whole body must arrive within ``body_timeout`` seconds;
 * **connection cap**: with ``max_connections`` connections open, a new one makes room by closing the oldest
-  connection that has not yet sent a complete request head (the half-open ones an attacker holds); when
-  every open connection is busy with a request, the new one gets a 503 and is closed.
+  connection that has not yet sent a complete request head (the half-open ones an attacker holds), taken
+  from the client address that holds the most of them; when every open connection is busy with a request,
+  the new one gets a 503 and is closed.
 
 So however many half-open connections an attacker holds, a client that sends its request promptly is served.
 With TLS, the handshake gets ``header_timeout`` too (asyncio's default is 60 s).
@@ -56,7 +57,7 @@ class ConnectionGuard:
 
     def admit(self, protocol: GuardedH11Protocol) -> bool:
         if len(self.open) >= self.max_connections:
-            victim = next((p for p in self.open if p.awaiting_head), None)
+            victim = self._victim()
             if victim is None:
                 self.refused += 1
                 return False
@@ -64,6 +65,18 @@ class ConnectionGuard:
             victim.drop("connection cap reached; closing the oldest connection without a request")
         self.open[protocol] = None
         return True
+
+    def _victim(self) -> GuardedH11Protocol | None:
+        """The oldest connection without a complete request head, from the address that holds the most such
+        connections: one flooding address loses its own connections first, not those of other clients."""
+        waiting = [p for p in self.open if p.awaiting_head]
+        if not waiting:
+            return None
+        counts: dict[Any, int] = {}
+        for p in waiting:
+            counts[p.peer_address] = counts.get(p.peer_address, 0) + 1
+        most = max(counts.values())
+        return next(p for p in waiting if counts[p.peer_address] == most)
 
     def release(self, protocol: GuardedH11Protocol) -> None:
         self.open.pop(protocol, None)
@@ -81,6 +94,10 @@ class GuardedH11Protocol(H11Protocol):
         self._timing: str | None = None
         self._seen_cycle: Any = None
         self._admitted = False
+
+    @property
+    def peer_address(self) -> Any:
+        return self.client[0] if self.client else None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
