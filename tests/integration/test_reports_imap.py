@@ -364,3 +364,24 @@ def test_require_dkim_over_imap_with_keys_from_dns(dovecot, user, db_url, passwo
     with ReportDB(db_url) as db:
         (row,) = db.reports(limit=10)
         assert row.dkim == "pass" and db.report(row.id).dkim_domains == [domain]
+
+
+def test_integrity_conflicting_copy_is_reported_and_exits_3(dovecot, user, db_url, password_file):
+    """Report integrity: a forged report stored first (an open POST, say), then the real one fetched over IMAP:
+    both kept, a CONFLICT line on stderr, exit 3; the message is still handled (seen)."""
+    from mxsec.store.reportdb import Incoming
+    from mxsec.tlsrpt.report import parse_report
+    from tests.unit.test_reports_store import forged_and_genuine
+
+    forged, genuine = forged_and_genuine(rid="imap-conflict")
+    with ReportDB(db_url) as db:
+        (fake,) = db.ingest([Incoming(parse_report(forged), "https", "192.0.2.66")])
+    dovecot.append(user, [tc.as_email(tc.as_gzip(genuine))])
+    result = fetch(dovecot, user, db_url, password_file=password_file)
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert total_line(result) == "1 message(s): 0 stored, 0 duplicate, 1 conflicting, 0 rejected"
+    (line,) = [x for x in result.stderr.splitlines() if "CONFLICT" in x]
+    assert f"(ids {fake.id}, " in line and f"the figures count id {fake.id}, not this copy" in line
+    with ReportDB(db_url) as db:
+        assert db.conflicts()[0] == 1 and len(db.copies(fake.id)) == 2
+    assert unseen(dovecot.flags(user)) == set()
