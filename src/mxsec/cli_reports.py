@@ -3,7 +3,8 @@
 Exit codes: 0 when all went well, 1 when an input was rejected (``ingest``) or failures exceed the threshold
 (``summary --fail-on-failures``), 2 for usage errors and an unusable database (one line on stderr), 3 when
 ``ingest`` stored a conflicting copy of a report (same organization and report-id, different content) and
-rejected nothing.
+rejected nothing, or ``summary --fail-on-conflicts`` found reports in conflicting copies (1 wins when both
+apply).
 """
 
 from __future__ import annotations
@@ -165,10 +166,14 @@ def totals_line(count: int, noun: str, counts: dict[str, int]) -> str:
               help="Exit 1 when failed sessions exceed --threshold (for cron and monitoring).")
 @click.option("--threshold", default="0", show_default=True, metavar="N|P%",
               help="Failed sessions allowed (a count, or a share such as 0.5%).")
+@click.option("--fail-on-conflicts", is_flag=True,
+              help="Exit 3 when a report is stored in conflicting copies (one may be forged; see docs/reports.md).")
 @click.option("-q", "--quiet", is_flag=True,
-              help="Print nothing unless --fail-on-failures trips (for cron: mail only when it matters).")
+              help="Print nothing unless --fail-on-failures or --fail-on-conflicts trips (for cron: mail only when "
+                   "it matters).")
 @_guarded
-def summary_command(db_url, as_json, since, until, domain, organization, top, fail_on_failures, threshold, quiet):
+def summary_command(db_url, as_json, since, until, domain, organization, top, fail_on_failures, threshold,
+                    fail_on_conflicts, quiet):
     """Totals of the stored reports: sessions, failures by result type, per reporter, per policy domain,
     per day, per MX host, failing sending IPs."""
     from rich.console import Console
@@ -192,7 +197,8 @@ def summary_command(db_url, as_json, since, until, domain, organization, top, fa
     finally:
         db.close()
     tripped = fail_on_failures and rule.exceeded(data)
-    if quiet and not tripped:
+    conflicting = fail_on_conflicts and data["conflicts"]["count"] > 0
+    if quiet and not (tripped or conflicting):
         return
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
@@ -202,7 +208,10 @@ def summary_command(db_url, as_json, since, until, domain, organization, top, fa
         click.echo(
             f"mxsec: {data['failed_sessions']:,} failed session(s), more than {rule.describe()}", err=True
         )
-        sys.exit(1)
+    if conflicting:
+        click.echo(f"mxsec: {data['conflicts']['count']:,} report(s) stored in conflicting copies", err=True)
+    if tripped or conflicting:
+        sys.exit(1 if tripped else EXIT_CONFLICT)
 
 
 @reports.command("serve")

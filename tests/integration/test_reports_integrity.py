@@ -127,6 +127,13 @@ def check_forged_post_then_dkim_mail(db: ReportDB, db_url: str, fake_world: Any,
     text = mxsec("summary", "--db", db_url)
     assert text.returncode == 0 and "CONFLICTS: 1 report(s)" in text.stdout
     assert "failed sessions 4,000" in text.stdout
+    cron = mxsec("summary", "--db", db_url, "-q", "--fail-on-conflicts")
+    assert cron.returncode == 3 and "CONFLICTS: 1 report(s)" in cron.stdout
+    assert cron.stderr.strip() == "mxsec: 1 report(s) stored in conflicting copies"
+    both = mxsec("summary", "--db", db_url, "-q", "--fail-on-conflicts", "--fail-on-failures", "--threshold", "5000")
+    assert both.returncode == 3  # 4,000 failures are under the threshold: only the conflict trips
+    quiet = mxsec("summary", "--db", db_url, "-q", "--fail-on-conflicts", "--since", "2030-01-01")
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")  # no conflict in that range
 
     # Ingesting the genuine mail again: nothing new, but the report is still in conflict: said again, exit 3.
     again = mxsec("ingest", "--db", db_url, "--nameserver", f"{host}:{port}", str(mail))
