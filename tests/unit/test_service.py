@@ -625,3 +625,21 @@ async def test_dane_renewed_only_for_destinations_asked_recently():
     dns.queried.clear()
     assert service.refresh_dane_due(within=60) == 0
     assert "example.com" not in service.dane and dns.queried["example.com"] == 0
+
+
+async def test_newcomer_gets_the_next_free_slot_however_many_clients_flood():
+    """50 clients each pipeline 4 slow names (pool of 8, 2 per client): a client asking for one name (as Postfix
+    does) gets the very next slot that frees up, not a turn after the 50 flooding ones."""
+    service, dns = hardened(ServiceSettings(lookup_timeout=5.0, concurrency=8, per_client=2), SlowDns(slow=0.2))
+    floods = [asyncio.ensure_future(service.lookup(f"n{i}.c{c}.slow", client=c))
+              for c in range(50) for i in range(4)]
+    await asyncio.sleep(0.05)
+    assert service._pool.active == 8 and service._pool.waiters == 192
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    v = await service.lookup("example.com", client="newcomer")
+    assert v.mode == "enforce" and loop.time() - started < 0.35  # one slow name's time, not 50 turns (2.5 s)
+    for f in floods:
+        f.cancel()
+    await asyncio.gather(*floods, return_exceptions=True)
+    assert service._pool.active == 0 and service._pool.waiters == 0

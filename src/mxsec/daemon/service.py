@@ -100,8 +100,9 @@ def _times(cached: Cached | None) -> CacheTimes | None:
 
 
 class FairPool:
-    """At most ``size`` slots in use, at most ``per_client`` per client; freed slots go to the waiting clients in
-    turn (round robin over clients, first come first served within one client)."""
+    """At most ``size`` slots in use, at most ``per_client`` per client; a freed slot goes to the waiting client
+    that asks least (slots held plus lookups waiting), in turn among equals (round robin), first come first
+    served within one client."""
 
     def __init__(self, size: int, per_client: int) -> None:
         self.size = max(1, size)
@@ -153,25 +154,33 @@ class FairPool:
         self._wake()
 
     def _wake(self) -> None:
+        by_client, per_client = self.by_client, self.per_client
         while self.active < self.size and self.waiting:
-            granted = False
-            for client in list(self.waiting):
-                if self.by_client.get(client, 0) >= self.per_client:
+            # The waiting client that asks least (slots held + lookups waiting) goes first: a client with one
+            # lookup — Postfix asks one at a time — is served before clients that pipeline many, however many of
+            # those wait; among equals, the one whose turn came longest ago (round robin).
+            best = None
+            best_load = 0
+            for client, queue in self.waiting.items():
+                held = by_client.get(client, 0)
+                if held >= per_client:
                     continue
-                queue = self.waiting.pop(client)
-                fut = queue.popleft()
-                self.waiters -= 1
-                if queue:
-                    self.waiting[client] = queue  # to the back of the turn order
-                if fut.done():  # cancelled while waiting
-                    granted = True
-                    break
-                self._take(client)
-                fut.set_result(None)
-                granted = True
-                break
-            if not granted:
+                load = held + len(queue)
+                if best is None or load < best_load:
+                    best, best_load = client, load
+                    if load == 1:
+                        break
+            if best is None:
                 return
+            queue = self.waiting.pop(best)
+            fut = queue.popleft()
+            self.waiters -= 1
+            if queue:
+                self.waiting[best] = queue  # to the back of the turn order
+            if fut.done():  # cancelled while waiting
+                continue
+            self._take(best)
+            fut.set_result(None)
 
 
 class PolicyService:
