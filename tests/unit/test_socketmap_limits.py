@@ -237,3 +237,23 @@ async def test_partial_timeout_does_not_run_while_the_daemon_is_not_reading():
     w.close()
     await server.close(1)
     await service.aclose()
+
+
+async def test_client_gone_while_we_do_not_read_it_is_noticed_and_its_work_cancelled():
+    """A backlogged connection is not read from, so its client's close would go unnoticed until answers are
+    written; the housekeeping asks the kernel instead and drops the work within a second or so."""
+    server, service, port = await start(ServiceSettings(lookup_timeout=30.0), max_pending=20)
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(b"".join(encode(f"postfix n{i}.x.hang".encode()) for i in range(40)))
+    await asyncio.sleep(0.1)
+    conn = next(iter(server.connections))
+    assert conn.backlogged and len(service.inflight) == 20
+    w.close()
+    for _ in range(300):
+        if not service.inflight:
+            break
+        await asyncio.sleep(0.01)
+    assert not service.inflight and service._pool.active == 0 and server.abandoned == 1
+    assert service.counters["resolutions_cancelled"] == 20
+    await server.close(1)
+    await service.aclose()

@@ -61,6 +61,9 @@ BUSY_REASON = "too many unanswered requests on this connection"
 #: unanswered requests a client may leave behind when it half-closes and still get its answers (Exim's
 #: ``${readsocket}`` sends one request, then shuts its side); with more, it is taken as gone and the work dropped
 HALF_CLOSE_PENDING = 8
+#: Linux TCP states (``tcp_info.tcpi_state``): the peer has shut its side / the connection is reset
+_TCP_CLOSE = 7
+_TCP_CLOSE_WAIT = 8
 #: file descriptors kept free for everything that is not a client connection (DNS, HTTPS, store, listeners)
 FD_RESERVE = 256
 
@@ -347,10 +350,14 @@ class SocketmapServer:
         partial_before = now - self.partial_timeout
         idle_before = now - self.idle_timeout
         closed = []
+        gone = []
         for conn in self.connections:
+            if conn.backlogged or conn.write_paused:
+                # Not read from: a client that went away would go unnoticed until its answers are written.
+                if conn.peer_gone():
+                    gone.append(conn)
+                continue  # we stopped reading, not the client: the partial clock starts again when we read
             if conn.partial_since is not None and conn.partial_since <= partial_before:
-                if conn.backlogged or conn.write_paused:
-                    continue  # we stopped reading, not the client: its clock starts again when we read
                 closed.append((conn, "partial"))
             elif not conn.queue and conn.last_active <= idle_before:
                 closed.append((conn, "idle"))
@@ -362,7 +369,11 @@ class SocketmapServer:
                            else self.idle_timeout)
             self.connections.discard(conn)
             conn.close()
-        return len(closed)
+        for conn in gone:
+            self.abandoned += 1
+            self.connections.discard(conn)
+            conn.abort()  # connection_lost cancels the lookups only it waited for
+        return len(closed) + len(gone)
 
     def accept_failed(self, loop, context: dict) -> None:
         """Loop exception handler: count (and log, rate-limited) connections the system refused at accept
@@ -442,6 +453,24 @@ class SocketmapProtocol(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+    def peer_gone(self) -> bool:
+        """For a connection we are not reading from: has the client closed it (reset, or shut its side with
+        more requests unanswered than a half-closing Exim would leave)? TCP only (the kernel's view of the
+        connection state); ``False`` when unknown."""
+        transport = self.transport
+        if transport is None:
+            return False
+        sock = transport.get_extra_info("socket")
+        if sock is None or sock.family == socket.AF_UNIX or not hasattr(socket, "TCP_INFO"):
+            return False
+        try:
+            state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+        except OSError:
+            return False
+        if state == _TCP_CLOSE_WAIT:
+            return self.outstanding > HALF_CLOSE_PENDING
+        return state == _TCP_CLOSE
 
     def connection_lost(self, exc) -> None:
         self.server.connections.discard(self)
