@@ -64,8 +64,9 @@ HALF_CLOSE_PENDING = 8
 #: Linux TCP states (``tcp_info.tcpi_state``): the peer has shut its side / the connection is reset
 _TCP_CLOSE = 7
 _TCP_CLOSE_WAIT = 8
-#: file descriptors kept free for everything that is not a client connection (DNS, HTTPS, store, listeners)
-FD_RESERVE = 256
+#: file descriptors kept free for everything that is not a client connection: the DNS sockets of 256
+#: resolutions running at once (MTA-STS and DANE queries side by side), HTTPS fetches, the store, listeners
+FD_RESERVE = 64 + 2 * 256
 
 
 def connection_cap(wanted: int, reserve: int = FD_RESERVE) -> int:
