@@ -643,3 +643,18 @@ async def test_newcomer_gets_the_next_free_slot_however_many_clients_flood():
         f.cancel()
     await asyncio.gather(*floods, return_exceptions=True)
     assert service._pool.active == 0 and service._pool.waiters == 0
+
+
+async def test_sweep_alone_empties_the_tables_after_the_negative_ttl():
+    """With the refresher switched off the server's periodic sweep is all there is: it must do the job alone."""
+    clock = Clock()
+    service, dns = hardened(ServiceSettings(negative_ttl=300.0), clock=clock)
+    await asyncio.gather(*(service.lookup(f"n{i}.sweep.example") for i in range(1000)))
+    assert service.table_sizes()["dane"] == 1000
+    clock.now += 299
+    service.sweep()
+    assert len(service.negatives) == 1000 and len(service.dane) == 1000  # still answering from memory
+    clock.now += 2
+    assert service.sweep() == 3000
+    assert service.table_sizes() == {"policies": 0, "negatives": 0, "failures": 0, "dane": 0, "asked": 0,
+                                     "inflight": 0}

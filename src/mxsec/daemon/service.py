@@ -504,7 +504,8 @@ class PolicyService:
 
     def sweep(self, now: float | None = None) -> int:
         """Remove what is past its time: "no policy" answers, fetch failure marks no longer holding a fetch
-        back, DANE decisions too old to be served even stale, destinations not asked within ``asked_ttl``.
+        back, DANE decisions too old to be served even stale or with nothing to be served with, destinations not
+        asked within ``asked_ttl``.
         Returns the number of entries removed."""
         now = self.clock() if now is None else now
         removed = 0
@@ -519,9 +520,13 @@ class PolicyService:
         for domain in gone:
             del failures[domain]
         removed += len(gone)
+        # A DANE decision is only ever served next to a policy or a "no policy" answer (cached_verdict): without
+        # either (and no resolution under way) it is dead weight; with one, it goes once too old even for stale use.
         grace = self.settings.dane_stale_grace
-        dane = self.dane
-        gone = [d for d, (until, _) in dane.items() if until + grace <= now and d not in self._dane_refreshing]
+        dane, entries, inflight, refreshing = self.dane, self.entries, self.inflight, self._dane_refreshing
+        gone = [d for d, (until, _) in dane.items()
+                if d not in refreshing and d not in inflight
+                and (until + grace <= now or (d not in entries and d not in negatives))]
         for domain in gone:
             del dane[domain]
         removed += len(gone)
@@ -529,7 +534,6 @@ class PolicyService:
         # decision may be renewed) or are being resolved; the others, and those asked too long ago, go.
         asked = self.asked
         oldest = now - self.settings.asked_ttl
-        entries, inflight = self.entries, self.inflight
         gone = [d for d, at in asked.items()
                 if at < oldest or (d not in entries and d not in negatives and d not in inflight)]
         for domain in gone:
