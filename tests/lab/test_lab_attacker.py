@@ -107,6 +107,10 @@ def test_attack_arguments_are_checked(lab: Lab) -> None:
         attacker.attack(lab.topo, "drop", ["203.0.113.10"])
     with pytest.raises(LabError, match="at least one target"):
         attacker.attack(lab.topo, "strip-starttls", [])
+    with pytest.raises(LabError, match="not a domain name"):
+        attacker.attack(lab.topo, "dns", ["a b.test"], action="drop")
+    with pytest.raises(LabError, match="action must be"):
+        attacker.attack(lab.topo, "sts-record", ["sts-enforce-ok.test"], action="delay")
     assert attacker.active(lab.topo) == []
 
 
@@ -160,6 +164,36 @@ def test_sts_record_removal_was_answered_by_the_interceptor(lab: Lab) -> None:
     rows_of(lab, "postfix")
     hits = [e for e in attacker.dns_log(lab.topo) if e["qname"].startswith("_mta-sts.") and e["qtype"] == "TXT"]
     assert hits and all(e["action"] == "nxdomain" for e in hits), "the daemon never asked for the removed record"
+
+
+def _resolve(topo: Topology, name: str) -> str:
+    """One MX query to the lab's resolver from inside the sender namespace: the rcode, or "timeout"."""
+    import dns.exception
+    import dns.message
+    import dns.query
+    import dns.rcode
+
+    sock = topology.netns_socket(topo.sender_ns)
+    sock.setblocking(False)  # dnspython wants a non-blocking socket when it is given one
+    try:
+        answer = dns.query.udp(dns.message.make_query(name, "MX"), topo.resolver_ip, timeout=1.5, sock=sock)
+    except dns.exception.Timeout:
+        return "timeout"
+    finally:
+        sock.close()
+    return dns.rcode.to_text(answer.rcode())
+
+
+def test_drop_all_dns_to_the_resolver_and_clear(lab: Lab) -> None:
+    topo = lab.topo
+    assert _resolve(topo, "dane-ok.test") == "NOERROR"
+    attacker.attack(topo, "drop", [f"{topo.resolver_ip}:53"])
+    try:
+        assert _resolve(topo, "dane-ok.test") == "timeout"
+        assert _resolve(topo, "sts-enforce-ok.test") == "timeout"
+    finally:
+        attacker.clear(topo)
+    assert _resolve(topo, "dane-ok.test") == "NOERROR"
 
 
 # ------------------------------------------------------------------------------------- strict MX names (§4.1)

@@ -2,8 +2,8 @@
 
 Building blocks (the runner composes them):
 
-* :mod:`mxsec.lab.topology` — namespaces ``<prefix>-inet`` and ``<prefix>-sender``, the veth pair, the address
-  plan (TEST-NET ranges), :func:`~mxsec.lab.topology.destroy` (idempotent, also after a crash), helpers to run
+* :mod:`mxsec.lab.topology` — namespaces ``<prefix>-sender``, ``<prefix>-attk`` (an on-path router) and
+  ``<prefix>-inet``, the two veth pairs, the address plan (TEST-NET ranges), :func:`~mxsec.lab.topology.destroy` (idempotent, also after a crash), helpers to run
   commands and daemons inside a namespace and to open sockets in one.
 * :mod:`mxsec.lab.dns` — Knot DNS (root, ``test.``, domain zones; DNSSEC-signed, some unsigned, one bogus) and
   Unbound as the validating resolver; run-time zone updates.
@@ -13,6 +13,9 @@ Building blocks (the runner composes them):
   the sender's private Postfix.
 * :mod:`mxsec.lab.runner` — ``up`` / ``run`` / ``down`` / ``lab_status``: the whole lab and one message per
   scenario; :mod:`mxsec.lab.cli` — the ``mxsec lab`` click group.
+* :mod:`mxsec.lab.attacker` — attacks switched on per target in the router namespace (STARTTLS stripped,
+  impostor MX, DNS/HTTPS dropped or delayed, ``_mta-sts`` record removed); :mod:`mxsec.lab.attackrun` — the
+  attacker scenarios against Postfix and Exim.
 
 See docs/lab.md.
 """
