@@ -564,6 +564,12 @@ async def test_fair_pool_cancelled_waiter_hands_its_slot_on():
     pool.release("a")
     await asyncio.sleep(0)
     assert waiting[1].done() and pool.by_client == {"c": 1} and pool.waiters == 0
+    # None is a client like any other (the refresher's, ``mxsec query``'s)
+    none_waits = asyncio.ensure_future(pool.acquire(None))
+    await asyncio.sleep(0)
+    pool.release("c")
+    await asyncio.sleep(0)
+    assert none_waits.done() and pool.by_client == {None: 1}
 
 
 async def test_100000_distinct_names_asked_once_leave_no_state_and_no_dns_traffic_after_negative_ttl():

@@ -99,6 +99,9 @@ def _times(cached: Cached | None) -> CacheTimes | None:
     return cached.times if cached is not None else None
 
 
+_NOBODY = object()
+
+
 class FairPool:
     """At most ``size`` slots in use, at most ``per_client`` per client; a freed slot goes to the waiting client
     that asks least (slots held plus lookups waiting), in turn among equals (round robin), first come first
@@ -159,18 +162,18 @@ class FairPool:
             # The waiting client that asks least (slots held + lookups waiting) goes first: a client with one
             # lookup — Postfix asks one at a time — is served before clients that pipeline many, however many of
             # those wait; among equals, the one whose turn came longest ago (round robin).
-            best = None
+            best = _NOBODY  # (None is a client: the refresher's and ``mxsec query``'s lookups)
             best_load = 0
             for client, queue in self.waiting.items():
                 held = by_client.get(client, 0)
                 if held >= per_client:
                     continue
                 load = held + len(queue)
-                if best is None or load < best_load:
+                if best is _NOBODY or load < best_load:
                     best, best_load = client, load
                     if load == 1:
                         break
-            if best is None:
+            if best is _NOBODY:
                 return
             queue = self.waiting.pop(best)
             fut = queue.popleft()
