@@ -103,22 +103,28 @@ def _mx_targets(sc: Scenario, hosts: dict[str, str], *, named: bool = False) -> 
     return [hosts[m.host] + (f"={m.host}" if named else "") for m in sc.mx]
 
 
-def _phases(by: dict[str, Scenario], hosts: dict[str, str], mta: str) -> list[tuple[list[Step], list[tuple[str, str, str]]]]:
+Phase = tuple[list[Step], list[tuple[str, str, str]]]
+
+
+def _phases(by: dict[str, Scenario], hosts: dict[str, str], mta: str) -> list[Phase]:
     """[(steps, [(attack label, scenario, expectation)])] for the scenarios this lab has."""
     prot = [n for n, sc in by.items() if protected(sc)]
     controls = [n for n in CONTROLS if n in by]
-    phases: list[tuple[list[Step], list[tuple[str, str, str]]]] = []
+    phases: list[Phase] = []
 
     strip = [t for n in prot + controls for t in _mx_targets(by[n], hosts)]
-    phases.append(([Step("strip-starttls", tuple(dict.fromkeys(strip)))],
-                   [("strip STARTTLS", n, DEFERRED) for n in prot] + [("strip STARTTLS", n, CLEAR) for n in controls]))
+    if strip:
+        phases.append(([Step("strip-starttls", tuple(dict.fromkeys(strip)))],
+                       [("strip STARTTLS", n, DEFERRED) for n in prot]
+                       + [("strip STARTTLS", n, CLEAR) for n in controls]))
 
     forged_names = prot + (["no-policy"] if "no-policy" in by else [])
     forged = [t for n in forged_names for t in _mx_targets(by[n], hosts, named=True)]
-    phases.append(([Step("forged-cert", tuple(dict.fromkeys(forged)), (("cert", "untrusted"),))],
-                   [("forged certificate (untrusted CA, right name)", n, DEFERRED) for n in prot]
-                   + ([("forged certificate (untrusted CA, right name)", "no-policy", IMPOSTOR)]
-                      if "no-policy" in by else [])))
+    if forged:
+        phases.append(([Step("forged-cert", tuple(dict.fromkeys(forged)), (("cert", "untrusted"),))],
+                       [("forged certificate (untrusted CA, right name)", n, DEFERRED) for n in prot]
+                       + ([("forged certificate (untrusted CA, right name)", "no-policy", IMPOSTOR)]
+                          if "no-policy" in by else [])))
 
     steps: list[Step] = []
     rows: list[tuple[str, str, str]] = []
