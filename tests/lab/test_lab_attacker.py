@@ -153,17 +153,20 @@ def test_forged_certificate_every_protected_domain_defers(lab: Lab, mta: str) ->
 @pytest.mark.parametrize("mta", MTAS)
 @pytest.mark.parametrize("attack", ["rogue MX", "self-signed certificate", "DNS dropped", "DNS delayed",
                                     "policy host HTTPS dropped", "policy host HTTPS delayed",
-                                    "_mta-sts record removed"])
+                                    "_mta-sts record removed", "_mta-sts record queries dropped"])
 def test_representative_attack_defers(lab: Lab, mta: str, attack: str) -> None:
     rows = select(rows_of(lab, mta), attack)
     assert all(r.expected in (attackrun.DEFERRED, attackrun.BOUNCED) for r in rows)
     assert_rows(rows)
 
 
-def test_sts_record_removal_was_answered_by_the_interceptor(lab: Lab) -> None:
+def test_sts_record_queries_were_answered_by_the_interceptor(lab: Lab) -> None:
     rows_of(lab, "postfix")
     hits = [e for e in attacker.dns_log(lab.topo) if e["qname"].startswith("_mta-sts.") and e["qtype"] == "TXT"]
-    assert hits and all(e["action"] == "nxdomain" for e in hits), "the daemon never asked for the removed record"
+    actions = {e["qname"]: {x["action"] for x in hits if x["qname"] == e["qname"]} for e in hits}
+    # the daemon re-checked the id (its refresh) and got the attacker's answer: NXDOMAIN, or nothing at all
+    assert actions == {"_mta-sts.sts-enforce-mx-not-in-policy.test.": {"nxdomain"},
+                       "_mta-sts.sts-enforce-expired-cert.test.": {"drop"}}
 
 
 def _resolve(topo: Topology, name: str) -> str:
@@ -194,6 +197,17 @@ def test_drop_all_dns_to_the_resolver_and_clear(lab: Lab) -> None:
     finally:
         attacker.clear(topo)
     assert _resolve(topo, "dane-ok.test") == "NOERROR"
+
+
+def test_no_protected_message_was_stored_anywhere(lab: Lab) -> None:
+    """A sweep over every MX of the farm and every impostor, not only the scenario's own MX hosts."""
+    deferred = [r.rcpt for mta in MTAS for r in rows_of(lab, mta)
+                if r.expected in (attackrun.DEFERRED, attackrun.BOUNCED)]
+    assert len(deferred) > 2 * len(PROTECTED)
+    assert attackrun.stored_anywhere(lab.topo, deferred) == {}
+    # and the sweep does find what the controls delivered
+    delivered = [r.rcpt for r in rows_of(lab, "postfix") if r.expected != attackrun.DEFERRED]
+    assert set(attackrun.stored_anywhere(lab.topo, delivered)) == set(delivered)
 
 
 # ------------------------------------------------------------------------------------- strict MX names (§4.1)

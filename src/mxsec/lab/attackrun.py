@@ -15,7 +15,7 @@ evidence, empties the MTA's queue and switches the attacks off again:
    (``dane-rollover``), DNS delayed + STARTTLS stripped (``dane-cname-mx``), and — with the policy already
    cached by the daemon — HTTPS to the policy host dropped (``sts-id-change``) or delayed beyond the daemon's
    timeout (``sts-enforce-bad-cert``) or the ``_mta-sts`` record removed (NXDOMAIN, ``sts-enforce-mx-not-in-
-   policy``), each together with STARTTLS stripped.
+   policy``) or its queries dropped (``sts-enforce-expired-cert``), each together with STARTTLS stripped.
 4. **strict MX names** (``sts-strict-mx-names``: an MX name outside the policy with a valid certificate for
    ``victim.hosting.test``, which the ``*.hosting.test`` pattern covers): deferred; for Postfix also once
    through the daemon's map ``postfix-loose`` (``strict_mx_names = false``), where Postfix 3.7 delivers to the
@@ -39,7 +39,8 @@ from mxsec.lab import attacker, runner
 from mxsec.lab.scenarios import Scenario
 from mxsec.lab.topology import LabError, Topology
 
-__all__ = ["CONTROLS", "AttackRow", "Step", "lab_exim", "protected", "run_attacks", "run_all", "summary"]
+__all__ = ["CONTROLS", "AttackRow", "Step", "lab_exim", "protected", "run_attacks", "run_all", "stored_anywhere",
+           "summary"]
 
 #: scenarios nothing protects: the attacks must work there (proof that the attacker is real)
 CONTROLS = ("no-policy", "sts-testing-bad-cert", "dane-unsigned-zone")
@@ -138,7 +139,8 @@ def _phases(by: dict[str, Scenario], hosts: dict[str, str], mta: str) -> list[Ph
     wanted = {
         "rogue": [n for n in ("sts-enforce-ok", "dane-ok") if n in by],
         "self-signed": "sts-wildcard-mx", "dns-drop": "dane-rollover", "dns-delay": "dane-cname-mx",
-        "https-drop": "sts-id-change", "https-delay": "sts-enforce-bad-cert", "sts-record": "sts-enforce-mx-not-in-policy",
+        "https-drop": "sts-id-change", "https-delay": "sts-enforce-bad-cert",
+        "sts-record": "sts-enforce-mx-not-in-policy", "sts-record-drop": "sts-enforce-expired-cert",
     }
     if wanted["rogue"]:
         steps.append(Step("rogue-mx", tuple(t for n in wanted["rogue"] for t in mx(n))))
@@ -165,6 +167,10 @@ def _phases(by: dict[str, Scenario], hosts: dict[str, str], mta: str) -> list[Ph
         steps.append(Step("sts-record", (by[n].domain,), (("action", "nxdomain"),)))
         steps.append(Step("strip-starttls", mx(n)))
         rows.append(("_mta-sts record removed (NXDOMAIN, policy cached) + strip STARTTLS", n, DEFERRED))
+    if (n := wanted["sts-record-drop"]) in by and by[n].sts is not None:
+        steps.append(Step("sts-record", (by[n].domain,), (("action", "drop"),)))
+        steps.append(Step("strip-starttls", mx(n)))
+        rows.append(("_mta-sts record queries dropped (policy cached) + strip STARTTLS", n, DEFERRED))
     if steps:
         phases.append((steps, rows))
 
@@ -388,3 +394,21 @@ def run_all(topo: Topology, *, exim: bool = True, progress: Callable[[str], None
     elif exim:
         progress("Exim not available: attacker rows for Postfix only")
     return rows
+
+
+def stored_anywhere(topo: Topology, rcpts: Sequence[str]) -> dict[str, list[str]]:
+    """Every place (MX farm host or impostor) that stored a message for one of ``rcpts``: rcpt → [where]."""
+    from mxsec.lab.mx import read_received
+
+    wanted = set(rcpts)
+    found: dict[str, list[str]] = {}
+    mail = runner.LabPaths.of(topo).mail_dir
+    rogue = topo.state_dir / "attacker" / "rogue"
+    for base, label in ((mail, "MX farm"), (rogue, "attacker")):
+        for d in sorted(base.iterdir()) if base.is_dir() else ():
+            if not d.is_dir():
+                continue
+            for rec in read_received(base, d.name):
+                for r in wanted.intersection(rec.rcpt_tos):
+                    found.setdefault(r, []).append(f"{label} {d.name}")
+    return found
