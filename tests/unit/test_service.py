@@ -664,3 +664,22 @@ async def test_sweep_alone_empties_the_tables_after_the_negative_ttl():
     assert service.sweep() == 3000
     assert service.table_sizes() == {"policies": 0, "negatives": 0, "failures": 0, "dane": 0, "asked": 0,
                                      "inflight": 0}
+
+
+async def test_sts_e_1_changed_mx_rrset_invalidates_strict_answer(world):
+    """Strict MX-name replies list the MX hosts: a renewed DANE decision with other MX hosts (same level and
+    reason: still unsigned) must tell the listeners, so the server's memo of the old reply is dropped."""
+    service, dns, fetcher, clock, _ = world
+    dns.rr[("example.com", "MX")] = RRAnswer("ok", ((10, "mail.example.com"),), False, 300)
+    v = await service.lookup("example.com")
+    assert format_reply(v, Zone()) == "OK secure match=mail.example.com servername=hostname"
+    seen = []
+    service.listeners.append(seen.append)
+    dns.rr[("example.com", "MX")] = RRAnswer("ok", ((10, "rogue.attacker.test"),), False, 300)
+    clock.now += 301
+    await service._resolve_dane("example.com")
+    assert seen == ["example.com"]
+    v = await service.lookup("example.com")
+    assert format_reply(v, Zone()).startswith("OK secure match=no-mx-host-matches-the-policy.invalid ")
+    await service._resolve_dane("example.com")  # unchanged: nobody is told
+    assert seen == ["example.com"]

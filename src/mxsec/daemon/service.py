@@ -441,7 +441,8 @@ class PolicyService:
             del dane[next(iter(dane))]
             self.counters["table_evictions"] += 1
         dane[domain] = (now + decision.ttl, decision)
-        if old is None or old[1].level != decision.level or old[1].reason != decision.reason:
+        if (old is None or old[1].level != decision.level or old[1].reason != decision.reason
+                or old[1].mx_hosts != decision.mx_hosts):  # strict MX-name answers list the MX hosts
             if decision.level == "temp":
                 # rate-limited: anyone can ask for names whose DNS never answers
                 self.quiet.log(logging.WARNING, "dane-temp", "DANE state of destination unknown; deferring",
