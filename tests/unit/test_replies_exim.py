@@ -24,7 +24,7 @@ from mxsec.daemon.replies import (
     not_applicable_reply,
     reply_kind,
 )
-from mxsec.dane.destination import DaneDecision
+from mxsec.dane.destination import DaneDecision, HostState
 from mxsec.names import DomainError, normalize_domain
 from mxsec.sts.match import mx_matches
 from mxsec.sts.policy import parse_policy
@@ -90,8 +90,21 @@ def test_temp_wins_over_policy():
 @pytest.mark.parametrize(("level", "expected"), [("dane-only", "mode=dane dane=all"), ("dane", "mode=dane dane=some")])
 def test_dane_first(level, expected):
     """RFC 8461 §2: DANE applies → the enforce policy is not sent at all."""
-    v = Verdict("example.com", policy=parse_policy(ENFORCE), policy_id="1", dane=DaneDecision(level, "x"))
+    usable = (HostState("mx.example.com", "usable"),)
+    v = Verdict("example.com", policy=parse_policy(ENFORCE), policy_id="1", dane=DaneDecision(level, "x", usable))
     assert format_reply(v, EXIM) == expected
+
+
+def test_dane_h_41_mandatory_without_usable_tlsa_defers_exim_instead_of_bouncing():
+    """DANE required by configuration, no usable TLSA: Postfix's dane-only defers; Exim's hosts_require_dane
+    would fail the message for good, so the exim map answers mode=temp."""
+    from mxsec.dane.destination import mandatory
+
+    for hosts in ((), (HostState("mx.example.com", "no-tlsa"),)):
+        decision = mandatory(DaneDecision("none", "no MX host has DNSSEC-signed TLSA records", hosts))
+        v = Verdict("example.com", policy=parse_policy(ENFORCE), policy_id="1", dane=decision)
+        assert tokens(format_reply(v, EXIM))["mode"] == "temp"
+        assert format_reply(v, Zone()) == "OK dane-only"  # Postfix defers it itself
 
 
 def test_dane_not_applying_leaves_mta_sts():

@@ -25,7 +25,8 @@ docs/daemon.md ("Replies") and Postfix's TLSRPT_README (the policy-map attribute
 routers of ``contrib/exim/`` with ``${extract}``:
 
 * DANE applies → ``mode=dane dane=all`` (every MX host has usable TLSA: the router requires DANE) or
-  ``mode=dane dane=some`` (Exim's own per-host DANE, ``hosts_try_dane``);
+  ``mode=dane dane=some`` (Exim's own per-host DANE, ``hosts_try_dane``); DANE required by configuration
+  where no MX host has usable TLSA → ``mode=temp`` (Exim would bounce, Postfix defers);
 * MTA-STS ``enforce`` → ``mode=enforce mxre=REGEX id=ID``, REGEX an anchored regular expression for the MX
   host names the policy allows (``*.example.net`` = exactly one label), written only with characters that
   are safe inside an Exim host list (see :func:`exim_mx_regex`); Exim matches host-list regexes caselessly;
@@ -199,6 +200,11 @@ def format_exim(verdict: Verdict, zone: Zone) -> str:
         return "mode=temp reason=" + _exim_quote(verdict.temp_reason)
     dane = verdict.dane
     if dane is not None and dane.applies:
+        if dane.level == "dane-only" and not any(h.state == "usable" for h in dane.hosts):
+            # DANE required by configuration (dane.mandatory) where no MX host has usable TLSA records: Exim's
+            # hosts_require_dane would fail the message for good ("tlsa lookup FAIL", a bounce); Postfix's
+            # dane-only defers it. Defer here too: the records may yet be published.
+            return "mode=temp reason=" + _exim_quote("DANE required but no MX host has usable TLSA records")
         return "mode=dane dane=" + ("all" if dane.level == "dane-only" else "some")
     policy = verdict.policy
     if policy is None or verdict.mode == "none":
