@@ -190,68 +190,32 @@ def migrate_config(yaml_file, output):
         click.echo(text, nl=False)
 
 
-def _register_lab() -> None:
-    from mxsec.lab.cli import lab
-
-    main.add_command(lab)
-
-
-_register_lab()
-
-
-def _register_dane() -> None:
-    from mxsec.cli_dane import dane
-
-    main.add_command(dane)
+#: the command groups defined in other modules, registered here in one place (no import side effects):
+#: (module, attribute) of each click command; ``reports fetch-imap`` joins the ``reports`` group
+COMMANDS = (
+    ("mxsec.lab.cli", "lab"),
+    ("mxsec.cli_dane", "dane"),
+    ("mxsec.cli_generate", "generate"),
+    ("mxsec.cli_check", "check"),
+    ("mxsec.cli_serve", "serve_policy"),
+    ("mxsec.cli_reports", "reports"),
+    ("mxsec.cli_tlsrpt", "tlsrpt"),
+)
 
 
-_register_dane()
+def _register() -> None:
+    import importlib
 
-
-def _register_generate() -> None:
-    from mxsec.cli_generate import generate
-
-    main.add_command(generate)
-
-
-_register_generate()
-
-
-def _register_check() -> None:
-    from mxsec.cli_check import check
-
-    main.add_command(check)
-
-
-_register_check()
-
-
-def _register_serve_policy() -> None:
-    from mxsec.cli_serve import serve_policy
-
-    main.add_command(serve_policy)
-
-
-_register_serve_policy()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
-
-def _register_reports() -> None:
+    for module, name in COMMANDS:
+        main.add_command(getattr(importlib.import_module(module), name))
     from mxsec.cli_reports import reports
+    from mxsec.cli_reports_imap import fetch_imap
 
-    main.add_command(reports)
-
-
-_register_reports()
+    reports.add_command(fetch_imap)
 
 
-def _register_tlsrpt() -> None:
-    from mxsec.cli_tlsrpt import tlsrpt
-
-    main.add_command(tlsrpt)
+_register()
 
 
-_register_tlsrpt()
+if __name__ == "__main__":  # pragma: no cover - ``python -m mxsec`` (mxsec/__main__.py) is the usual way
+    main()

@@ -290,5 +290,3 @@ def prune_command(db_url, before, older_than):
         db.close()
     click.echo(f"{gone} report(s) from before {cutoff.isoformat()} deleted")
 
-
-import mxsec.cli_reports_imap  # noqa: F401 - registers "reports fetch-imap" (see that module)

@@ -1,7 +1,7 @@
 """``mxsec reports fetch-imap``: read TLSRPT report mail from an IMAP mailbox and store it.
 
-Registered on the ``reports`` group by the last line of :mod:`mxsec.cli_reports` (importing this module in
-either order registers the command once). The work is done by :mod:`mxsec.reports.imap`; this module only
+Registered on the ``reports`` group by :mod:`mxsec.cli` (its ``COMMANDS`` registration), like every
+command group. The work is done by :mod:`mxsec.reports.imap`; this module only
 turns options into its settings and prints what became of each message, the way ``reports ingest`` does.
 
 Exit codes: 0 when every message read was stored (or was a duplicate), 1 when a message was rejected, 2 for
@@ -17,7 +17,7 @@ import sys
 import click
 
 from mxsec.cli_common import _fail, _guarded
-from mxsec.cli_reports import db_option, echo_input, exit_code, open_db, reports, totals_line
+from mxsec.cli_reports import db_option, echo_input, exit_code, open_db, totals_line
 from mxsec.reports.imap import (
     DEFAULT_LIMIT,
     DEFAULT_TIMEOUT,
@@ -137,5 +137,3 @@ def fetch_imap(host, port, security, ca_file, user, password_file, mailbox, all_
     sys.exit(exit_code(counts, run.inputs))
 
 
-if "fetch-imap" not in reports.commands:
-    reports.add_command(fetch_imap)
