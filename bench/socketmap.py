@@ -227,7 +227,8 @@ def wait_port(host: str, port: int, proc: subprocess.Popen, timeout: float) -> b
 
 
 def control(method: str, path: str) -> dict:
-    req = urllib.request.Request(f"http://{CONTROL[0]}:{CONTROL[1]}{path}", method=method, data=b"" if method == "POST" else None)
+    req = urllib.request.Request(f"http://{CONTROL[0]}:{CONTROL[1]}{path}", method=method,
+                                 data=b"" if method == "POST" else None)
     with urllib.request.urlopen(req, timeout=10) as resp:
         body = resp.read()
     return json.loads(body) if body.strip() else {}
@@ -372,7 +373,8 @@ class Inner:
         for s in resolvers if "cached" in self.args.phases else []:
             res = self.loadgen(s, {"mode": "warm", "domains": cached, "timeout": 30}, 45)
             if not res["complete"]:
-                raise BenchError(f"{s}: {res['pending']} cached domains never answered OK secure, e.g. {res['last_bad']}")
+                raise BenchError(f"{s}: {res['pending']} cached domains never answered OK secure, "
+                                 f"e.g. {res['last_bad']}")
             res.pop("replies", None)
             self.phase("warm", s, res)
             log(f"bench: {s} warm ({res['rounds']} round(s), {res['seconds']} s)")
@@ -406,7 +408,8 @@ class Inner:
                                                  "warmup": warm_s, "duration": dur_s},
                          warm_s + dur_s + 20, "pipelined")
             cached_phase("half_load", lambda s: {"mode": "paced", "domains": cached, "conns": 64,
-                                                 "rate": max(100.0, self.results["phases"]["one_at_a_time"][s]["rate"] / 2),
+                                                 "rate": max(100.0,
+                                                             self.results["phases"]["one_at_a_time"][s]["rate"] / 2),
                                                  "warmup": warm_s, "duration": dur_s},
                          warm_s + dur_s + 20, "half load")
             if self.args.fixed_rate > 0:
@@ -423,7 +426,8 @@ class Inner:
             res["world_dns_queries"] = st.get("dns_total")
             res["world_https_requests"] = st.get("https_total")
             self.phase("cold", s, res)
-            log(f"bench: cold {s}: {res['seconds']} s for {cold_n}, wrong {res['errors']}, unanswered {res['unanswered']}")
+            log(f"bench: cold {s}: {res['seconds']} s for {cold_n}, wrong {res['errors']}, "
+                f"unanswered {res['unanswered']}")
         for s in resolvers if "single" in self.args.phases else []:
             name = domain(SINGLE[s])
             control("POST", "/reset")
@@ -434,7 +438,8 @@ class Inner:
             res["https_fetches"] = st.get("https_requests", {}).get(f"mta-sts.{name}", 0)
             res["world_dns_queries"] = st.get("dns_queries", {})
             self.phase("single_flight", s, res)
-            log(f"bench: single-flight {s}: {res['ok']}/{res['queries']} ok, TXT {res['txt_lookups']}, HTTPS {res['https_fetches']}")
+            log(f"bench: single-flight {s}: {res['ok']}/{res['queries']} ok, TXT {res['txt_lookups']}, "
+                f"HTTPS {res['https_fetches']}")
 
     # ------------------------------------------------------------------ report
     def report(self) -> None:
@@ -508,7 +513,8 @@ class Inner:
         gen = next((r.get("loadgen_loop") for ph in P.values() for r in ph.values() if r.get("loadgen_loop")), "-")
         lines.append(f"event loops: {loops}; load generator: {gen} (one process)")
         m = self.results.get("method", {})
-        lines.append(f"cached phases: median of {m.get('rounds')} round(s) of {m.get('duration_s')} s after {m.get('warmup_s')} s warm-up, "
+        lines.append(f"cached phases: median of {m.get('rounds')} round(s) of {m.get('duration_s')} s "
+                     f"after {m.get('warmup_s')} s warm-up, "
                      f"servers interleaved; machine idle before the run: {self.results.get('cpu_idle_before_pct')}%")
         lines.append("ratios are mxsec / other; for latency, CPU and total time lower is better")
         lines.extend(self.verdicts())
@@ -538,12 +544,16 @@ class Inner:
         m, p = v("cold", "mxsec", "seconds"), v("cold", "peer", "seconds")
         if m and p:
             ok = v("cold", "mxsec", "errors") == 0 and v("cold", "mxsec", "unanswered") == 0
-            checks.append((f"cold >= 1.2x faster than peer, all correct ({p / m:.2f}x, wrong {v('cold', 'mxsec', 'errors')})", p / m >= 1.2 and ok))
-        t, h, ok = v("single_flight", "mxsec", "txt_lookups"), v("single_flight", "mxsec", "https_fetches"), v("single_flight", "mxsec", "ok")
+            checks.append((f"cold >= 1.2x faster than peer, all correct "
+                           f"({p / m:.2f}x, wrong {v('cold', 'mxsec', 'errors')})", p / m >= 1.2 and ok))
+        t, h, ok = (v("single_flight", "mxsec", "txt_lookups"), v("single_flight", "mxsec", "https_fetches"),
+                    v("single_flight", "mxsec", "ok"))
         if t is not None:
-            checks.append((f"single-flight: 1 TXT, 1 HTTPS, 1000 answered ({t}, {h}, {ok})", t == 1 and h == 1 and ok == 1000))
+            checks.append((f"single-flight: 1 TXT, 1 HTTPS, 1000 answered ({t}, {h}, {ok})",
+                           t == 1 and h == 1 and ok == 1000))
         if checks:
-            out.append("targets (mxsec): " + "; ".join(f"{'PASS' if good else 'FAIL'} {label}" for label, good in checks))
+            out.append("targets (mxsec): "
+                       + "; ".join(f"{'PASS' if good else 'FAIL'} {label}" for label, good in checks))
         self.results["targets"] = [{"check": label, "pass": good} for label, good in checks]
         return out
 
@@ -641,7 +651,8 @@ def inner(args: argparse.Namespace) -> int:
     resolv = Path("/etc/resolv.conf").read_text()
     servers_ns = [ln.split()[1] for ln in resolv.splitlines() if ln.startswith("nameserver")]
     if "peer" in args.only and (not servers_ns or not all(a.startswith("127.") for a in servers_ns)):
-        raise BenchError(f"/etc/resolv.conf points at {servers_ns}: refusing to run the peer outside the bench namespace")
+        raise BenchError(f"/etc/resolv.conf points at {servers_ns}: "
+                         "refusing to run the peer outside the bench namespace")
     bench = Inner(args)
     t0 = time.monotonic()
     try:
@@ -680,12 +691,14 @@ def inner(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(description="mxsec daemon vs postfix-mta-sts-resolver vs a bare responder (socketmap)")
+    parser = argparse.ArgumentParser(
+        description="mxsec daemon vs postfix-mta-sts-resolver vs a bare responder (socketmap)")
     parser.add_argument("--quick", action="store_true", help="short durations (smoke run, ~40 s)")
     parser.add_argument("--only", default="mxsec,peer,ceiling", help="comma list of servers: mxsec,peer,ceiling")
     parser.add_argument("--json", metavar="FILE", help="write every figure to FILE")
     parser.add_argument("--mxsec", metavar="EXE", help="mxsec executable (default: next to this python)")
-    parser.add_argument("--mxsec-arg", action="append", default=[], metavar="ARG", help="extra argument for mxsec daemon (repeatable)")
+    parser.add_argument("--mxsec-arg", action="append", default=[], metavar="ARG",
+                        help="extra argument for mxsec daemon (repeatable)")
     parser.add_argument("--phases", default="cached,cold,single",
                         help="comma list of phases: cached (one-at-a-time, pipelined, half load), cold, single")
     parser.add_argument("--fixed-rate", type=int, default=10000,

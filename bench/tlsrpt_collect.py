@@ -1,7 +1,8 @@
 """TLSRPT collector: ``mxsec tlsrpt collect`` beside sys4's ``tlsrpt-collectd`` in the same run.
 
-    .venv/bin/python bench/tlsrpt_collect.py [--blast 100000] [--rounds 3] [--rates 10000,25000,50000,75000] [--seconds 3]
-        [--senders 8] [--mixes A,B,C] [--only mxsec,sys4,bare] [--peer DIR | --no-peer] [--qlen N] [--json FILE]
+    .venv/bin/python bench/tlsrpt_collect.py [--blast 100000] [--rounds 3] [--rates 10000,25000,50000,75000]
+        [--seconds 3] [--senders 8] [--mixes A,B,C] [--only mxsec,sys4,bare] [--peer DIR | --no-peer] [--qlen N]
+        [--json FILE]
 
 Both collectors receive libtlsrpt's datagram protocol v1 (one JSON object per ``AF_UNIX``/``SOCK_DGRAM``
 datagram, byte for byte the encoding of libtlsrpt 0.5) and count sessions into SQLite:
@@ -20,13 +21,14 @@ policy per datagram as Postfix sends them) both collectors are started, each on 
 in turn (blast round 1 to mxsec, then to sys4, round 2 to mxsec, …; each paced rate likewise), so that a change
 in the machine's load during the run falls on both:
 
-1. **blast** (``--rounds`` times; the best round and the median are shown): a separate sender process (no GIL shared with anything)
-   sends ``--blast`` datagrams, cycling through the mix, with *blocking* ``sendto``: when the collector's queue
-   is full the sender waits, so the sender's elapsed time is the collector's sustained receive rate and nothing
-   is lost. Then the stored total is polled until it equals what was sent ("all stored after": sys4 commits
-   every 1,000 datagrams or after 5 s without any, mxsec once a second). Collector CPU (user + system, all
-   threads, from ``/proc``) is taken over each blast, and so is the CPU the rest of the machine used meanwhile
-   (busy time from ``/proc/stat`` minus the collector's and the sender's): shown per round in parentheses.
+1. **blast** (``--rounds`` times; the best round and the median are shown): a separate sender process (no GIL
+   shared with anything) sends ``--blast`` datagrams, cycling through the mix, with *blocking* ``sendto``: when
+   the collector's queue is full the sender waits, so the sender's elapsed time is the collector's sustained
+   receive rate and nothing is lost. Then the stored total is polled until it equals what was sent ("all stored
+   after": sys4 commits every 1,000 datagrams or after 5 s without any, mxsec once a second). Collector CPU
+   (user + system, all threads, from ``/proc``) is taken over each blast, and so is the CPU the rest of the
+   machine used meanwhile (busy time from ``/proc/stat`` minus the collector's and the sender's): shown per
+   round in parentheses.
 2. **paced**: for each rate of ``--rates``, ``--seconds`` seconds of ``MSG_DONTWAIT`` sends (what libtlsrpt
    does) from ``--senders`` sockets in turn (one per MTA delivery process): a send that fails with ``EAGAIN``
    (queue full) is a lost session, exactly as in an MTA.

@@ -135,7 +135,8 @@ def exim_lines(count: int, seed: int) -> list[str]:
         stamp = _exim_stamp(second)
         if rnd.random() < 0.3:  # inbound SMTP noise without a message id
             client = f"client{rnd.randint(1, 9999)}.example.net [198.51.100.{rnd.randint(1, 254)}]"
-            out.append(f"{stamp} SMTP connection from {client}:{rnd.randint(1024, 65535)} (TCP/IP connection count = 3)")
+            out.append(f"{stamp} SMTP connection from {client}:{rnd.randint(1024, 65535)} "
+                       "(TCP/IP connection count = 3)")
             if rnd.random() < 0.5:
                 out.append(f"{stamp} H={client} F=<spam@bad.example> rejected RCPT <x@sender.example>: relay not "
                            "permitted")

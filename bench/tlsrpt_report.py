@@ -98,7 +98,8 @@ def main() -> int:
         out = Path(tmp) / "out"
         base = [MXSEC, "tlsrpt", "report", "--db", url, "--day", day.isoformat(), "--organization-name",
                 "Bench Mail", "--contact-info", "tlsrpt@bench.example"]
-        for label, cmd in (("built and stored", base), ("built, stored and written as files", [*base, "--out", str(out)])):
+        for label, cmd in (("built and stored", base),
+                           ("built, stored and written as files", [*base, "--out", str(out)])):
             started = time.perf_counter()
             result = subprocess.run(cmd, capture_output=True, text=True, check=False)
             elapsed = time.perf_counter() - started

@@ -164,8 +164,9 @@ def _mode(text: str) -> int:
 @network_options
 @_sender_options
 @_guarded
-def follow_log(log_file, mta, once, from_start, sending_ip, no_probe, flush_interval, log_level, log_format, config_path,
-               nameservers, ca_file, timeout, allow_addresses, tlsrpt_db, organization_name, contact_info):
+def follow_log(log_file, mta, once, from_start, sending_ip, no_probe, flush_interval, log_level, log_format,
+               config_path, nameservers, ca_file, timeout, allow_addresses, tlsrpt_db, organization_name,
+               contact_info):
     """Count the sessions of Postfix 3.7-3.9 or Exim from their mail log, joined with the policy the daemon
     served (run `mxsec daemon --record-policies` with the same --db), for domains with a TLSRPT record.
     Resumes after the last counted line; follows rotation."""
@@ -295,9 +296,9 @@ def _relay(config, smtp, starttls, user):
 @network_options
 @_sender_options
 @_guarded
-def send(day, unfinished, dry_run, out_dir, smtp, smtp_starttls, smtp_user, from_addr, dkim_key, dkim_selector, dkim_domain,
-         max_delay, loop, interval, as_json, config_path, nameservers, ca_file, timeout, allow_addresses, tlsrpt_db,
-         organization_name, contact_info):
+def send(day, unfinished, dry_run, out_dir, smtp, smtp_starttls, smtp_user, from_addr, dkim_key, dkim_selector,
+         dkim_domain, max_delay, loop, interval, as_json, config_path, nameservers, ca_file, timeout, allow_addresses,
+         tlsrpt_db, organization_name, contact_info):
     """Deliver the reports of every finished day to each rua of the domain's current _smtp._tls record:
     mailto: as a DKIM-signed RFC 8460 §5.3 message through the relay, https: as a POST. Failed deliveries are
     retried with exponential backoff for 24 hours. Exit 1 if a destination failed for good."""

@@ -119,7 +119,11 @@ class ListenAddress:
         return f"{host}:{self.port}"
 
 
-_HOSTNAME = re.compile(r"(?=.{1,253}\.?$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}\.?$)"
+    r"([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
+    r"(\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
 
 
 def _port(text: str, what: str) -> int:
@@ -492,7 +496,8 @@ class TlsrptConfig:
 
     db: str = _opt(kind="str", factory=default_tlsrpt_db_url, doc="database of counted sessions")
     organization_name: str | None = _opt(None, kind="optstr", doc="organization-name of sent reports")
-    contact_info: str | None = _opt(None, kind="optstr", doc="contact-info of sent reports (its domain names the files)")
+    contact_info: str | None = _opt(None, kind="optstr",
+                                    doc="contact-info of sent reports (its domain names the files)")
     socket: str = _opt("/run/mxsec/tlsrpt.sock", kind="str", doc="datagram socket of `mxsec tlsrpt collect`")
     socket_mode: int | None = _opt(0o660, kind="mode", doc="permissions of the collector's socket")
     socket_group: str | None = _opt(None, kind="optstr", doc="group of the collector's socket (e.g. postfix)")
@@ -530,7 +535,8 @@ class ReportsConfig:
     post_require_auth: bool = _opt(False, kind="bool",
                                    doc="refuse (401) POST /tlsrpt without token or certificate")
     # the dashboard: login, allowed Host: names, connection limits (docs/reports.md, "Dashboard login")
-    password_hash: str | None = _opt(None, kind="optstr", doc="dashboard login: output of `mxsec reports hash-password`")
+    password_hash: str | None = _opt(None, kind="optstr",
+                                     doc="dashboard login: output of `mxsec reports hash-password`")
     session_secret: str | None = _opt(None, kind="optstr", doc="key signing login cookies (default: random per start)")
     session_lifetime: float = _opt(43200.0, kind="number", doc="seconds a dashboard login lasts")
     auth_proxy_header: str | None = _opt(None, kind="optstr", doc="header set by an authenticating reverse proxy")
@@ -1101,14 +1107,16 @@ def _peer_postgres_url(options: dict, notes: list[str]) -> str:
         port = f":{parts['port']}" if "port" in parts else ""
         dbname = quote(parts.get("dbname", ""), safe="")
         if host.startswith("/"):
-            url = f"postgresql://{auth}/{dbname}?host={quote(host, safe='')}{('&port=' + parts['port']) if 'port' in parts else ''}"
+            url = (f"postgresql://{auth}/{dbname}?host={quote(host, safe='')}"
+                   f"{('&port=' + parts['port']) if 'port' in parts else ''}")
         else:
             url = f"postgresql://{auth}{_url_host(host)}{port}/{dbname}"
         extra = sorted(set(parts) - {"host", "port", "user", "password", "dbname"})
         if extra:
             notes.append(f"cache.options.dsn: {', '.join(extra)}: not carried over into cache.url")
     if "password" in parts or re.search(r"://[^/@]*:[^/@]*@", url):
-        notes.append("cache.options: the database password is now in cache.url; keep the TOML file readable only by mxsec")
+        notes.append("cache.options: the database password is now in cache.url; "
+                     "keep the TOML file readable only by mxsec")
     if "timeout" in options:
         notes.append("cache.options.timeout: no equivalent in mxsec; ignored")
     ignored = sorted(set(options) - used)
@@ -1168,7 +1176,8 @@ def _translate_peer(cfg: dict) -> tuple[dict, list[str]]:
             notes.append("host/port: ignored because path is set (as postfix-mta-sts-resolver does)")
         if cfg.get("mode") is not None:
             mode = cfg["mode"]
-            if isinstance(mode, int) and not isinstance(mode, bool) and mode > 0o777 and set(str(mode)) <= set("01234567"):
+            if (isinstance(mode, int) and not isinstance(mode, bool) and mode > 0o777
+                    and set(str(mode)) <= set("01234567")):
                 notes.append(f"mode: {mode} read as octal 0o{mode} (YAML gave a decimal number)")
                 mode = int(str(mode), 8)
             mode = _unix_mode(mode, "mode")

@@ -105,7 +105,7 @@ def test_fleet_two_stores_share_one_server(opener):
 # -- Redis specifics ----------------------------------------------------------------------------------------
 
 
-def test_redis_layout_and_foreign_keys(redis_server):
+def test_redis_layout_and_foreign_keys(redis_server):  # noqa: F811
     import redis
 
     redis_server.flush()
@@ -128,7 +128,7 @@ def test_redis_layout_and_foreign_keys(redis_server):
         store.close()
 
 
-def test_redis_prefix_and_db_isolate(redis_server):
+def test_redis_prefix_and_db_isolate(redis_server):  # noqa: F811
     redis_server.flush()
     base = f"redis://127.0.0.1:{redis_server.port}"
     a = open_store(base + "/0")
@@ -146,7 +146,7 @@ def test_redis_prefix_and_db_isolate(redis_server):
             s.close()
 
 
-def test_redis_prefix_with_glob_characters(redis_server):
+def test_redis_prefix_with_glob_characters(redis_server):  # noqa: F811
     redis_server.flush()
     a = open_store(redis_server.url + "?prefix=x*:")
     b = open_store(redis_server.url + "?prefix=xy:")
@@ -159,7 +159,7 @@ def test_redis_prefix_with_glob_characters(redis_server):
         b.close()
 
 
-def test_redis_unix_socket(redis_server):
+def test_redis_unix_socket(redis_server):  # noqa: F811
     redis_server.flush()
     store = open_store(redis_server.unix_url)
     tcp = open_store(redis_server.url)
@@ -174,7 +174,7 @@ def test_redis_unix_socket(redis_server):
 # -- PostgreSQL specifics -------------------------------------------------------------------------------------
 
 
-def test_postgres_schema_and_url_forms(postgres_server):
+def test_postgres_schema_and_url_forms(postgres_server):  # noqa: F811
     url = postgres_server.create_database("mxsec_schema")
     store = open_store(url.replace("postgresql://", "postgres://"))
     try:
@@ -193,7 +193,7 @@ def test_postgres_schema_and_url_forms(postgres_server):
         store.close()
 
 
-def test_postgres_first_use_by_many_daemons_at_once(postgres_server):
+def test_postgres_first_use_by_many_daemons_at_once(postgres_server):  # noqa: F811
     url = postgres_server.create_database("mxsec_race")
     stores = [open_store(url) for _ in range(6)]
     errors: list[BaseException] = []
@@ -219,7 +219,7 @@ def test_postgres_first_use_by_many_daemons_at_once(postgres_server):
             s.close()
 
 
-def test_postgres_newer_schema_is_store_error(postgres_server):
+def test_postgres_newer_schema_is_store_error(postgres_server):  # noqa: F811
     url = postgres_server.create_database("mxsec_newer")
     open_store(url).load_all()  # creates the tables
     with postgres_server.admin("mxsec_newer") as conn:

@@ -126,7 +126,7 @@ def test_sts_e_3_mx_matches_never_raises(pattern: str, host: str) -> None:
 
 
 @FAST
-@given(PATTERN, st.one_of(HOST, st.builds(lambda l, h: l + "." + h, LABEL, HOST), st.text(max_size=30)))
+@given(PATTERN, st.one_of(HOST, st.builds(lambda label, h: label + "." + h, LABEL, HOST), st.text(max_size=30)))
 def test_sts_e_3_mx_matches_never_raises_on_near_valid_input(pattern: str, host: str) -> None:
     assert mx_matches(pattern, host) in (True, False)
 

@@ -27,6 +27,7 @@ V, T, U, A, N = (TlsOutcome.VERIFIED, TlsOutcome.TRUSTED, TlsOutcome.UNTRUSTED, 
 M = "1xYpF2-0002hY-0o"
 X = "X=TLS1.3:ECDHE_SECP256R1__ECDSA_SECP256R1_SHA256__AES_256_GCM:256"
 
+# Two lines of the log end in a space; it is written as \x20 so the source has no trailing whitespace.
 REAL_EXIM_LOG = """\
 2026-12-02 18:39:44 1xYpF2-0002hY-0o <= sender@sender.lab.test U=root P=local S=478 id=179623678423.9546.14784945536306434206@sender.lab.test for e0@sts-enforce-ok.test
 2026-12-02 18:39:44 exim user lost privilege for using -C option
@@ -47,8 +48,8 @@ REAL_EXIM_LOG = """\
 2026-12-02 18:39:46 1xYpF3-0002j8-37 => e13@dane-ok.test R=mxsec_dane T=remote_smtp_mxsec_dane H=mx1.dane-ok.test [203.0.113.35]:25 X=TLS1.3:ECDHE_SECP256R1__ECDSA_SECP256R1_SHA256__AES_256_GCM:256 CV=dane DN="CN=mx1.dane-ok.test" C="250 2.0.0 Ok: stored 1796236786041332473.2be4c5fe5103"
 2026-12-02 18:39:46 1xYpF3-0002j8-37 Completed
 2026-12-02 18:39:46 1xYpF4-0002jD-0K <= sender@sender.lab.test U=root P=local S=477 id=179623678606.9546.10501816493086679540@sender.lab.test for e14@dane-mismatch.test
-2026-12-02 18:39:46 1xYpF4-0002jD-0K DANE attempt failed; TLS connection to mx1.dane-mismatch.test [203.0.113.36]: (certificate verification failed): Verification failed. The certificate differs. 
-2026-12-02 18:39:46 1xYpF4-0002jD-0K == e14@dane-mismatch.test R=mxsec_dane T=remote_smtp_mxsec_dane defer (-37) H=mx1.dane-mismatch.test [203.0.113.36]:25: TLS session: (certificate verification failed): Verification failed. The certificate differs. 
+2026-12-02 18:39:46 1xYpF4-0002jD-0K DANE attempt failed; TLS connection to mx1.dane-mismatch.test [203.0.113.36]: (certificate verification failed): Verification failed. The certificate differs.\x20
+2026-12-02 18:39:46 1xYpF4-0002jD-0K == e14@dane-mismatch.test R=mxsec_dane T=remote_smtp_mxsec_dane defer (-37) H=mx1.dane-mismatch.test [203.0.113.36]:25: TLS session: (certificate verification failed): Verification failed. The certificate differs.\x20
 2026-12-02 18:39:46 1xYpF4-0002jy-2Z <= sender@sender.lab.test U=root P=local S=479 id=179623678676.9546.9022364261068315877@sender.lab.test for e20@dane-mandatory.test
 2026-12-02 18:39:46 1xYpF4-0002jy-2Z ** e20@dane-mandatory.test R=mxsec_dane T=remote_smtp_mxsec_dane: DANE error: tlsa lookup FAIL
 2026-12-02 18:39:46 1xYpF4-0002k3-2j <= <> R=1xYpF4-0002jy-2Z U=Debian-exim P=local S=1757 for sender@sender.lab.test

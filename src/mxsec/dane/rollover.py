@@ -319,8 +319,9 @@ def _warnings(cur: CertificateFacts, nxt: CertificateFacts, cur_cert: x509.Certi
             notes.append(f"the {facts.label} input holds {facts.certificates_in_input} certificates; the first one "
                          f"({facts.subject}) is used")
         if usage == DANE_TA and not facts.is_ca:
-            notes.append(f"the {facts.label} certificate ({facts.subject}) is not a CA certificate; with --usage 2 give the "
-                         "issuing CA certificates (for the server's own certificate use --usage 3)")
+            notes.append(f"the {facts.label} certificate ({facts.subject}) is not a CA certificate; "
+                         "with --usage 2 give the issuing CA certificates "
+                         "(for the server's own certificate use --usage 3)")
         if usage == DANE_EE and facts.is_ca:
             notes.append(f"the {facts.label} certificate ({facts.subject}) is a CA certificate; for a CA rollover "
                          "use --usage 2")

@@ -254,7 +254,8 @@ def partition(
             kept.append(record)
         else:
             assert best is not None
-            rejected.append((record, f"superseded by a stronger digest, {MATCHING_TYPES[best].name}({best}) (digest agility)"))
+            rejected.append((record, f"superseded by a stronger digest, {MATCHING_TYPES[best].name}({best}) "
+                                     "(digest agility)"))
     return kept, rejected
 
 

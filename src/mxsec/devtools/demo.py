@@ -8,8 +8,9 @@ message per scenario of ``src/mxsec/lab/scenarios.toml``, waits for Postfix's ve
 what the MX farm saw), then lets the on-path attacker loose (:mod:`mxsec.lab.attackrun`: STARTTLS stripped,
 forged certificates, a rogue MX, DNS and HTTPS dropped or delayed, the ``_mta-sts`` record removed, strict MX
 names — against Postfix and Exim; its table, rows ``attack: … → scenario``, comes last), tears the lab down and
-exits 1 if any row differs from its expectation. Before the lab: a sample month of received reports (``mxsec reports`` summary). Options: ``--scenario NAME`` (repeatable), ``--scenarios FILE``,
-``--json``, ``--keep`` (leave the lab up), ``--prefix`` (default ``mxsec-demo``). Same as ``mxsec lab demo``.
+exits 1 if any row differs from its expectation. Before the lab: a sample month of received reports
+(``mxsec reports`` summary). Options: ``--scenario NAME`` (repeatable), ``--scenarios FILE``, ``--json``,
+``--keep`` (leave the lab up), ``--prefix`` (default ``mxsec-demo``). Same as ``mxsec lab demo``.
 
 ``python -m mxsec.devtools.demo --fake-world``: the policy daemon against a local fake world (loopback only),
 through the real socketmap protocol:
@@ -234,7 +235,8 @@ def reports_demo(console: Console) -> int:
     data["by_day"] = {}  # keep the demo short: headline, reporters, domains, failures
     render(data, console)
     ok = stored == len(files) == duplicates and data["by_result_type"].get("certificate-expired", 0) > 0
-    console.print("[green bold]reports as expected[/green bold]" if ok else "[red bold]reports not as expected[/red bold]")
+    console.print("[green bold]reports as expected[/green bold]" if ok
+                  else "[red bold]reports not as expected[/red bold]")
     return 0 if ok else 1
 
 

@@ -3,8 +3,9 @@
 Building blocks (the runner composes them):
 
 * :mod:`mxsec.lab.topology` — namespaces ``<prefix>-sender``, ``<prefix>-attk`` (an on-path router) and
-  ``<prefix>-inet``, the two veth pairs, the address plan (TEST-NET ranges), :func:`~mxsec.lab.topology.destroy` (idempotent, also after a crash), helpers to run
-  commands and daemons inside a namespace and to open sockets in one.
+  ``<prefix>-inet``, the two veth pairs, the address plan (TEST-NET ranges), :func:`~mxsec.lab.topology.destroy`
+  (idempotent, also after a crash), helpers to run commands and daemons inside a namespace and to open sockets
+  in one.
 * :mod:`mxsec.lab.dns` — Knot DNS (root, ``test.``, domain zones; DNSSEC-signed, some unsigned, one bogus) and
   Unbound as the validating resolver; run-time zone updates.
 * :mod:`mxsec.lab.scenarios` — the declarative scenario file (``scenarios.toml``), one entry per domain.

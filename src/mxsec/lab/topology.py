@@ -212,7 +212,8 @@ def exists(topo: Topology) -> bool:
 
 def create(topo: Topology) -> None:
     """Create the three namespaces, both veth pairs, addresses and routes (forwarding on in the attacker's
-    router). Raises :class:`LabError` if the lab already exists (run :func:`destroy` first). On failure half way, everything created so far is removed."""
+    router). Raises :class:`LabError` if the lab already exists (run :func:`destroy` first). On failure half way,
+    everything created so far is removed."""
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network namespaces)")
     if shutil.which("ip") is None:
@@ -337,7 +338,8 @@ def status(topo: Topology) -> dict[str, Any]:
         "state_dir": str(topo.state_dir),
         "namespaces": {ns: (NETNS_DIR / ns).exists() for ns in topo.namespaces},
         "processes": [
-            {"name": p.name, "pid": p.pid, "alive": _alive(p.pid), "netns": p.netns} for p in (st.processes if st else [])
+            {"name": p.name, "pid": p.pid, "alive": _alive(p.pid), "netns": p.netns}
+            for p in (st.processes if st else [])
         ],
         "addresses": list(st.addresses) if st else [],
         "resolver": topo.resolver_ip,

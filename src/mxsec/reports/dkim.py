@@ -196,7 +196,8 @@ def verify(data: bytes, dnsfunc: Callable[..., bytes | None]) -> tuple[str, tupl
     return ("temperror" if temporary else "fail"), ()
 
 
-def make_verifier(nameservers: Sequence[str] = (), timeout: float = 5.0) -> Callable[[bytes], tuple[str, tuple[str, ...]]]:
+def make_verifier(nameservers: Sequence[str] = (),
+                  timeout: float = 5.0) -> Callable[[bytes], tuple[str, tuple[str, ...]]]:
     """A verifier for :class:`mxsec.reports.inputs.Options` (the resolver is made once)."""
     lookup = txt_lookup(make_resolver(nameservers, timeout))
     return lambda data: verify(data, lookup)

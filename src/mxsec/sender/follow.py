@@ -11,8 +11,8 @@ TLSRPT session (:func:`mxsec.tlsrpt.served.session_for_attempt`) with
 - the sessions that carried mxsec's own reports left out (their Message-IDs are in the database; RFC 8460 §3);
 - for MTA-STS ``testing`` domains, which the MTA delivers to with opportunistic TLS, the log judged against the
   policy (:func:`mxsec.tlsrpt.served.testing_result`); where the log says too little (a chain the MTA found
-  trusted or untrusted without checking names), the MX is probed once an hour (:class:`MxProber`: STARTTLS, SNI, the PKIX check of
-  ``mxsec dane verify`` and ``mxsec check``), unless ``probe=False``.
+  trusted or untrusted without checking names), the MX is probed once an hour (:class:`MxProber`: STARTTLS, SNI,
+  the PKIX check of ``mxsec dane verify`` and ``mxsec check``), unless ``probe=False``.
 
 Every ``flush_interval`` seconds the counts and the file position (inode and offset of the last whole line
 read) are written in one transaction, so a restart resumes exactly after the last counted line: nothing is

@@ -166,7 +166,8 @@ class Sender:
             return [DeliveryLine(report.day, report.domain, NOWHERE, "unplanned", detail, 0, report.report_id)]
         selection = select_record(answer.records if answer.ok else ())
         if selection.record is None:
-            why = {"no-record": "no _smtp._tls record any more", "several-records": "several TLSRPT records (RFC 8460 §3: none applies)"}
+            why = {"no-record": "no _smtp._tls record any more",
+                   "several-records": "several TLSRPT records (RFC 8460 §3: none applies)"}
             detail = why.get(selection.problem or "", f"TLSRPT record {selection.problem}")
             self.db.add_delivery(report, NOWHERE, state="skipped", next_attempt=now, error=detail)
             return [DeliveryLine(report.day, report.domain, NOWHERE, "skipped", detail, 0, report.report_id)]

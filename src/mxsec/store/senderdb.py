@@ -325,7 +325,8 @@ class SenderDB(SqlDatabase):
 
     def days(self) -> list[date]:
         """Every day with counted sessions, oldest first."""
-        return [date.fromisoformat(r[0]) for r in self._query("SELECT DISTINCT day FROM tlsrpt_out_policy ORDER BY day")]
+        return [date.fromisoformat(r[0])
+                for r in self._query("SELECT DISTINCT day FROM tlsrpt_out_policy ORDER BY day")]
 
     def domains(self, day: date) -> list[str]:
         rows = self._query("SELECT DISTINCT report_domain FROM tlsrpt_out_policy WHERE day = ? ORDER BY report_domain",
@@ -430,7 +431,8 @@ class SenderDB(SqlDatabase):
     def unplanned_reports(self) -> list[ReportRow]:
         """Reports without any delivery row yet (never planned, or their record lookup failed)."""
         rows = self._query(f"SELECT {_REPORT_SELECT} FROM tlsrpt_out_report r WHERE NOT EXISTS "
-                           "(SELECT 1 FROM tlsrpt_out_delivery d WHERE d.report = r.id) ORDER BY r.day, r.report_domain")
+                           "(SELECT 1 FROM tlsrpt_out_delivery d WHERE d.report = r.id) "
+                           "ORDER BY r.day, r.report_domain")
         return [_report_row(r) for r in rows]
 
     def report_gz(self, pk: int) -> bytes:

@@ -261,7 +261,8 @@ def _strings(values: list[str] | None, name: str, limits: DatagramLimits) -> tup
     return tuple(values)
 
 
-def _outcome(raw: _Policy, domain: str, limits: DatagramLimits, ctx: DatagramParser, warnings: list[str]) -> PolicyOutcome:
+def _outcome(raw: _Policy, domain: str, limits: DatagramLimits, ctx: DatagramParser,
+             warnings: list[str]) -> PolicyOutcome:
     ptype = _POLICY_TYPES.get(raw.policy_type)
     if ptype is None:
         raise DatagramError("bad-policy-type", f"policy-type {raw.policy_type} (known: 1, 2, 9)")

@@ -450,7 +450,8 @@ _ZIP_EOCD = b"PK\x05\x06"
 _ZIP64_LOCATOR = b"PK\x06\x07"
 
 
-def _gunzip(data: bytes, limit: int, warnings: _Warnings, max_members: int = DEFAULT_LIMITS.max_archive_members) -> bytes:
+def _gunzip(data: bytes, limit: int, warnings: _Warnings,
+            max_members: int = DEFAULT_LIMITS.max_archive_members) -> bytes:
     """Decompress every gzip member of *data*, stopping as soon as the output passes *limit* bytes or the
     member count passes *max_members*. Linear in the input: the compressed bytes are fed through a
     :class:`memoryview` window (see :data:`_INFLATE_WINDOW`), never as a copy of the rest of the input."""
@@ -512,7 +513,8 @@ def _zip_directory(data: bytes) -> tuple[int, int]:
     return entries, directory_size
 
 
-def _unzip(data: bytes, limit: int, warnings: _Warnings, max_members: int = DEFAULT_LIMITS.max_archive_members) -> bytes:
+def _unzip(data: bytes, limit: int, warnings: _Warnings,
+           max_members: int = DEFAULT_LIMITS.max_archive_members) -> bytes:
     """The one report inside a zip archive (a ``.json`` or ``.json.gz`` member, or the only member).
 
     The central directory's entry count and size are read from its end record first and capped (a directory

@@ -40,7 +40,8 @@ from mxsec.sts.results import ResultType
 from mxsec.tlsrpt.attempt import Attempt, TlsOutcome
 from mxsec.tlsrpt.session import Failure, Policy, PolicyCount, PolicyOutcome, PolicyType, Session, Tally, TallyKey
 
-__all__ = ["NEEDS_A_LOOK", "ServedPolicy", "served_from_verdict", "session_for_attempt", "testing_result", "with_fetch_failures"]
+__all__ = ["NEEDS_A_LOOK", "ServedPolicy", "served_from_verdict", "session_for_attempt", "testing_result",
+           "with_fetch_failures"]
 
 
 @dataclass(frozen=True)
