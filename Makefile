@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration lab bench setup system-deps clean
+.PHONY: demo test lint unit integration lab bench setup system-deps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
@@ -23,9 +23,14 @@ system-deps:
 demo: $(STAMP) system-deps
 	$(BIN)/python -m mxsec.devtools.demo
 
-## Run every test: unit, integration (local servers), lab (namespaces).
+## Run every test: ruff (lint) first, then unit, integration (local servers), lab (namespaces).
 test: $(STAMP) system-deps
+	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -p no:cacheprovider tests
+
+## Lint only: ruff with the rules in pyproject.toml ([tool.ruff]).
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider tests/unit
