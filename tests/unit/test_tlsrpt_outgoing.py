@@ -344,7 +344,7 @@ def test_one_recipient_as_a_string_is_one_address():
 @given(payload=st.binary(min_size=1, max_size=4096))
 def test_rpt_i_17_any_report_bytes_round_trip(payload):
     # The receiver skips an empty attachment, and takes base64 text that decodes to JSON or gzip as a report
-    # sent without its Content-Transfer-Encoding (checkers.md §6.3 item 13); neither is a report we send.
+    # sent without its Content-Transfer-Encoding (a real-world sender quirk, docs/reports.md); neither is a report we send.
     assume(payload.strip())
     assume(receiver._sniff(payload) is not None or receiver._undeclared_base64(payload) is None)
     message = compose(report_gz=payload)
