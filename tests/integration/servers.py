@@ -340,14 +340,14 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 @contextlib.contextmanager
-def running_report_server(db, *, cert: str, key: str, host: str = HOST, **kwargs) -> Iterator[int]:
-    """``mxsec reports serve``'s app on a uvicorn server in a thread, with TLS, on a kernel-chosen port of
-    *host*; yields the port."""
+def report_server_thread(db, *, host: str = HOST, **kwargs) -> Iterator[tuple[int, object]]:
+    """``mxsec reports serve``'s app on a uvicorn server in a thread on a kernel-chosen port of *host*
+    (``build_server``'s keyword arguments: TLS, limits, login...); yields (port, server)."""
     import threading
 
     from mxsec.reports.web.server import bind, build_server
 
-    server = build_server(db, tls_cert=cert, tls_key=key, **kwargs)
+    server = build_server(db, **kwargs)
     sock = bind(host, 0)
     port = sock.getsockname()[1]
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -357,9 +357,16 @@ def running_report_server(db, *, cert: str, key: str, host: str = HOST, **kwargs
         assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
         time.sleep(0.02)
     try:
-        yield port
+        yield port, server
     finally:
         server.should_exit = True
         thread.join(15)
         sock.close()
         assert not thread.is_alive()
+
+
+@contextlib.contextmanager
+def running_report_server(db, *, cert: str, key: str, host: str = HOST, **kwargs) -> Iterator[int]:
+    """:func:`report_server_thread` with TLS; yields the port."""
+    with report_server_thread(db, host=host, tls_cert=cert, tls_key=key, **kwargs) as (port, _server):
+        yield port

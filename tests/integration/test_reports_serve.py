@@ -28,7 +28,7 @@ from mxsec.reports.web.server import serve
 from mxsec.store.reportdb import Filters, ReportDB
 from tests import tlsrpt_corpus as tc
 
-from .servers import free_port, postgres_bindir, running_postgres, running_report_server
+from .servers import free_port, postgres_bindir, report_server_thread, running_postgres, running_report_server
 
 pytestmark = pytest.mark.integration
 
@@ -254,32 +254,27 @@ def test_serve_refuses_a_busy_port_and_bad_tls_files(tmp_path: Path, pki: dict[s
 
 # ------------------------------------------------------------------ connection limits and login, real uvicorn
 
-import threading  # noqa: E402
 
 from mxsec.reports.web.auth import AuthSettings, hash_password  # noqa: E402
 from mxsec.reports.web.limits import ConnectionGuard  # noqa: E402
-from mxsec.reports.web.server import bind, build_server  # noqa: E402
 
 
-@contextlib.contextmanager
-def plain_server(db: ReportDB, **kwargs: object) -> Iterator[tuple[int, object]]:
+def plain_server(db: ReportDB, **kwargs: object):
     """``build_server`` over plain HTTP on 127.0.0.1 in a thread; yields (port, server)."""
-    server = build_server(db, **kwargs)  # type: ignore[arg-type]
-    sock = bind(HOST, 0)
-    port = sock.getsockname()[1]
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield port, server
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
-        assert not thread.is_alive()
+    return report_server_thread(db, **kwargs)
+
+
+def _wait_serving(client: httpx.Client, proc: subprocess.Popen, port: int) -> None:
+    """Until ``reports serve`` (*proc*) answers ``/healthz`` on *port* (20 s at most; it must not exit)."""
+    deadline = time.monotonic() + 20
+    while True:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        try:
+            assert client.get(f"http://{HOST}:{port}/healthz").text == "ok"
+            return
+        except httpx.ConnectError:
+            assert time.monotonic() < deadline, "serve did not come up"
+            time.sleep(0.1)
 
 
 def _closed_by_peer(conn: socket.socket, wait: float) -> bool:
@@ -432,16 +427,8 @@ def test_cli_warns_when_the_dashboard_is_exposed_without_login(tmp_path: Path) -
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        deadline = time.monotonic() + 20
         with httpx.Client(timeout=5) as client:
-            while True:
-                assert proc.poll() is None, proc.stderr.read().decode()
-                try:
-                    assert client.get(f"http://{HOST}:{port}/healthz").text == "ok"
-                    break
-                except httpx.ConnectError:
-                    assert time.monotonic() < deadline, "serve did not come up"
-                    time.sleep(0.1)
+            _wait_serving(client, proc, port)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
         stderr = proc.stderr.read().decode()
@@ -472,16 +459,8 @@ def test_cli_server_with_1024_descriptors_survives_1100_half_open_connections(tm
     )
     held: list[socket.socket] = []
     try:
-        deadline = time.monotonic() + 20
         with httpx.Client(timeout=5) as client:
-            while True:
-                assert proc.poll() is None, proc.stderr.read().decode()
-                try:
-                    assert client.get(f"http://{HOST}:{port}/healthz").text == "ok"
-                    break
-                except httpx.ConnectError:
-                    assert time.monotonic() < deadline, "serve did not come up"
-                    time.sleep(0.1)
+            _wait_serving(client, proc, port)
             for _ in range(1100):
                 conn = socket.create_connection((HOST, port), timeout=5)
                 conn.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")

@@ -442,17 +442,25 @@ async def _strip_session(reader: asyncio.StreamReader, writer: asyncio.StreamWri
             uw.write(line)
             await uw.drain()
 
-    tasks = [asyncio.ensure_future(down()), asyncio.ensure_future(up())]
+    try:
+        await _relay(down(), up(), uw, writer)
+    finally:
+        rec["ended_at"] = _now()
+        _append(log, rec)
+
+
+async def _relay(one: Any, other: Any, *writers: asyncio.StreamWriter) -> None:
+    """Run the two directions of a relayed session until either ends (or 300 s pass), then stop the other
+    and close both sides."""
+    tasks = [asyncio.ensure_future(one), asyncio.ensure_future(other)]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED, timeout=300)
     finally:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await _close(uw)
-        await _close(writer)
-        rec["ended_at"] = _now()
-        _append(log, rec)
+        for w in writers:
+            await _close(w)
 
 
 async def _pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
@@ -472,15 +480,7 @@ async def _delay_session(reader: asyncio.StreamReader, writer: asyncio.StreamWri
     except (OSError, TimeoutError):
         await _close(writer)
         return
-    tasks = [asyncio.ensure_future(_pipe(reader, uw)), asyncio.ensure_future(_pipe(ur, writer))]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED, timeout=300)
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await _close(uw)
-        await _close(writer)
+    await _relay(_pipe(reader, uw), _pipe(ur, writer), uw, writer)
 
 
 class _Rules:
