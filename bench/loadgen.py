@@ -156,12 +156,30 @@ class Conn(asyncio.Protocol):
             self.buf = buf
 
 
-async def open_conns(host: str, port: int, count: int, on_done, timeout: float = 10.0) -> list[Conn]:
+class RecordingConn(Conn):
+    """A :class:`Conn` that also keeps the text of the last complete reply (``cold`` with ``answers``)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, ident: int, on_done) -> None:
+        super().__init__(ident, on_done)
+        self.text: bytes | None = None
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        colon = buf.find(b":", 0, 11)
+        if colon > 0 and buf[:colon].isdigit() and colon + 1 + int(buf[:colon]) < len(buf):
+            self.text = buf[colon + 1 : colon + 1 + int(buf[:colon])]
+        super().data_received(data)
+
+
+async def open_conns(host: str, port: int, count: int, on_done, timeout: float = 10.0,
+                     conn_cls: type[Conn] = Conn) -> list[Conn]:
     loop = asyncio.get_running_loop()
     conns: list[Conn] = []
 
     async def one(i: int) -> None:
-        _, proto = await loop.create_connection(lambda: Conn(i, on_done), host, port)
+        _, proto = await loop.create_connection(lambda: conn_cls(i, on_done), host, port)
         conns.append(proto)
 
     # Connect in slices so a server with a small listen backlog is not flooded.
@@ -544,17 +562,24 @@ async def paced(job: dict) -> dict:
 
 
 async def cold(job: dict) -> dict:
-    """Every domain asked once by ``conns`` concurrent clients; total time."""
+    """Every domain asked once by ``conns`` concurrent clients; total time.  With ``"answers": true`` the
+    result also has ``answers``: domain -> reply text (or ``<no reply>``) and ``answer_ms``: domain -> latency,
+    for callers that judge the replies themselves (bench/cold.py); ``ok``/``errors`` still count
+    ``OK secure`` replies."""
     host, port = job["host"], job["port"]
     domains: list[str] = job["domains"]
     conns_n = min(int(job.get("conns", 100)), len(domains))
     timeout = float(job.get("timeout", 60.0))
+    record = bool(job.get("answers"))
     loop = asyncio.get_running_loop()
     stats = Stats()
     lat = stats.lat
     it = iter(domains)
     done = loop.create_future()
     active = [conns_n]
+    asked: dict[int, str] = {}
+    answers: dict[str, str] = {}
+    answer_ms: dict[str, float] = {}
 
     def next_or_finish(conn: Conn) -> None:
         d = next(it, None)
@@ -563,15 +588,23 @@ async def cold(job: dict) -> dict:
             if active[0] == 0 and not done.done():
                 done.set_result(None)
             return
+        if record:
+            asked[conn.ident] = d
         conn.send(request(d), 1, None)
 
     def on_done(conn: Conn, count, ok, bad, now):
         stats.add(count, ok, bad)
         if count > 0:
             lat.append(now - conn.sent_at)
+        if record and conn.ident in asked:
+            d = asked.pop(conn.ident)
+            text = conn.text if count > 0 else None
+            answers[d] = (text.decode("utf-8", "replace") if text is not None
+                          else (bad[0] if bad else b"<no reply>").decode("utf-8", "replace"))
+            answer_ms[d] = round((now - conn.sent_at) * 1e3, 2)
         next_or_finish(conn)
 
-    conns = await open_conns(host, port, conns_n, on_done)
+    conns = await open_conns(host, port, conns_n, on_done, conn_cls=RecordingConn if record else Conn)
     t0 = perf()
     for c in conns:
         next_or_finish(c)
@@ -580,6 +613,7 @@ async def cold(job: dict) -> dict:
     res.update(
         mode="cold",
         conns=conns_n,
+        **({"answers": {d: answers.get(d, "<no reply>") for d in domains}, "answer_ms": answer_ms} if record else {}),
         domains=len(domains),
         unanswered=len(domains) - stats.replies,
         timed_out=timed_out,
