@@ -313,7 +313,7 @@ class Bench:
                            "default_zone:\n  strict_testing: false\n  timeout: 4\n"
                            "proactive_policy_fetching:\n  enabled: false\n")
             return [str(PEER_VENV / "bin" / "mta-sts-daemon"), "-c", str(cfg), "-v", "info"], {"SSL_CERT_FILE": self.ca}
-        cfg = self.work / f"{name}.toml"
+        cfg = self.work / ("on.toml" if name == "mxsec" else "off.toml")
         cfg.write_text("[dane]\nenabled = %s\n" % ("true" if name == "mxsec" else "false"))
         return [MXSEC, "daemon", "--listen", f"127.0.0.1:{port}", "--cache", "memory://", "--config", str(cfg),
                 "--nameserver", self.topo.resolver_ip, "--ca-file", self.ca,
