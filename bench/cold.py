@@ -196,6 +196,31 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, round(p * (len(values) - 1)))]
 
 
+# --------------------------------------------------------------------------------------------- Unbound
+
+#: Unbound's counters shown per run (``unbound-control stats``): queries received, cache misses, the longest
+#: request list, queries dropped because the request list was full, queries that pushed out an older one
+UNBOUND_STATS = {"total.num.queries": "queries", "total.num.cachemiss": "cache misses",
+                 "total.requestlist.max": "request list max", "total.requestlist.exceeded": "dropped (list full)",
+                 "total.requestlist.overwritten": "jostled out"}
+
+
+def unbound_stats(topo: Topology, reset: bool) -> dict[str, float]:
+    """Unbound's totals since the last reset (``stats`` resets them, ``stats_noreset`` does not)."""
+    conf = str(topo.state_dir / "dns" / "unbound" / "unbound.conf")
+    proc = subprocess.run(["unbound-control", "-c", conf, "stats" if reset else "stats_noreset"],
+                          capture_output=True, text=True, timeout=20, check=False)
+    out: dict[str, float] = {}
+    for line in proc.stdout.splitlines():
+        key, _, value = line.partition("=")
+        if key in UNBOUND_STATS:
+            try:
+                out[UNBOUND_STATS[key]] = float(value)
+            except ValueError:
+                pass
+    return out
+
+
 # --------------------------------------------------------------------------------------------- processes
 
 
@@ -357,6 +382,7 @@ class Bench:
                 profile: Path | None = None) -> dict[str, Any]:
         flush_resolver(self.topo)
         srv = self.start(name, tag)
+        unbound_stats(self.topo, reset=True)
         try:
             if profile is not None:
                 with open(self.work / f"{tag}.py-spy.log", "wb") as spylog:
@@ -371,6 +397,7 @@ class Bench:
             before = all_stats()
             res = self.loadgen(PORTS[name], domains)
             after = all_stats()
+            unbound = unbound_stats(self.topo, reset=False)
             if srv.proc.poll() is not None:
                 raise BenchError(f"{name} died during the run: {srv.tail()}")
         finally:
@@ -407,7 +434,7 @@ class Bench:
                 "cpu_s": {k: round(v, 2) for k, v in cpu.items()}, "wrong": n_wrong, "unanswered": unanswered,
                 "wrong_by_kind": {k: dict(c) for k, c in wrong.items()}, "wrong_examples": examples,
                 "p50_ms": res.get("p50_ms"), "p99_ms": res.get("p99_ms"), "max_ms": res.get("max_ms"),
-                "latency_by_kind": latency,
+                "latency_by_kind": latency, "unbound": unbound,
                 "timed_out": res.get("timed_out"), "command": srv.command}
 
     def close(self) -> None:
@@ -484,6 +511,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out["p50_ms"] = median([r["p50_ms"] for r in runs])
     out["p99_ms"] = median([r["p99_ms"] for r in runs])
     out["max_ms"] = median([r["max_ms"] for r in runs])
+    out["unbound"] = {k: median([r["unbound"].get(k) for r in runs]) for k in UNBOUND_STATS.values()}
     out["latency_by_kind"] = {k: {q: median([r["latency_by_kind"].get(k, {}).get(q) for r in runs])
                                   for q in ("p50_ms", "p90_ms", "max_ms")}
                               for k in runs[0]["latency_by_kind"]}
@@ -505,6 +533,7 @@ def table(summary: dict[str, dict[str, Any]], n: int) -> list[str]:
             ("latency p50 / max, ms", lambda s: f"{fmt(summary[s]['p50_ms'])} / {fmt(summary[s]['max_ms'])}"),
             ("server CPU s", lambda s: summary[s]["cpu_s"]["server"])]
     rows += [(f"{g} CPU s", (lambda g: lambda s: summary[s]["cpu_s"][g])(g)) for g in LAB_GROUPS]
+    rows += [(f"Unbound: {k}", (lambda k: lambda s: summary[s]["unbound"].get(k))(k)) for k in UNBOUND_STATS.values()]
     rows += [("wrong replies (all rounds)", lambda s: summary[s]["wrong"]),
              ("  of which unanswered", lambda s: summary[s]["unanswered"])]
     width = 36
@@ -622,6 +651,7 @@ def main() -> int:
                 per[s].append(res)
                 log(f"  round {r} {LABEL[s]}: {res['seconds']:.2f} s, {res['rate']:.0f} domains/s, "
                     f"server CPU {res['cpu_s']['server']:.1f} s, unbound {res['cpu_s']['unbound']:.1f} s, "
+                    f"{res['unbound'].get('queries', 0):.0f} queries, "
                     f"wrong {res['wrong']}" + (f" e.g. {next(iter(res['wrong_examples'].values()))}"
                                                if res["wrong"] else ""))
         if args.profile:
