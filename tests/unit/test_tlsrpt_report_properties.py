@@ -244,3 +244,173 @@ def test_fast_json_path_decides_exactly_like_the_full_path(value):
         return document
 
     assert fast == _decided(full_path)
+
+
+# ------------------------------------------------------ typed fast path == full path, on whole reports (RPT-I-45)
+#
+# parse_report first tries a typed decode of the plain RFC 8460 shape (msgspec Structs, report._fast_report) and
+# gives anything else to the full path (_load_json + _Builder). Whatever it answers must be exactly what the full
+# path answers: the same Report (fields, warnings with their codes and order, unknown members, JSON form) or the
+# same refusal. The documents below are near the RFC shape, with the quirks each tolerance covers mixed in.
+
+_STRINGISH = st.one_of(st.text(max_size=6), st.integers(0, 99), st.none())
+
+
+def _mostly(usual, odd):
+    """*usual* about nineteen times in twenty, else *odd* (an inner value: Hypothesis favours the bounds)."""
+    return st.integers(0, 19).flatmap(lambda n: odd if n == 7 else usual)
+
+
+_COUNT = _mostly(st.integers(0, 10**6), st.sampled_from([-1, 2**53 - 1, 2**53, 3.0, 2.5, "12", " 7 ", True, None,
+                                                         "x", 1e400]))
+_DATETIME = _mostly(
+    st.sampled_from(["2024-02-17T00:00:00Z", "2024-02-17T23:59:59Z", "2024-02-18T00:00:00Z", "2024-02-16T00:00:00Z"]),
+    st.sampled_from(["2024-02-17", "2024-02-17T00:00:60Z", "2024-02-17 00:00:00+0100", "2024-02-18T00:00:00", "bad",
+                     "", "2024-02-17T00:00:00.5z", "2024-13-01T00:00:00Z"]))
+# name: (how often present, the values)
+_DETAIL_FIELDS = {
+    "result-type": (0.98, _mostly(
+        st.sampled_from(["validation-failure", "starttls-not-supported", "certificate-expired", "x-new"]),
+        st.one_of(st.sampled_from(["STARTTLS-Not-Supported", " dane-required ", ""]), _STRINGISH))),
+    "sending-mta-ip": (0.9, _mostly(st.sampled_from(["192.0.2.1", "2001:db8::1"]),
+                                    st.sampled_from([" 192.0.2.9 ", "", " ", "not-an-ip", None, 7]))),
+    "receiving-mx-hostname": (0.8, _mostly(st.just("mx1.example.com"),
+                                           st.sampled_from(["", " ", None, "mx: mx2.example.com"]))),
+    "receiving-mx-helo": (0.3, _mostly(st.just("mx1.example.com"), st.sampled_from(["", None]))),
+    "receiving-ip": (0.7, _mostly(st.just("198.51.100.7"), st.sampled_from(["", "bogus", None]))),
+    "failed-session-count": (0.98, _COUNT),
+    "additional-information": (0.2, _mostly(st.just("https://reporter.example/why"), st.sampled_from(["", None, 3]))),
+    "failure-reason-code": (0.2, _mostly(st.just("X509_V_ERR_CERT_HAS_EXPIRED"), st.sampled_from(["", None]))),
+    "failure-error-code": (0.03, st.just("legacy")),  # a legacy name (read as failure-reason-code)
+    "x-unknown": (0.03, st.just(1)),
+}
+_POLICY_FIELDS = {
+    "policy-type": (0.98, _mostly(st.sampled_from(["sts", "tlsa", "no-policy-found"]),
+                                  st.one_of(st.sampled_from(["STS", " tlsa", "other"]), _STRINGISH))),
+    "policy-string": (0.9, _mostly(
+        st.lists(st.sampled_from(["version: STSv1", "mode: enforce", "max_age: 86400", "3 1 1 " + "8f" * 32]),
+                 max_size=3),
+        st.one_of(st.lists(st.sampled_from(['["3 1 1 aa","3 1 1 bb"]', " [x", ""]), min_size=1, max_size=2),
+                  st.sampled_from([None, "version: STSv1", 5, [1]])))),
+    "policy-domain": (0.95, _mostly(st.sampled_from(["example.com", "mail.example.org"]),
+                                    st.sampled_from(["Example.COM.", "bücher.example", "", " ", "not a domain", None,
+                                                     4]))),
+    "mx-host": (0.8, _mostly(st.lists(st.sampled_from(["*.example.com", "mx1.example.com"]), max_size=3),
+                             st.one_of(st.lists(st.sampled_from(["mx: mx1.example.com", "", " ", "mx1.example.com"]),
+                                                min_size=1, max_size=3),
+                                       st.sampled_from([None, "mx1.example.com", 7])))),
+    "mx-host-pattern": (0.03, st.just(["*.example.org"])),  # legacy name
+}
+_SUMMARY_FIELDS = {
+    "total-successful-session-count": (0.98, _COUNT),
+    "total-failure-session-count": (0.98, _COUNT),
+    "x-more": (0.03, st.just("kept")),
+}
+
+
+@st.composite
+def _members(draw, fields):
+    """(name, value) pairs in the given order, each present as often as its share says; rarely one twice."""
+    pairs = [(name, draw(values)) for name, (share, values) in fields.items() if draw(st.floats(0, 1)) < share]
+    if pairs and draw(st.integers(0, 59)) == 7:  # a member twice (I-JSON: refused)
+        pairs.append(draw(st.sampled_from(pairs)))
+    return pairs
+
+
+@st.composite
+def _near_rfc_report(draw):
+    entries = []
+    for _ in range(draw(st.integers(0, 3))):
+        entry = [("policy", draw(_members(_POLICY_FIELDS))), ("summary", draw(_members(_SUMMARY_FIELDS)))]
+        if draw(st.booleans()):
+            entry.append(("failure-details", [draw(_members(_DETAIL_FIELDS)) for _ in range(draw(st.integers(0, 3)))]))
+        if draw(st.integers(0, 29)) == 7:
+            entry.append(("x-entry", True))
+        entries.append(entry)
+    top = {
+        "organization-name": (0.98, _mostly(st.sampled_from(["Google Inc.", "Microsoft Corporation", "Org: x"]),
+                                            st.sampled_from(["", "  ", None, 5]))),
+        "date-range": (0.98, st.builds(lambda s, e: [("start-datetime", s), ("end-datetime", e)], _DATETIME,
+                                       _DATETIME)),
+        "contact-info": (0.9, _mostly(st.sampled_from(["smtp-tls-reporting@reporter.example", "mailto:x@r.example"]),
+                                      st.sampled_from(["", None, ["a@reporter.example", "b@reporter.example"]]))),
+        "report-id": (0.98, _mostly(st.sampled_from(["2024-02-17T00:00:00Z_example.com", "r:1", "é-1"]),
+                                    st.one_of(st.sampled_from(["", " "]), _STRINGISH))),
+        "policies": (0.98, st.just(entries)),
+        "x-top": (0.03, st.just({"a": 1})),
+    }
+    return draw(_members(top))
+
+
+def _dump(value, ensure_ascii: bool) -> str:
+    if isinstance(value, list) and value and all(isinstance(v, tuple) and len(v) == 2 for v in value):
+        return "{" + ",".join(f"{json.dumps(k)}:{_dump(v, ensure_ascii)}" for k, v in value) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_dump(v, ensure_ascii) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=ensure_ascii)
+
+
+def _full_path_only(data, limits, fallback):
+    from unittest import mock
+
+    from mxsec.tlsrpt import report as module
+
+    with mock.patch.object(module, "_fast_report", lambda *args: None):
+        return _result(lambda: parse_report(data, limits=limits, fallback_domain=fallback))
+
+
+def _result(call):
+    try:
+        report = call()
+    except ReportError as exc:
+        return ("error", exc.code, str(exc))
+    return ("ok", report, report.warning_codes, tuple(map(str, report.warnings)), report.to_json(),
+            report.raw_json, report.source_format, dict(report.extra),
+            [(dict(p.extra), [dict(d.extra) for d in p.failure_details]) for p in report.policies])
+
+
+TIGHT = Limits(max_string_chars=40, max_policies=2, max_failure_details=3, max_warnings=3, max_values=120,
+               max_containers=20, max_depth=5)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_near_rfc_report(), st.booleans(), st.booleans(), st.sampled_from([DEFAULT_LIMITS, DEFAULT_LIMITS, SMALL, TIGHT]),
+       st.sampled_from([None, "fallback.example"]))
+def test_typed_fast_path_decides_exactly_like_the_full_path(doc, ensure_ascii, compress, limits, fallback):
+    data = _dump(doc, ensure_ascii).encode()
+    if compress:
+        data = gzip.compress(data)
+    assert _result(lambda: parse_report(data, limits=limits, fallback_domain=fallback)) == \
+        _full_path_only(data, limits, fallback)
+
+
+def test_typed_fast_path_takes_plain_reports_and_leaves_the_rest():
+    """The fast path does run (the property test above would pass vacuously otherwise) and gives up where it must."""
+    from mxsec.tlsrpt import report as module
+
+    def fast(data: bytes, limits: Limits = DEFAULT_LIMITS):
+        return module._fast_report(data, limits, module._Warnings(limits.max_warnings), None, "json")
+
+    plain = tc.report(policies=[tc.sts_entry(), tc.entry(tc.tlsa_policy(), details=[tc.detail("validation-failure", 3)],
+                                                          failed=3)])
+    taken = [case.name for case in CORPUS if fast(case.json()) is not None]
+    assert len(taken) >= 5, taken
+    report = fast(tc.as_json(plain))
+    assert report is not None and report == parse_report(tc.as_json(plain))
+    text = tc.as_json(plain).decode()
+    duplicated = text.replace('"report-id":', '"report-id": "first", "report-id":', 1)
+    assert fast(duplicated.encode()) is None
+    with_escape = text.replace("version: STSv1", "version\\u003a STSv1")
+    assert fast(with_escape.encode()) is None and parse_report(with_escape.encode()) == parse_report(text.encode())
+    unknown = text.replace('"report-id":', '"x-new": 1, "report-id":', 1)
+    assert fast(unknown.encode()) is None
+    assert "unknown-field" in parse_report(unknown.encode()).warning_codes
+    assert fast(tc.as_json(plain), Limits(max_depth=4)) is None
+    assert fast(tc.as_json(plain), Limits(max_string_chars=20)) is None
+    assert fast(duplicated.encode()) is None
+    try:
+        parse_report(duplicated.encode())
+    except ReportError as exc:
+        assert exc.code == "duplicate-key"
+    else:
+        raise AssertionError("a duplicate member name was accepted")
