@@ -1,4 +1,4 @@
-"""Async DNS adapter on dnspython (``dns.asyncresolver``).
+"""Async DNS client over :mod:`mxsec.net.dnstransport` (shared UDP sockets) and :mod:`mxsec.net.dnswire`.
 
 :class:`DnsClient` answers the two questions MTA-STS needs:
 
@@ -28,17 +28,24 @@ import asyncio
 import ipaddress
 from dataclasses import dataclass, field
 
-import dns.asyncresolver
-import dns.exception
-import dns.flags
-import dns.message
 import dns.name
-import dns.nameserver
 import dns.rcode
 import dns.rdatatype
 import dns.resolver
 
 from mxsec.errors import ConfigError
+from mxsec.net.dnstransport import DnsFailure, DnsTransport
+from mxsec.net.dnswire import (
+    WireError,
+    decode_a,
+    decode_aaaa,
+    decode_mx,
+    decode_rdata,
+    decode_tlsa,
+    decode_txt,
+    name_text,
+    query_name,
+)
 
 __all__ = [
     "AddressAnswer",
@@ -190,7 +197,8 @@ class RRAnswer:
 @dataclass(frozen=True)
 class _Result:
     status: str
-    rrset: object | None = None
+    records: tuple = ()
+    ttl: int | None = None
     error: str | None = None
     secure: bool = False
     canonical: str | None = None
@@ -200,39 +208,13 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _describe_errors(errors: list) -> str:
-    """Summarise dnspython's per-server error list in one line."""
-    parts: list[str] = []
-    for item in errors:
-        try:
-            server, _tcp, port, err, _response = item
-        except (TypeError, ValueError):
-            parts.append(_one_line(str(item)))
-            continue
-        if isinstance(err, str):
-            what = err
-        elif isinstance(err, dns.exception.Timeout):
-            what = "timeout"
-        elif isinstance(err, ConnectionRefusedError):
-            what = "connection refused"
-        elif isinstance(err, OSError):
-            what = _one_line(err.strerror or str(err))
-        else:
-            what = _one_line(str(err)) or type(err).__name__
-        address = str(server).split(":", 1)[-1].rsplit("@", 1)[0]  # "Do53:192.0.2.1@53" -> "192.0.2.1"
-        host = f"[{address}]" if ":" in address else address
-        entry = f"{what} from {host}:{port}"
-        if entry not in parts:
-            parts.append(entry)
-    return "; ".join(parts) if parts else "no nameserver answered"
-
-
-def _secure(response: dns.message.Message | None) -> bool:
-    return bool(response is not None and response.flags & dns.flags.AD)
+def _txt(wire: bytes, start: int, length: int) -> str:
+    return decode_txt(wire, start, length).decode("ascii", errors="replace")
 
 
 class DnsClient:
-    """One shared dnspython resolver; no cache; every query bounded by ``settings.timeout``."""
+    """Queries through one :class:`~mxsec.net.dnstransport.DnsTransport`; no cache; every query bounded by
+    ``settings.timeout`` (each try waits a third of it, so a lost datagram is sent again)."""
 
     def __init__(self, settings: DnsSettings | None = None) -> None:
         self.settings = settings if settings is not None else DnsSettings()
@@ -241,115 +223,73 @@ class DnsClient:
             raise ConfigError("DNS timeout must be positive")
         self._timeout = timeout
         if self.settings.nameservers:
-            resolver = dns.asyncresolver.Resolver(configure=False)
-            resolver.nameservers = [
-                dns.nameserver.Do53Nameserver(ip, port) for ip, port in self.settings.nameservers
-            ]
+            servers = [(ip, int(port)) for ip, port in self.settings.nameservers]
         else:
             try:
-                resolver = dns.asyncresolver.Resolver(configure=True)
+                resolver = dns.resolver.Resolver(configure=True)
             except (dns.resolver.NoResolverConfiguration, OSError) as exc:
                 raise ConfigError(f"no usable nameserver in /etc/resolv.conf: {_one_line(str(exc))}") from None
-            if not resolver.nameservers:
+            servers = []
+            for server in resolver.nameservers:
+                address = getattr(server, "address", None) or str(server)
+                servers.append((address, int(getattr(server, "port", 53) or 53)))
+            if not servers:
                 raise ConfigError("no nameserver in /etc/resolv.conf")
-        resolver.cache = None
-        # Each try waits a third of the budget, so a lost UDP datagram (a burst overflowing the resolver's
-        # receive buffer) is sent again instead of turning into an error; the whole query still ends at
-        # ``timeout``.
-        resolver.timeout = max(timeout / 3, 0.2)
-        resolver.lifetime = timeout
-        resolver.retry_servfail = False
-        resolver.use_edns(0, dns.flags.DO, 1232)
-        resolver.flags = dns.flags.RD | dns.flags.AD
-        resolver.use_search_by_default = False
-        self._resolver = resolver
+        self._transport = DnsTransport(servers)
 
     @property
     def nameserver_addresses(self) -> list[str]:
         """The resolver addresses in use (from the settings or /etc/resolv.conf)."""
-        out = []
-        for server in self._resolver.nameservers:
-            out.append(getattr(server, "address", None) or str(server))
-        return out
+        return [ip for ip, _port in self._transport.servers]
 
-    @property
-    def resolver(self) -> dns.asyncresolver.Resolver:
-        return self._resolver
-
-    async def _query(self, name: str | dns.name.Name, rdtype: dns.rdatatype.RdataType) -> _Result:
+    async def _query(self, name: str | dns.name.Name, rdtype: int, decode) -> _Result:
+        """One question; ``decode(wire, start, length)`` turns each record of the final RRset into a value."""
         try:
-            qname = name if isinstance(name, dns.name.Name) else dns.name.from_text(name)
-        except (dns.exception.DNSException, ValueError, UnicodeError) as exc:
+            qname = name.to_wire() if isinstance(name, dns.name.Name) else query_name(name)
+        except ValueError as exc:
             return _Result(ERROR, error=f"invalid name {name!r}: {_one_line(str(exc))}")
         try:
-            # dnspython honours ``lifetime``; the outer guard only protects against a backend that does not.
+            # the transport honours ``lifetime``; the outer guard only protects against one that does not.
             async with asyncio.timeout(self._timeout + 1.0):
-                answer = await self._resolver.resolve(
-                    qname,
-                    rdtype,
-                    raise_on_no_answer=False,
-                    lifetime=self._timeout,
-                    search=False,
-                )
-        except dns.resolver.NXDOMAIN as exc:
-            response = None
-            try:
-                responses = exc.responses()
-                response = responses.get(qname) or next(iter(responses.values()), None)
-            except Exception:  # pragma: no cover - defensive
-                response = None
-            return _Result(NXDOMAIN, error=None, secure=_secure(response))
-        except dns.resolver.LifetimeTimeout as exc:
-            errors = exc.kwargs.get("errors") or []
-            detail = _describe_errors(errors) if errors else ""
-            message = f"timeout after {self._timeout:g}s"
-            return _Result(ERROR, error=f"{message} ({detail})" if detail else message)
+                wire, parsed = await self._transport.query(qname, rdtype, self._timeout)
+        except DnsFailure as exc:
+            return _Result(ERROR, error=str(exc))
         except (TimeoutError, asyncio.TimeoutError):
             return _Result(ERROR, error=f"timeout after {self._timeout:g}s")
-        except dns.resolver.NoNameservers as exc:
-            return _Result(ERROR, error=_describe_errors(exc.kwargs.get("errors") or []))
-        except dns.resolver.YXDOMAIN:
-            return _Result(ERROR, error="YXDOMAIN (name too long after DNAME substitution)")
-        except dns.exception.DNSException as exc:
-            return _Result(ERROR, error=_one_line(str(exc)) or type(exc).__name__)
         except OSError as exc:
             return _Result(ERROR, error=_one_line(exc.strerror or str(exc)))
-        secure = _secure(answer.response)
-        canonical = answer.canonical_name.to_text(omit_final_dot=True)
-        if answer.rrset is None:
-            return _Result(NODATA, secure=secure, canonical=canonical)
-        return _Result(OK, rrset=answer.rrset, secure=secure, canonical=canonical)
+        if parsed.rcode == dns.rcode.NXDOMAIN:
+            return _Result(NXDOMAIN, secure=parsed.ad)
+        if parsed.rcode == dns.rcode.YXDOMAIN:
+            return _Result(ERROR, error="YXDOMAIN (name too long after DNAME substitution)")
+        canonical = name_text(parsed.canonical)
+        if not parsed.records:
+            return _Result(NODATA, secure=parsed.ad, canonical=canonical)
+        try:
+            records = tuple(decode(wire, start, length) for start, length in parsed.records)
+        except WireError as exc:
+            return _Result(ERROR, error=f"malformed response: {_one_line(str(exc))}")
+        return _Result(OK, records, parsed.ttl, None, parsed.ad, canonical)
 
     async def lookup(self, name: str, rdtype: str | int) -> RRAnswer:
-        """Any RRset, with its DNSSEC state (see :class:`RRAnswer`)."""
-        result = await self._query(name, dns.rdatatype.RdataType.make(rdtype))
-        if result.status != OK:
-            return RRAnswer(result.status, (), result.secure, None, result.error, result.canonical)
-        rrset = result.rrset
-        return RRAnswer(OK, tuple(rrset), result.secure, int(rrset.ttl), None,  # type: ignore[union-attr]
-                        result.canonical)
+        """Any RRset as dnspython rdata objects, with its DNSSEC state (see :class:`RRAnswer`)."""
+        code = int(dns.rdatatype.RdataType.make(rdtype))
+        result = await self._query(name, code, lambda wire, start, length: decode_rdata(wire, start, length, code))
+        return RRAnswer(result.status, result.records, result.secure, result.ttl, result.error, result.canonical)
 
     async def mx(self, name: str) -> RRAnswer:
         """MX of ``name`` as ``(preference, host)`` pairs sorted by preference (host without the root dot).
 
         A null MX (RFC 7505: ``0 .``) comes back as ``(0, "")``.
         """
-        answer = await self.lookup(name, "MX")
-        if not answer.ok:
-            return answer
-        pairs = sorted(
-            (int(r.preference), r.exchange.to_text(omit_final_dot=True).lower().rstrip("."))
-            for r in answer.records
-        )
-        return RRAnswer(OK, tuple(pairs), answer.secure, answer.ttl, None, answer.canonical)
+        result = await self._query(name, dns.rdatatype.MX, decode_mx)
+        records = tuple(sorted(result.records)) if result.status == OK else ()
+        return RRAnswer(result.status, records, result.secure, result.ttl, result.error, result.canonical)
 
     async def tlsa(self, host: str, port: int = 25) -> RRAnswer:
         """TLSA at ``_PORT._tcp.host`` as ``(usage, selector, mtype, data)`` tuples (RFC 7672 §2.2.3)."""
-        answer = await self.lookup(f"_{port}._tcp.{host.rstrip('.')}", "TLSA")
-        if not answer.ok:
-            return answer
-        records = tuple((int(r.usage), int(r.selector), int(r.mtype), bytes(r.cert)) for r in answer.records)
-        return RRAnswer(OK, records, answer.secure, answer.ttl, None, answer.canonical)
+        result = await self._query(f"_{port}._tcp.{host.rstrip('.')}", dns.rdatatype.TLSA, decode_tlsa)
+        return RRAnswer(result.status, result.records, result.secure, result.ttl, result.error, result.canonical)
 
     async def txt(self, name: str) -> TxtAnswer:
         """TXT records at ``name``; each record's character-strings joined with nothing in between.
@@ -357,15 +297,8 @@ class DnsClient:
         The bytes are decoded as US-ASCII with ``errors="replace"``, so a non-ASCII record fails the record
         parser (STS-A-2) instead of crashing here.
         """
-        result = await self._query(name, dns.rdatatype.TXT)
-        if result.status != OK:
-            return TxtAnswer(result.status, (), result.error, result.secure)
-        rrset = result.rrset
-        records = tuple(
-            b"".join(rdata.strings).decode("ascii", errors="replace")  # type: ignore[attr-defined]
-            for rdata in rrset  # type: ignore[union-attr]
-        )
-        return TxtAnswer(OK, records, None, result.secure, int(rrset.ttl))  # type: ignore[union-attr]
+        result = await self._query(name, dns.rdatatype.TXT, _txt)
+        return TxtAnswer(result.status, result.records, result.error, result.secure, result.ttl)
 
     async def addresses(self, name: str) -> AddressAnswer:
         """A and AAAA of ``name`` (queried concurrently); IPv4 first, then IPv6, in answer order.
@@ -374,15 +307,14 @@ class DnsClient:
         ``nxdomain`` only if both say so; else ``nodata``.
         """
         a, aaaa = await asyncio.gather(
-            self._query(name, dns.rdatatype.A), self._query(name, dns.rdatatype.AAAA)
+            self._query(name, dns.rdatatype.A, decode_a), self._query(name, dns.rdatatype.AAAA, decode_aaaa)
         )
         addresses: list[str] = []
         ttls: list[int] = []
         for result in (a, aaaa):
             if result.status == OK:
-                ttls.append(int(result.rrset.ttl))  # type: ignore[union-attr]
-                for rdata in result.rrset:  # type: ignore[union-attr]
-                    text = rdata.to_text()
+                ttls.append(result.ttl)  # type: ignore[arg-type]
+                for text in result.records:
                     if text not in addresses:
                         addresses.append(text)
         families = tuple(FamilyAnswer(t, r.status, r.secure, r.error) for t, r in (("A", a), ("AAAA", aaaa)))
