@@ -6,7 +6,6 @@ error or unreadable input, with a one-line message on stderr and no traceback.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
@@ -18,6 +17,8 @@ from mxsec.errors import MxsecError
 
 
 def _use_uvloop() -> None:
+    import asyncio
+
     try:
         import uvloop
     except ImportError:  # pragma: no cover - optional speed-up
@@ -62,6 +63,8 @@ def daemon(listen, cache, metrics_listen, log_format, log_level, record_policies
         config = replace(config, tlsrpt=replace(config.tlsrpt, record_policies=True))
     setup_logging(config.log.level, config.log.format)
     _use_uvloop()
+    import asyncio
+
     asyncio.run(run_daemon(config, config_path, overrides))
 
 
@@ -119,6 +122,8 @@ def query(domain, map_name, as_json, cache, no_cache, config_path, nameservers, 
             finally:
                 await service.fetcher.aclose()
                 store.close()
+
+        import asyncio
 
         verdict = asyncio.run(run())
         reply = format_reply(verdict, zone)
@@ -191,27 +196,29 @@ def migrate_config(yaml_file, output):
 
 
 #: the command groups defined in other modules, registered here in one place (no import side effects):
-#: (module, attribute) of each click command; ``reports fetch-imap`` joins the ``reports`` group
+#: (name, module, attribute) of each click command, imported only when the command is looked up (see
+#: cli_common.LazyCommands: one command's run does not pay for the imports of all the others);
+#: ``reports fetch-imap`` joins the ``reports`` group the same way
 COMMANDS = (
-    ("mxsec.lab.cli", "lab"),
-    ("mxsec.cli_dane", "dane"),
-    ("mxsec.cli_generate", "generate"),
-    ("mxsec.cli_check", "check"),
-    ("mxsec.cli_serve", "serve_policy"),
-    ("mxsec.cli_reports", "reports"),
-    ("mxsec.cli_tlsrpt", "tlsrpt"),
+    ("lab", "mxsec.lab.cli", "lab"),
+    ("dane", "mxsec.cli_dane", "dane"),
+    ("generate", "mxsec.cli_generate", "generate"),
+    ("check", "mxsec.cli_check", "check"),
+    ("serve-policy", "mxsec.cli_serve", "serve_policy"),
+    ("reports", "mxsec.cli_reports", "reports"),
+    ("tlsrpt", "mxsec.cli_tlsrpt", "tlsrpt"),
 )
 
 
 def _register() -> None:
-    import importlib
+    from mxsec.cli_common import lazy_commands
 
-    for module, name in COMMANDS:
-        main.add_command(getattr(importlib.import_module(module), name))
-    from mxsec.cli_reports import reports
-    from mxsec.cli_reports_imap import fetch_imap
+    def with_fetch_imap(reports) -> None:
+        lazy_commands(reports).lazy("fetch-imap", "mxsec.cli_reports_imap", "fetch_imap")
 
-    reports.add_command(fetch_imap)
+    commands = lazy_commands(main)
+    for name, module, attribute in COMMANDS:
+        commands.lazy(name, module, attribute, with_fetch_imap if name == "reports" else None)
 
 
 _register()

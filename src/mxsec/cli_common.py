@@ -6,7 +6,10 @@ Kept apart from :mod:`mxsec.cli` so command modules (``cli_check``, ``cli_dane``
 from __future__ import annotations
 
 import functools
+import importlib
 import sys
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Any
 
 import click
 
@@ -64,3 +67,54 @@ def _load(config_path, **overrides):
         if key in clean:
             clean[key] = list(clean[key])
     return apply_overrides(config, **clean), clean
+
+
+class LazyCommands(MutableMapping):
+    """A click group's ``commands`` whose entries may be given as (module, attribute): the module is imported the
+    first time the command is looked up (running, or listing it in ``--help``). ``mxsec reports ingest`` then
+    imports the reports modules only, not the lab's DNS machinery or the daemon's. *then* (optional) is called
+    once with the command when it is loaded (to register a sub-command on a group, say)."""
+
+    def __init__(self, loaded: MutableMapping[str, Any] | None = None) -> None:
+        self._loaded: dict[str, Any] = dict(loaded or {})
+        self._lazy: dict[str, tuple[str, str, Callable[[Any], None] | None]] = {}
+
+    def lazy(self, name: str, module: str, attribute: str, then: Callable[[Any], None] | None = None) -> None:
+        if name not in self._loaded:
+            self._lazy[name] = (module, attribute, then)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._loaded:
+            module, attribute, then = self._lazy[name]
+            command = getattr(importlib.import_module(module), attribute)
+            del self._lazy[name]
+            self._loaded[name] = command
+            if then is not None:
+                then(command)
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._lazy.pop(name, None)
+        self._loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        if name in self._lazy:
+            del self._lazy[name]
+        else:
+            del self._loaded[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._loaded or name in self._lazy
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self._loaded, *self._lazy])
+
+    def __len__(self) -> int:
+        return len(self._loaded) + len(self._lazy)
+
+
+def lazy_commands(group: Any) -> LazyCommands:
+    """*group*'s ``commands`` as a :class:`LazyCommands` (converted in place the first time)."""
+    if not isinstance(group.commands, LazyCommands):
+        group.commands = LazyCommands(group.commands)
+    return group.commands

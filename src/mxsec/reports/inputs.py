@@ -246,7 +246,12 @@ def _read(path: Path, *, follow: bool = True) -> bytes:
                 raise InputError(f"skipped: {_file_kind(info.st_mode)}, not a regular file")
             if info.st_size > MAX_FILE_BYTES:
                 raise InputError(f"{info.st_size} bytes, more than the limit of {MAX_FILE_BYTES}")
-            return handle.read(MAX_FILE_BYTES + 1)
+            # Sized by fstat (one byte more, to see a file still growing): a read of MAX_FILE_BYTES + 1 would
+            # have the buffer allocated at that size first, for every file.
+            data = handle.read(info.st_size + 1)
+            if len(data) > info.st_size:
+                data += handle.read(MAX_FILE_BYTES + 1 - len(data))
+            return data
     except FileNotFoundError:
         raise InputError("no such file") from None
     except PermissionError:

@@ -30,13 +30,14 @@ URLs: ``sqlite:///relative/path``, ``sqlite:////absolute/path``, ``postgresql://
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
 import zlib
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 from ..tlsrpt.report import Report
 from . import _redact
@@ -192,6 +193,74 @@ _INSERT_POLICY = f"INSERT INTO tlsrpt_policy ({_POLICY_COLUMNS}) VALUES ({_marks
 _INSERT_FAILURE = f"INSERT INTO tlsrpt_failure ({_FAILURE_COLUMNS}) VALUES ({_marks(_FAILURE_COLUMNS)})"
 
 
+_INSERT_REPORT_ROW = f"INSERT INTO tlsrpt_report (id, {_REPORT_COLUMNS}) VALUES (?, {_marks(_REPORT_COLUMNS)})"
+_INSERT_POLICY_ROW = f"INSERT INTO tlsrpt_policy (id, {_POLICY_COLUMNS}) VALUES (?, {_marks(_POLICY_COLUMNS)})"
+
+
+class _Batch(NamedTuple):
+    rows: _NewRows
+    #: (organization, report-id) -> (id, raw_sha256, auth, counted) of each stored copy, as the batch goes on.
+    stored: dict[tuple[str, str], list[tuple[Any, ...]]]
+
+
+class _NewRows:
+    """The rows of the new reports of one batch, with their ids given up front, written in one multi-row
+    statement per table by :meth:`write`."""
+
+    def __init__(self, db: ReportDB, reports: int, policies: int) -> None:
+        self.db = db
+        self.reports: list[tuple[Any, ...]] = []
+        self.policies: list[tuple[Any, ...]] = []
+        self.failures: list[tuple[Any, ...]] = []
+        self.want = [reports, policies]
+        self.report_ids: list[int] | None = None
+        self.policy_ids: list[int] | None = None
+
+    def invalidate(self) -> None:
+        """Rows were written another way: SQLite's ids above the largest must be read again."""
+        if self.db.dialect == "sqlite":
+            self.report_ids = self.policy_ids = None
+
+    def add(self, item: Incoming, raw: bytes, digest: str, auth: str, received: int) -> int:
+        if self.report_ids is None:
+            self.report_ids = self.db._reserve_ids("tlsrpt_report", self.want[0])
+            self.report_ids.reverse()
+        if self.policy_ids is None:
+            self.policy_ids = self.db._reserve_ids("tlsrpt_policy", self.want[1])
+            self.policy_ids.reverse()
+        report = item.report
+        report_pk = self.report_ids.pop()
+        self.want[0] -= 1
+        self.reports.append((
+            report_pk, report.organization_name, report.report_id, report.contact_info, report.submitter,
+            _ts(report.start), _ts(report.end), report.successful, report.failed, item.source, item.source_name,
+            report.source_format, item.dkim, _json_strings(tuple(item.dkim_domains)),
+            _warnings_json(tuple(item.transport_warnings) + tuple(report.warnings)), digest, raw, received, auth,
+            item.auth_name, 1,
+        ))
+        for position, policy in enumerate(report.policies):
+            policy_pk = self.policy_ids.pop()
+            self.want[1] -= 1
+            self.policies.append((
+                policy_pk, report_pk, position, policy.policy_type, policy.policy_domain,
+                _json_strings(policy.policy_string), _json_strings(policy.mx_host), policy.successful, policy.failed,
+                _json(dict(policy.extra)) if policy.extra else None,
+            ))
+            for detail in policy.failure_details:
+                self.failures.append((
+                    policy_pk, report_pk, detail.result_type, detail.sending_mta_ip, detail.receiving_mx_hostname,
+                    detail.receiving_mx_helo, detail.receiving_ip, detail.failed_session_count,
+                    detail.additional_information, detail.failure_reason_code,
+                    _json(dict(detail.extra)) if detail.extra else None,
+                ))
+        return report_pk
+
+    def write(self) -> None:
+        if self.reports:
+            self.db._write_rows(self.reports, self.policies, self.failures)
+            self.reports, self.policies, self.failures = [], [], []
+
+
 # --------------------------------------------------------------------------------------------- values
 
 
@@ -342,7 +411,23 @@ def _json(value: Any) -> str:
 
 
 def _warnings_json(items: Iterable[Any]) -> str:
+    items = tuple(items)
+    if not items:
+        return "[]"
     return _json([{"code": getattr(w, "code", "warning"), "message": str(w)} for w in items])
+
+
+@functools.lru_cache(maxsize=4096)
+def _json_strings(values: tuple[str, ...]) -> str:
+    """:func:`_json` of a list of strings (policy strings, MX patterns, DKIM domains repeat from report to
+    report: each distinct list is encoded once)."""
+    return _json(list(values))
+
+
+def _lock_key(organization: str, report_id: str) -> int:
+    """The second key of the PostgreSQL advisory lock of (organization, report-id): a CRC-32 as a signed int."""
+    digest = zlib.crc32(f"{len(organization)}:{organization}{report_id}".encode("utf-8", "surrogatepass"))
+    return digest - (1 << 32) if digest >= 1 << 31 else digest
 
 
 def _domain_key(domain: str | None) -> str:
@@ -364,23 +449,112 @@ class ReportDB(SqlDatabase):
     # ---------------------------------------------------------------------------------------- writing
 
     def ingest(self, items: Sequence[Incoming], *, now: float | None = None) -> list[IngestResult]:
-        """Store *items* in one transaction (all or none); return one result per item, in order."""
+        """Store *items* in one transaction (all or none); return one result per item, in order.
+
+        A batch is written the quick way: the stored copies of every (organization, report-id) in it are read
+        in one query, new reports get their row ids up front and go in with one multi-row statement per table.
+        A report that meets a stored copy (a duplicate that changes nothing aside) takes the general way, one
+        statement at a time, after the rows before it have been written: the outcome is the same either way."""
         received = int(time.time() if now is None else now)
-        results: list[IngestResult] = []
         with self._lock:
             try:
                 with self._transaction():
-                    for item in items:
-                        results.append(self._insert(item, received))
+                    return self._ingest_batch(list(items), received)
             except self._errors() as exc:
                 raise StoreError(f"report database {_redact(self.url)}: {_one_line(exc)}") from None
+
+    def _ingest_batch(self, items: list[Incoming], received: int) -> list[IngestResult]:
+        keys = sorted({(item.report.organization_name, item.report.report_id) for item in items})
+        if self.dialect == "postgresql" and keys:
+            # Taken in one order by every writer: two batches never wait on each other in a cycle.
+            self._conn.cursor().executemany(
+                "SELECT pg_advisory_xact_lock(%s, %s)", sorted({(_PG_REPORT_LOCK, _lock_key(*key)) for key in keys})
+            )
+        stored = self._stored_copies(keys)
+        fresh = [item for item in items if (item.report.organization_name, item.report.report_id) not in stored]
+        self._batch = _Batch(_NewRows(self, len(fresh), sum(len(item.report.policies) for item in fresh)), stored)
+        try:
+            results = [self._insert(item, received) for item in items]
+            self._batch.rows.write()
+        finally:
+            self._batch = None
         return results
+
+    #: (organization, report-id) pairs per look-up query (two parameters each).
+    _LOOKUP_CHUNK = 400
+
+    def _stored_copies(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[tuple[Any, ...]]]:
+        """(id, raw_sha256, auth, counted) of the stored copies of each of *keys* that has any, by id."""
+        found: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+        for start in range(0, len(keys), self._LOOKUP_CHUNK):
+            chunk = keys[start:start + self._LOOKUP_CHUNK]
+            values = ", ".join("(?, ?)" for _ in chunk)
+            # CROSS JOIN: SQLite then walks the given pairs and looks each up in the table's unique index
+            # (a plain join makes it build a throw-away index over the whole table, every time).
+            for org, rid, pk, digest, auth, counted in self._execute(
+                "SELECT t.organization_name, t.report_id, t.id, t.raw_sha256, t.auth, t.counted "
+                f"FROM (VALUES {values}) AS k CROSS JOIN tlsrpt_report t "
+                "WHERE t.organization_name = k.column1 AND t.report_id = k.column2",
+                [value for key in chunk for value in key],
+            ).fetchall():
+                found.setdefault((org, rid), []).append((int(pk), digest, auth, int(counted)))
+        for copies in found.values():
+            copies.sort()
+        return found
+
+    def _reserve_ids(self, table: str, count: int) -> list[int]:
+        """*count* row ids for new rows of *table*. SQLite: above the largest (the write lock is held, and these
+        are the ids SQLite would choose); PostgreSQL: taken from the identity's sequence."""
+        if count <= 0:
+            return []
+        if self.dialect == "sqlite":
+            (top,) = self._execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()
+            return list(range(int(top) + 1, int(top) + 1 + count))
+        return sorted(int(r[0]) for r in self._execute(
+            f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, ?)", (count,)
+        ).fetchall())
+
+    def _write_rows(self, reports: list[tuple[Any, ...]], policies: list[tuple[Any, ...]],
+                    failures: list[tuple[Any, ...]]) -> None:
+        cursor = self._conn.cursor()
+        if reports:
+            cursor.executemany(self._sql(_INSERT_REPORT_ROW), reports)
+        if policies:
+            cursor.executemany(self._sql(_INSERT_POLICY_ROW), policies)
+        if failures:
+            cursor.executemany(self._sql(_INSERT_FAILURE), failures)
+
+    #: The batch :meth:`ingest` is writing (under ``_lock``), else ``None``.
+    _batch: _Batch | None = None
 
     def _insert(self, item: Incoming, received: int) -> IngestResult:
         report = item.report
         raw = report.raw_json or report.to_json()
         digest = hashlib.sha256(raw).hexdigest()
         auth = item.authentication
+        key = (report.organization_name, report.report_id)
+        batch = self._batch
+        if batch is None:
+            return self._insert_one(item, received, raw, digest, auth)
+        group = batch.stored.get(key)
+        if group is None:  # a new report: its rows join the batch's
+            pk = batch.rows.add(item, raw, digest, auth, received)
+            batch.stored[key] = [(pk, digest, auth, 1)]
+            return IngestResult("stored", pk, key[0], key[1], auth=auth, counted_id=pk)
+        if len(group) == 1:
+            pk, stored_digest, stored_auth, counted = group[0]
+            if stored_digest == digest and counted and not (auth in AUTHENTICATED and stored_auth not in AUTHENTICATED):
+                # What _duplicate finds for a lone counted copy that needs no change.
+                return IngestResult("duplicate", pk, key[0], key[1], auth=str(stored_auth), counted_id=pk)
+        batch.rows.write()  # the general way reads the database: what came before must be in it
+        result = self._insert_one(item, received, raw, digest, auth)
+        batch.stored[key] = self._stored_copies([key]).get(key, [])
+        batch.rows.invalidate()
+        return result
+
+    def _insert_one(self, item: Incoming, received: int, raw: bytes, digest: str, auth: str) -> IngestResult:
+        """One report the general way: every case (new, duplicate, conflicting copy, better authenticated)."""
+        report = item.report
         key = (report.organization_name, report.report_id)
         self._lock_report(*key)
         group = self._execute(
@@ -460,9 +634,7 @@ class ReportDB(SqlDatabase):
     def _lock_report(self, organization: str, report_id: str) -> None:
         """PostgreSQL: serialise writers of the same report until commit (SQLite's writes are serial anyway)."""
         if self.dialect == "postgresql":
-            digest = zlib.crc32(f"{len(organization)}:{organization}{report_id}".encode("utf-8", "surrogatepass"))
-            self._execute("SELECT pg_advisory_xact_lock(?, ?)", (_PG_REPORT_LOCK, digest - (1 << 32)
-                                                                 if digest >= 1 << 31 else digest))
+            self._execute("SELECT pg_advisory_xact_lock(?, ?)", (_PG_REPORT_LOCK, _lock_key(organization, report_id)))
 
     def _group_ids(self, organization: str, report_id: str) -> list[int]:
         return [int(r[0]) for r in self._execute(
