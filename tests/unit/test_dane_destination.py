@@ -291,3 +291,69 @@ def test_sts_e_2_mx_host_names_kept_for_strict_replies_even_when_unsigned():
     failed = run(destination_decision(ScriptedDns({("d.x", "MX"): RRAnswer("error", error="timeout")}), "d.x"))
     assert failed.level == "temp" and failed.mx_hosts is None
     assert run(destination_decision(ScriptedDns({}), "d.x")).mx_hosts is None  # NXDOMAIN
+
+
+# --- MX host facts shared across destinations -------------------------------------------------------------------
+
+from mxsec.dane.gather import SharedHostFacts, facts_ttl  # noqa: E402
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def shared_world():
+    return ScriptedDns({("a.x", "MX"): mx("mx.provider.y"), ("b.x", "MX"): mx("mx.provider.y"),
+                        ("mx.provider.y", "A"): addr(), ("mx.provider.y", "TLSA"): tlsa_ok()})
+
+
+def test_an_mx_host_serving_many_domains_is_looked_up_once_within_its_ttl():
+    dns, clock = shared_world(), Clock()
+    hosts = SharedHostFacts(clock=clock)
+
+    async def both():
+        return await asyncio.gather(destination_decision(dns, "a.x", hosts=hosts),
+                                    destination_decision(dns, "b.x", hosts=hosts))
+
+    first, second = run(both())
+    assert first.level == second.level == "dane-only"
+    assert dns.queries.count(("mx.provider.y", "TLSA")) == 1  # single flight: b.x joined a.x's lookup
+    assert dns.queries.count(("mx.provider.y", "A/AAAA")) == 1
+    run(destination_decision(dns, "b.x", hosts=hosts))
+    assert dns.queries.count(("mx.provider.y", "TLSA")) == 1  # still within the TTL (300 s)
+    clock.now += 301
+    run(destination_decision(dns, "a.x", hosts=hosts))
+    assert dns.queries.count(("mx.provider.y", "TLSA")) == 2  # the TTL is respected
+    assert hosts.sweep() == 0 and len(hosts) == 1
+    clock.now += 301
+    assert hosts.sweep() == 1 and len(hosts) == 0
+
+
+def test_a_failed_host_lookup_is_never_reused():
+    dns = shared_world()
+    dns.table[("mx.provider.y", "TLSA")] = RRAnswer("error", error="SERVFAIL")
+    hosts = SharedHostFacts(clock=Clock())
+    assert run(destination_decision(dns, "a.x", hosts=hosts)).level == "temp"
+    dns.table[("mx.provider.y", "TLSA")] = tlsa_ok()
+    assert run(destination_decision(dns, "b.x", hosts=hosts)).level == "dane-only"
+
+
+def test_facts_ttl_is_the_smallest_answer_ttl_and_denials_count_as_the_denial_ttl():
+    dns = ScriptedDns({("mx.x", "A"): AddressAnswer("ok", ("192.0.2.1",), None, True, None, (), 40),
+                       ("mx.x", "TLSA"): RRAnswer("ok", (GOOD,), True, 7200)})
+    assert facts_ttl(run(host_facts(dns, "mx.x"))) == 40
+    dns = ScriptedDns({("mx.x", "A"): AddressAnswer("ok", ("192.0.2.1",), None, True, None, (), 86400)})
+    assert facts_ttl(run(host_facts(dns, "mx.x"))) == 300  # TLSA denied: DENIAL_TTL
+    assert facts_ttl(run(host_facts(ScriptedDns({("mx.x", "A"): AddressAnswer("error", error="x")}), "mx.x"))) == 0
+
+
+def test_the_shared_table_is_bounded():
+    dns = ScriptedDns({(f"mx{i}.y", "A"): addr() for i in range(5)})
+    hosts = SharedHostFacts(limit=3, clock=Clock())
+    for i in range(5):
+        run(hosts.get(dns, f"mx{i}.y"))
+    assert len(hosts) == 3

@@ -32,7 +32,7 @@ from typing import Callable
 
 from mxsec.dane.destination import DaneDecision, disabled_decision, listed, mandatory
 from mxsec.daemon.lograte import RateLimitedLog
-from mxsec.dane.gather import destination_decision
+from mxsec.dane.gather import SharedHostFacts, destination_decision
 from mxsec.errors import ParseError
 from mxsec.store.base import CacheEntry, PolicyStore
 from mxsec.sts.cache import (
@@ -207,6 +207,8 @@ class PolicyService:
         #: domain → (unix time until which the decision is fresh (DNS TTL), DANE decision)
         self.dane: dict[str, tuple[float, DaneDecision]] = {}
         self._dane_refreshing: set[str] = set()
+        #: what DNS said about each MX host (addresses, TLSA), shared by the destinations it serves, for its TTL
+        self.dane_hosts = SharedHostFacts(limit=settings.table_limit, clock=clock)
         self.failures: dict[str, FailureMark] = {}
         self.inflight: dict[str, asyncio.Future] = {}
         #: resolution → callers waiting for it; resolutions a refresh (or a caller without budget) waits for
@@ -453,7 +455,7 @@ class PolicyService:
     async def _dane_now(self, domain: str) -> DaneDecision:
         if listed(domain, self.settings.dane_disabled):
             return disabled_decision()
-        decision = await destination_decision(self.dns, domain, self.settings.max_mx_hosts)
+        decision = await destination_decision(self.dns, domain, self.settings.max_mx_hosts, self.dane_hosts)
         if listed(domain, self.settings.dane_mandatory):
             return mandatory(decision)
         return decision
@@ -543,12 +545,14 @@ class PolicyService:
         for domain in gone:
             del asked[domain]
         removed += len(gone)
+        removed += self.dane_hosts.sweep(now)
         self.counters["swept"] += removed
         return removed
 
     def table_sizes(self) -> dict[str, int]:
         return {"policies": len(self.entries), "negatives": len(self.negatives), "failures": len(self.failures),
-                "dane": len(self.dane), "asked": len(self.asked), "inflight": len(self.inflight)}
+                "dane": len(self.dane), "dane_hosts": len(self.dane_hosts), "asked": len(self.asked),
+                "inflight": len(self.inflight)}
 
     async def _resolve_now(self, domain: str, force_fetch: bool) -> Verdict:
         if domain not in self.entries:

@@ -11,14 +11,21 @@ Order of work per MX host (DANE-H-9, H-13, H-14; EC-25, EC-29):
 2. an explicit CNAME query only when the expansion was insecure (to tell EC-29 apart);
 3. TLSA at each candidate base domain in turn; the first secure RRset or lookup error decides, a denial or
    an insecure answer moves on to the next candidate.
+
+A :class:`SharedHostFacts` keeps what was learnt about each MX host for every destination it serves (real MX
+hosts serve thousands of domains), for the smallest TTL of its answers; a failed lookup is never kept.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from mxsec.dane.destination import (
+    DENIAL_TTL,
+    MAX_TTL,
     DaneDecision,
     HostFacts,
     all_mx_names,
@@ -29,7 +36,7 @@ from mxsec.dane.destination import (
     needs_cname_query,
 )
 
-__all__ = ["destination_facts", "destination_decision", "host_facts"]
+__all__ = ["SharedHostFacts", "destination_facts", "destination_decision", "host_facts"]
 
 
 async def host_facts(dns, host: str, port: int = 25) -> HostFacts:
@@ -50,19 +57,95 @@ async def host_facts(dns, host: str, port: int = 25) -> HostFacts:
     return HostFacts(host, addresses, tlsa, candidates, base)
 
 
-async def destination_facts(dns, domain: str, max_hosts: int = 10):
+def facts_ttl(facts: HostFacts) -> int:
+    """How long ``facts`` may be reused: the smallest TTL among its answers (a denial counts as
+    ``DENIAL_TTL``), at most ``MAX_TTL``; 0 when a lookup failed (never reused)."""
+    ttls = []
+    for answer in (facts.addresses, facts.tlsa):
+        if answer is None:
+            continue
+        status = getattr(answer, "status", "error")
+        if status == "error":
+            return 0
+        ttl = getattr(answer, "ttl", None)
+        ttls.append(DENIAL_TTL if ttl is None else int(ttl))
+    return min([MAX_TTL, *ttls])
+
+
+class SharedHostFacts:
+    """:func:`host_facts` per ``(host, port)``, shared by every destination and kept for :func:`facts_ttl`.
+
+    One lookup at a time per host (the others wait for it); at most ``limit`` hosts, the oldest dropped first.
+    """
+
+    def __init__(self, limit: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self.clock = clock
+        self._kept: dict[tuple[str, int], tuple[float, HostFacts]] = {}
+        self._running: dict[tuple[str, int], asyncio.Future] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    async def get(self, dns, host: str, port: int = 25) -> HostFacts:
+        key = (host, port)
+        kept = self._kept.get(key)
+        if kept is not None:
+            if kept[0] > self.clock():
+                self.hits += 1
+                return kept[1]
+            del self._kept[key]
+        running = self._running.get(key)
+        if running is None:
+            self.misses += 1
+            running = self._running[key] = asyncio.ensure_future(self._look_up(dns, host, port))
+        else:
+            self.hits += 1
+        return await asyncio.shield(running)  # a caller that goes away leaves the lookup to the others
+
+    async def _look_up(self, dns, host: str, port: int) -> HostFacts:
+        key = (host, port)
+        try:
+            facts = await host_facts(dns, host, port)
+        finally:
+            self._running.pop(key, None)
+        ttl = facts_ttl(facts)
+        if ttl > 0:
+            kept = self._kept
+            if len(kept) >= self.limit:
+                del kept[next(iter(kept))]
+            kept[key] = (self.clock() + ttl, facts)
+        return facts
+
+    def sweep(self, now: float | None = None) -> int:
+        """Drop the hosts past their time; the number dropped."""
+        now = self.clock() if now is None else now
+        gone = [key for key, (until, _) in self._kept.items() if until <= now]
+        for key in gone:
+            del self._kept[key]
+        return len(gone)
+
+
+async def destination_facts(dns, domain: str, max_hosts: int = 10, hosts: SharedHostFacts | None = None):
     """``(mx_answer, {host: HostFacts})`` for a destination; hosts only when the MX RRset is secure.
 
-    Without MX records (a secure NODATA) the domain itself is the host (RFC 5321 §5.1).
+    Without MX records (a secure NODATA) the domain itself is the host (RFC 5321 §5.1). ``hosts``: reuse what
+    other destinations learnt about the same MX hosts.
     """
     mx = await dns.mx(domain)
     if not mx.secure:
         return mx, {}
     names = mx_host_names(mx, domain, max_hosts)
-    gathered = await asyncio.gather(*(host_facts(dns, name) for name in names))
+    if hosts is None:
+        gathered = await asyncio.gather(*(host_facts(dns, name) for name in names))
+    else:
+        gathered = await asyncio.gather(*(hosts.get(dns, name) for name in names))
     return mx, {facts.host: facts for facts in gathered}
 
 
-async def destination_decision(dns, domain: str, max_hosts: int = 10) -> DaneDecision:
-    mx, hosts = await destination_facts(dns, domain, max_hosts)
-    return replace(decide(mx, hosts), mx_hosts=all_mx_names(mx, domain))
+async def destination_decision(dns, domain: str, max_hosts: int = 10,
+                               hosts: SharedHostFacts | None = None) -> DaneDecision:
+    mx, facts = await destination_facts(dns, domain, max_hosts, hosts)
+    return replace(decide(mx, facts), mx_hosts=all_mx_names(mx, domain))

@@ -7,17 +7,18 @@ closed as soon as none of its queries is waiting, so the source port keeps chang
 guess port and ID, RFC 5452) and nothing stays open when the work stops. IDs come from the operating system's
 random source.
 
-Per query (``lifetime`` bounds all of it): one try waits ``max(lifetime / 3, 0.2)`` seconds, then the query is
-sent again (to the next resolver when there are several). A resolver that answers SERVFAIL, REFUSED or another
-error code, sends a malformed answer or refuses the connection is not asked again for this query; when none is
-left, or the lifetime is over, :class:`DnsFailure` says what each one did, in one line. A truncated answer is
-asked again over TCP from the same resolver.
+Per query (``lifetime`` bounds all of it): one try waits a third of the lifetime (at least 0.2 s, at most
+1 s), then the query is sent again (to the next resolver when there are several). A resolver that answers
+SERVFAIL, REFUSED or another error code, sends a malformed answer or refuses the connection is not asked again
+for this query; when none is left, or the lifetime is over, :class:`DnsFailure` says what each one did, in one
+line. A truncated answer is asked again over TCP from the same resolver.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import struct
 from dataclasses import dataclass, field
 
@@ -27,7 +28,12 @@ from mxsec.net.dnswire import ParsedResponse, WireError, encode_query, parse_res
 
 __all__ = ["DnsFailure", "DnsTransport", "QUERIES_PER_SOCKET"]
 
-QUERIES_PER_SOCKET = 128
+QUERIES_PER_SOCKET = 64
+#: longest wait for one try before the query is sent again (a resolver drops datagrams under bursts)
+MAX_TRY = 1.0
+#: receive buffer asked for each socket (the kernel caps it at net.core.rmem_max): a burst of answers must not be
+#: dropped while the event loop is busy elsewhere, or the query waits for its resend
+RECEIVE_BUFFER = 1 << 20
 MAX_TCP_RESPONSE = 65535
 _ERROR_RCODES_FINAL = (dns.rcode.NOERROR, dns.rcode.NXDOMAIN, dns.rcode.YXDOMAIN)
 
@@ -115,6 +121,11 @@ class _UdpSocket(asyncio.DatagramProtocol):
             self.transport = None
 
 
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
 class DnsTransport:
     """Queries to ``servers`` (``(ip, port)`` pairs, asked in order); usable from one event loop at a time."""
 
@@ -126,6 +137,8 @@ class DnsTransport:
         self._current: dict[tuple[str, int], _UdpSocket] = {}
         self._opening: dict[tuple[str, int], asyncio.Future] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: datagrams sent, of which resent after a silent try; queries asked again over TCP; queries failed
+        self.stats = {"sent": 0, "resent": 0, "tcp": 0, "failed": 0}
 
     async def query(self, qname: bytes, rdtype: int, lifetime: float) -> tuple[bytes, ParsedResponse]:
         """The response to one question (wire bytes and what :func:`parse_response` found).
@@ -138,7 +151,7 @@ class DnsTransport:
             self._opening.clear()
             self._loop = loop
         deadline = loop.time() + lifetime
-        per_try = max(lifetime / 3, 0.2)
+        per_try = min(max(lifetime / 3, 0.2), MAX_TRY)
         usable = list(self.servers)
         errors: dict[tuple[str, int], str] = {}
         turn = 0
@@ -147,6 +160,8 @@ class DnsTransport:
             if remaining <= 0:
                 break
             server = usable[turn % len(usable)]
+            if turn:
+                self.stats["resent"] += 1
             turn += 1
             try:
                 wire, parsed = await self._udp(server, qname, rdtype, min(per_try, remaining))
@@ -155,6 +170,7 @@ class DnsTransport:
                     if remaining <= 0:
                         errors[server] = "timeout over TCP"
                         break
+                    self.stats["tcp"] += 1
                     wire, parsed = await self._tcp(server, qname, rdtype, remaining)
             except TimeoutError:
                 errors.setdefault(server, "timeout")
@@ -171,6 +187,7 @@ class DnsTransport:
                 return wire, parsed
             errors[server] = dns.rcode.to_text(parsed.rcode)
             usable.remove(server)
+        self.stats["failed"] += 1
         detail = "; ".join(f"{what} from {_server_text(server)}" for server, what in errors.items())
         if usable and all(what == "timeout" for what in errors.values()):
             raise DnsFailure(f"timeout after {lifetime:g}s ({detail})" if detail else f"timeout after {lifetime:g}s")
@@ -192,24 +209,34 @@ class DnsTransport:
 
     async def _open(self, server: tuple[str, int]) -> _UdpSocket:
         sock = _UdpSocket(server)
-        await asyncio.get_running_loop().create_datagram_endpoint(lambda: sock, remote_addr=server)
+        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: sock, remote_addr=server)
+        try:
+            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        except (OSError, AttributeError):  # pragma: no cover - a platform without it keeps the default
+            pass
         self._current[server] = sock
         return sock
 
     async def _udp(self, server: tuple[str, int], qname: bytes, rdtype: int,
                    wait: float) -> tuple[bytes, ParsedResponse]:
-        sock = await self._socket(server)
+        sock = self._current.get(server)
+        if sock is None or sock.broken or sock.used >= QUERIES_PER_SOCKET or sock.transport is None:
+            sock = await self._socket(server)
         qid = self._ids.next()
         while qid in sock.pending:
             qid = self._ids.next()
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         sock.pending[qid] = _Pending(qname, rdtype, future)
         sock.used += 1
+        self.stats["sent"] += 1
+        # one timer per try (cheaper than a timeout context: this runs for every query of a cold start)
+        timer = loop.call_later(wait, _expire, future)
         try:
-            sock.transport.sendto(encode_query(qid, qname, rdtype))
-            async with asyncio.timeout(wait):
-                return await future
+            sock.transport.sendto(encode_query(qid, qname, rdtype))  # type: ignore[union-attr]
+            return await future
         finally:
+            timer.cancel()
             del sock.pending[qid]
             if not sock.pending:
                 # Nothing is waiting on it: close it, the next query gets a fresh port.
