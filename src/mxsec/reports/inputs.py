@@ -19,6 +19,7 @@ import os
 import shutil
 import stat
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -26,7 +27,6 @@ from typing import Callable, Iterable, Iterator, Sequence
 from ..errors import ParseError
 from ..fsutil import make_dirs
 from ..store.reportdb import Incoming, IngestResult, ReportDB
-from ..tlsrpt.message import MessageError, extract_reports, iter_mbox, looks_like_mbox
 from ..tlsrpt.report import GZIP_MAGIC, ZIP_MAGIC, ReportWarning, filename_parts, parse_report
 
 #: Largest input file read (an mbox may hold many reports; a single report is limited by the parser).
@@ -88,6 +88,8 @@ def kind_of(data: bytes) -> str:
     head = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
     if head in (b"{", b"["):
         return "report"
+    from ..tlsrpt.message import looks_like_mbox  # the e-mail modules only for mail (bare reports start faster)
+
     if looks_like_mbox(data):
         return "mbox"
     return "message"
@@ -96,9 +98,14 @@ def kind_of(data: bytes) -> str:
 def report_input(data: bytes, name: str, source: str) -> Input:
     """A bare report (JSON, gzip or zip); the file name's policy domain fills a missing ``policy-domain``."""
     item = Input(name, "report")
-    parts = filename_parts(os.path.basename(name))
     try:
-        report = parse_report(data, fallback_domain=parts.policy_domain if parts else None)
+        report = parse_report(data)
+        # The file name is read only when a policy lacks its domain (the fallback changes nothing else; a
+        # truncated warning list might hide that warning).
+        if any(code in ("policy-domain-missing", "warnings-truncated") for code in report.warning_codes):
+            parts = filename_parts(os.path.basename(name))
+            if parts is not None:
+                report = parse_report(data, fallback_domain=parts.policy_domain)
     except ParseError as exc:
         item.error = str(exc)
         return item
@@ -108,6 +115,8 @@ def report_input(data: bytes, name: str, source: str) -> Input:
 
 def message_input(data: bytes, name: str, source: str, options: Options, kind: str = "message") -> Input:
     """Every report attached to one RFC 5322 message; a message without any is rejected."""
+    from ..tlsrpt.message import MessageError, extract_reports
+
     item = Input(name, kind)
     try:
         message = extract_reports(data)
@@ -147,6 +156,8 @@ def bytes_inputs(data: bytes, name: str, source: str, options: Options) -> Itera
     if kind == "report":
         yield report_input(data, name, source)
     elif kind == "mbox":
+        from ..tlsrpt.message import iter_mbox
+
         for number, message in enumerate(iter_mbox(data), 1):
             item = message_input(message, f"{name}#{number}", "mbox", options, "mbox-message")
             item.group = name
@@ -198,15 +209,19 @@ def path_inputs(name: str, options: Options, stdin: "Callable[[], bytes] | None"
             return
         yield from bytes_inputs(data, "-", "stdin", options)
         return
-    path = Path(name)
-    if path.is_dir():
+    try:
+        mode: int | None = os.stat(name).st_mode
+    except (OSError, ValueError):
+        mode = None  # _read says what is wrong
+    if mode is not None and stat.S_ISDIR(mode):
+        path = Path(name)
         if not is_maildir(path):
             yield Input(name, "report", error="a directory that is not a Maildir (no cur/ and new/)")
             return
         yield from maildir_inputs(path, options)
         return
     try:
-        data = _read(path)
+        data = _read(name, mode=mode)
     except InputError as exc:
         yield Input(name, "report", error=str(exc))
         return
@@ -227,31 +242,44 @@ def _file_kind(mode: int) -> str:
     return "not a regular file"
 
 
-def _read(path: Path, *, follow: bool = True) -> bytes:
+def _read(path: Path | str, *, follow: bool = True, mode: int | None = None) -> bytes:
     """The bytes of a regular file. Anything else (a FIFO, a device, a socket; with ``follow=False`` also a
     symbolic link) is refused before it is opened; the file is opened with ``O_NONBLOCK`` (and ``O_NOFOLLOW``
     when not following) and checked again through the open descriptor, so a FIFO swapped in after the check
-    cannot block the reader."""
+    cannot block the reader. *mode*: the ``st_mode`` the caller has just read (saves a second stat)."""
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     if not follow:
         flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
-        mode = (path.stat() if follow else path.lstat()).st_mode
+        if mode is None:
+            mode = (os.stat(path) if follow else os.lstat(path)).st_mode
         if not stat.S_ISREG(mode):
             raise InputError(f"skipped: {_file_kind(mode)}, not a regular file")
         fd = os.open(path, flags)
-        with open(fd, "rb", closefd=True) as handle:
-            info = os.fstat(handle.fileno())
+        try:
+            info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise InputError(f"skipped: {_file_kind(info.st_mode)}, not a regular file")
             if info.st_size > MAX_FILE_BYTES:
                 raise InputError(f"{info.st_size} bytes, more than the limit of {MAX_FILE_BYTES}")
-            # Sized by fstat (one byte more, to see a file still growing): a read of MAX_FILE_BYTES + 1 would
-            # have the buffer allocated at that size first, for every file.
-            data = handle.read(info.st_size + 1)
-            if len(data) > info.st_size:
-                data += handle.read(MAX_FILE_BYTES + 1 - len(data))
-            return data
+            # Up to MAX_FILE_BYTES + 1 bytes or the end of the file, in reads sized by fstat (one byte more, to
+            # see a file still growing), not in one buffer of MAX_FILE_BYTES + 1 allocated for every file.
+            chunks: list[bytes] = []
+            total = 0
+            want = info.st_size + 1
+            while total <= MAX_FILE_BYTES:
+                ask = min(want, MAX_FILE_BYTES + 1 - total)
+                chunk = os.read(fd, ask)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+                if len(chunk) < ask:
+                    break  # a regular file reads short only at its end
+                want = 1 << 20
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         raise InputError("no such file") from None
     except PermissionError:
@@ -268,33 +296,68 @@ def _read(path: Path, *, follow: bool = True) -> bytes:
 
 
 def ingest(db: ReportDB, inputs: Iterable[Input], options: Options = Options(),
-           *, batch: int = BATCH_INPUTS, on_done: Callable[[Input], None] | None = None) -> list[Input]:
+           *, batch: int = BATCH_INPUTS, on_done: Callable[[Input], None] | None = None,
+           overlap: bool = False) -> list[Input]:
     """Store the reports of every accepted input, about ``batch`` inputs per transaction (never splitting a
     group: the messages of one mbox file are stored together); move Maildir messages as *options* say once
-    their transaction has committed; call *on_done* for each input in order."""
+    their transaction has committed; call *on_done* for each input in order, after its transaction committed.
+
+    *overlap*: each batch is stored by a helper thread while the next one is read and parsed (SQLite and
+    PostgreSQL do their work without holding the interpreter lock); at most one batch is in flight, so the
+    order of transactions, moves and *on_done* calls is the same. An error storing a batch is raised here
+    (inputs read meanwhile are not stored)."""
     done: list[Input] = []
     pending: list[Input] = []
+    writer: list[threading.Thread] = []
+    failed: list[BaseException] = []
 
-    def flush() -> None:
-        accepted = [item for item in pending if not item.rejected]
+    def store(group: list[Input]) -> None:
+        accepted = [item for item in group if not item.rejected]
         results = db.ingest([incoming for item in accepted for incoming in item.incoming])
         position = 0
         for item in accepted:
             item.results = results[position:position + len(item.incoming)]
             position += len(item.incoming)
-        for item in pending:
+        for item in group:
             _move(item, options)
             if on_done is not None:
                 on_done(item)
-        done.extend(pending)
-        pending.clear()
+        done.extend(group)
 
-    for item in inputs:
-        if len(pending) >= batch and (item.group is None or item.group != pending[-1].group):
+    def store_in_thread(group: list[Input]) -> None:
+        try:
+            store(group)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, raised there
+            failed.append(exc)
+
+    def wait() -> None:
+        if writer:
+            writer.pop().join()
+        if failed:
+            raise failed[0]
+
+    def flush() -> None:
+        group = list(pending)
+        pending.clear()
+        if not overlap:
+            store(group)
+            return
+        wait()
+        thread = threading.Thread(target=store_in_thread, args=(group,), name="mxsec-ingest-writer")
+        writer.append(thread)
+        thread.start()
+
+    try:
+        for item in inputs:
+            if len(pending) >= batch and (item.group is None or item.group != pending[-1].group):
+                flush()
+            pending.append(item)
+        if pending:
             flush()
-        pending.append(item)
-    if pending:
-        flush()
+    finally:
+        if writer:
+            writer[-1].join()
+    wait()
     return done
 
 

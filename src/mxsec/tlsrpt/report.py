@@ -473,6 +473,17 @@ def _gunzip(data: bytes, limit: int, warnings: _Warnings,
     """Decompress every gzip member of *data*, stopping as soon as the output passes *limit* bytes or the
     member count passes *max_members*. Linear in the input: the compressed bytes are fed through a
     :class:`memoryview` window (see :data:`_INFLATE_WINDOW`), never as a copy of the rest of the input."""
+    if len(data) <= _INFLATE_WINDOW and max_members >= 1:
+        # The usual report: one small member, nothing after it. One call, at most limit + 1 bytes out; anything
+        # else (more members, trailing bytes, an error, too much output) is left to the loop below.
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            whole = inflater.decompress(data, limit + 1)
+        except zlib.error:
+            pass
+        else:
+            if inflater.eof and not inflater.unused_data and len(whole) <= limit:
+                return whole
     view = memoryview(data)
     size = len(view)
     out = bytearray()
@@ -1356,11 +1367,12 @@ class _FastBuilder(_Builder):
 
             domain = policy.policy_domain
             if domain is UNSET:
-                domain = None
+                policy_domain = self.policy_domain(None, "")
             else:
                 members += 1
                 strings.append(domain)
-            policy_domain = self.policy_domain(domain, "")
+                # The usual case (a valid name as _try_domain writes it) without the call; else the full method.
+                policy_domain = domain if _try_domain(domain) == domain else self.policy_domain(domain, "")
 
             hosts = policy.mx_host
             if hosts is UNSET:
@@ -1588,6 +1600,7 @@ def _json_string_array(text: str) -> list[str] | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
 def _contact_domain(contact: str | None) -> str | None:
     if not contact:
         return None
