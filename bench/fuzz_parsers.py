@@ -15,7 +15,11 @@ import random
 import sys
 import time
 
+import dns.message
+import dns.rrset
+
 from mxsec.daemon.socketmap import NetstringDecoder, RequestError, parse_request
+from mxsec.net import dnswire
 from mxsec.names import DomainError, normalize_domain
 from mxsec.sts.policy import PolicyError, parse_policy
 from mxsec.sts.record import RecordError, parse_record, select_record
@@ -29,6 +33,30 @@ POLICY_SEEDS = [
 RECORD_SEEDS = [b"v=STSv1; id=20240101T000000;", b"v=STSv1 ; id=abc; ext=value", b"v=STSv1;id=1"]
 NETSTRING_SEEDS = [b"19:postfix example.com,", b"27:QUERY xn--bcher-kva.example.,5:x y z,", b"0:,"]
 DOMAIN_SEEDS = [b"Example.COM.", b"b\xc3\xbccher.example", b"[192.0.2.1]", b"xn--bcher-kva.example"]
+DNS_QUERY_ID = 0x4242
+DNS_QUESTIONS = {16: "_mta-sts.example.test.", 15: "example.test.", 1: "mx.example.test.", 28: "mx.example.test.",
+                 52: "_25._tcp.mx.example.test."}
+DNS_DECODERS = {16: dnswire.decode_txt, 15: dnswire.decode_mx, 1: dnswire.decode_a, 28: dnswire.decode_aaaa,
+                52: dnswire.decode_tlsa}
+
+
+def dns_seeds() -> list[bytes]:
+    """Answers (with a CNAME in front of some) to the questions the daemon asks, made by dnspython."""
+    values = {16: ['"v=STSv1; " "id=20240101"'], 15: ["10 mx.example.test.", "20 mx2.example.test."],
+              1: ["192.0.2.1"], 28: ["2001:db8::1"], 52: ["3 1 1 " + "ab" * 32]}
+    out = []
+    for rdtype, name in DNS_QUESTIONS.items():
+        for cname in (False, True):
+            query = dns.message.make_query(name, rdtype, want_dnssec=True)
+            query.id = DNS_QUERY_ID
+            response = dns.message.make_response(query)
+            owner = name
+            if cname:
+                owner = "target.example.net."
+                response.answer.append(dns.rrset.from_text(name, 300, "IN", "CNAME", owner))
+            response.answer.append(dns.rrset.from_text_list(owner, 300, "IN", rdtype, values[rdtype]))
+            out.append(bytes([rdtype]) + response.to_wire())  # first byte: which question it answers
+    return out
 
 
 def mutate(rng: random.Random, seeds: list[bytes]) -> bytes:
@@ -86,11 +114,25 @@ def run_domain(data: bytes) -> None:
         pass
 
 
+def run_dns(data: bytes) -> None:
+    rdtype = {16: 16, 15: 15, 1: 1, 28: 28, 52: 52}.get(data[0] if data else 0, 16)
+    wire = data[1:]
+    try:
+        parsed = dnswire.parse_response(wire, DNS_QUERY_ID, dnswire.query_name(DNS_QUESTIONS[rdtype]), rdtype)
+        if parsed is not None:
+            for start, length in parsed.records:
+                DNS_DECODERS[rdtype](wire, start, length)
+            dnswire.name_text(parsed.canonical)
+    except dnswire.WireError:
+        pass
+
+
 TARGETS = [
     ("policy file", run_policy, POLICY_SEEDS),
     ("_mta-sts TXT record", run_record, RECORD_SEEDS),
     ("socketmap netstrings", run_netstring, NETSTRING_SEEDS),
     ("domain names", run_domain, DOMAIN_SEEDS),
+    ("DNS answers (dnswire)", run_dns, dns_seeds()),
 ]
 
 
