@@ -466,10 +466,12 @@ class ReportDB(SqlDatabase):
     def _ingest_batch(self, items: list[Incoming], received: int) -> list[IngestResult]:
         keys = sorted({(item.report.organization_name, item.report.report_id) for item in items})
         if self.dialect == "postgresql" and keys:
-            # Taken in one order by every writer: two batches never wait on each other in a cycle.
-            self._conn.cursor().executemany(
-                "SELECT pg_advisory_xact_lock(%s, %s)", sorted({(_PG_REPORT_LOCK, _lock_key(*key)) for key in keys})
-            )
+            # One statement for the whole batch, the locks taken in ascending order by every writer: two batches
+            # never wait on each other in a cycle.
+            self._conn.execute(
+                "SELECT pg_advisory_xact_lock(%s, k) FROM (SELECT k FROM unnest(%s::integer[]) AS k ORDER BY k) AS s",
+                (_PG_REPORT_LOCK, sorted({_lock_key(*key) for key in keys})),
+            ).fetchall()
         stored = self._stored_copies(keys)
         fresh = [item for item in items if (item.report.organization_name, item.report.report_id) not in stored]
         self._batch = _Batch(_NewRows(self, len(fresh), sum(len(item.report.policies) for item in fresh)), stored)
@@ -517,6 +519,18 @@ class ReportDB(SqlDatabase):
     def _write_rows(self, reports: list[tuple[Any, ...]], policies: list[tuple[Any, ...]],
                     failures: list[tuple[Any, ...]]) -> None:
         cursor = self._conn.cursor()
+        if self.dialect == "postgresql":
+            # COPY: one stream per table instead of a statement per row.
+            for table, columns, rows in (
+                ("tlsrpt_report", "id, " + _REPORT_COLUMNS, reports),
+                ("tlsrpt_policy", "id, " + _POLICY_COLUMNS, policies),
+                ("tlsrpt_failure", _FAILURE_COLUMNS, failures),
+            ):
+                if rows:
+                    with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                        for row in rows:
+                            copy.write_row(row)
+            return
         if reports:
             cursor.executemany(self._sql(_INSERT_REPORT_ROW), reports)
         if policies:
