@@ -44,6 +44,10 @@ class SqlDatabase:
     VERSION_TABLE: ClassVar[str] = ""
     #: PostgreSQL advisory lock key serialising migrations.
     LOCK_KEY: ClassVar[int] = 0
+    #: SQLite ``synchronous`` (the database runs in WAL mode). ``NORMAL``: a commit survives a crash of the
+    #: process but may be rolled back by a power cut or a kernel crash; ``FULL``: it survives those too, at the
+    #: price of an fsync per commit.
+    SQLITE_SYNCHRONOUS: ClassVar[str] = "NORMAL"
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -61,7 +65,7 @@ class SqlDatabase:
                 make_dirs(directory)
                 conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
                 conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(f"PRAGMA synchronous={self.SQLITE_SYNCHRONOUS}")
                 conn.execute("PRAGMA foreign_keys=ON")
             except (OSError, sqlite3.Error) as exc:
                 raise StoreError(f"{self.WHAT} {path}: {_one_line(exc)}") from None
