@@ -231,16 +231,12 @@ class _NewRows:
         report = item.report
         report_pk = self.report_ids.pop()
         self.want[0] -= 1
-        self.reports.append((
-            report_pk, report.organization_name, report.report_id, report.contact_info, report.submitter,
-            _ts(report.start), _ts(report.end), report.successful, report.failed, item.source, item.source_name,
-            report.source_format, item.dkim, _json_strings(tuple(item.dkim_domains)),
-            _warnings_json(tuple(item.transport_warnings) + tuple(report.warnings)), digest, raw, received, auth,
-            item.auth_name, 1,
-        ))
+        successful = failed = 0
         for position, policy in enumerate(report.policies):
             policy_pk = self.policy_ids.pop()
             self.want[1] -= 1
+            successful += policy.successful
+            failed += policy.failed
             self.policies.append((
                 policy_pk, report_pk, position, policy.policy_type, policy.policy_domain,
                 _json_strings(policy.policy_string), _json_strings(policy.mx_host), policy.successful, policy.failed,
@@ -253,6 +249,15 @@ class _NewRows:
                     detail.additional_information, detail.failure_reason_code,
                     _json(dict(detail.extra)) if detail.extra else None,
                 ))
+        warnings = report.warnings
+        if item.transport_warnings:
+            warnings = tuple(item.transport_warnings) + tuple(warnings)
+        self.reports.append((
+            report_pk, report.organization_name, report.report_id, report.contact_info, report.submitter,
+            _ts(report.start), _ts(report.end), successful, failed, item.source, item.source_name,
+            report.source_format, item.dkim, _json_strings(tuple(item.dkim_domains)),
+            _warnings_json(warnings) if warnings else "[]", digest, raw, received, auth, item.auth_name, 1,
+        ))
         return report_pk
 
     def write(self) -> None:
@@ -398,6 +403,7 @@ def _day_ts(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
 
 
+@functools.lru_cache(maxsize=1024)
 def _ts(value: datetime) -> int:
     return int(value.timestamp())
 
