@@ -130,3 +130,12 @@ def test_pg_unreachable_server_is_one_line_store_error():
     with pytest.raises(StoreError) as info:
         ReportDB(f"postgresql://postgres@127.0.0.1:{free_port()}/none")
     assert "\n" not in str(info.value)
+
+
+def test_pg_rpt_batch_is_the_same_as_one_by_one(pg_db, postgres_server):  # noqa: F811
+    with ReportDB(postgres_server.create_database(f"mxsec_reports_{next(_names)}")) as single:
+        shared.check_batch_is_the_same_as_one_by_one(pg_db, single)
+
+
+def test_pg_rpt_batch_outcomes_cover_every_path(pg_db):
+    shared.check_batch_outcomes_cover_every_path(pg_db)

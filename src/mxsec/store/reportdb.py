@@ -217,9 +217,10 @@ class _NewRows:
         self.policy_ids: list[int] | None = None
 
     def invalidate(self) -> None:
-        """Rows were written another way: SQLite's ids above the largest must be read again."""
-        if self.db.dialect == "sqlite":
-            self.report_ids = self.policy_ids = None
+        """Rows were written another way: ids are given again, above theirs, so that ids keep the order of
+        arrival (the counted copy among equals is the one with the lowest id). On PostgreSQL the ids given but
+        not used stay unused, as with any sequence."""
+        self.report_ids = self.policy_ids = None
 
     def add(self, item: Incoming, raw: bytes, digest: str, auth: str, received: int) -> int:
         if self.report_ids is None:
