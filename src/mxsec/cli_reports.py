@@ -77,7 +77,7 @@ def ingest_command(paths, db_url, dkim, require_dkim, nameservers, move_processe
     # A batch command that keeps every input's outcome: the cyclic garbage collector would walk all of them
     # again and again (a fifth of the run). What was imported is set aside, and collections come less often.
     gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
+    gc.set_threshold(100_000, 50, 100)
     verifier = None
     if dkim or require_dkim:
         from mxsec.reports.dkim import make_verifier

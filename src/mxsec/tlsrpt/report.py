@@ -410,9 +410,13 @@ def parse_report(
             "decompressed-too-large",
             f"report JSON is {len(payload)} bytes, more than the limit of {limits.max_json_bytes}",
         )
-    report = _fast_report(payload, limits, warnings, fallback_domain, source_format)
+    # The fast path may leave warnings behind when it gives up: it gets a copy, or the list itself while empty.
+    pristine = warnings.empty
+    report = _fast_report(payload, limits, warnings if pristine else warnings.copy(), fallback_domain, source_format)
     if report is not None:
         return report
+    if pristine:
+        warnings = _Warnings(limits.max_warnings)
     document = _load_json(payload, limits, warnings)
     return _Builder(limits, warnings, fallback_domain).report(document, payload, source_format)
 
@@ -433,6 +437,10 @@ class _Warnings:
             self._seen[key] = 1
         else:
             self._dropped += 1
+
+    @property
+    def empty(self) -> bool:
+        return not self._seen and not self._dropped
 
     def copy(self) -> _Warnings:
         other = _Warnings(self._limit)
@@ -1276,7 +1284,8 @@ class _NotFast(Exception):
 
 def _fast_report(payload: bytes, limits: Limits, warnings: _Warnings, fallback_domain: str | None,
                  source_format: str) -> Report | None:
-    """The report, when *payload* has the plain RFC shape and passes every limit; ``None`` otherwise."""
+    """The report, when *payload* has the plain RFC shape and passes every limit; ``None`` otherwise. *warnings*
+    is filled as it goes: the caller gives one it may throw away (see :func:`parse_report`)."""
     if limits.max_depth < _TYPED_DEPTH or limits.max_string_chars < _TYPED_LONGEST_NAME or payload[:1] != b"{":
         return None
     try:
@@ -1295,7 +1304,7 @@ def _fast_report(payload: bytes, limits: Limits, warnings: _Warnings, fallback_d
     except msgspec.MsgspecError:
         return None
     try:
-        return _FastBuilder(limits, warnings.copy(), fallback_domain).typed(document, text, payload, source_format)
+        return _FastBuilder(limits, warnings, fallback_domain).typed(document, text, payload, source_format)
     except (_NotFast, ReportError):
         return None
 
