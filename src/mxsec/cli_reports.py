@@ -74,10 +74,6 @@ def ingest_command(paths, db_url, dkim, require_dkim, nameservers, move_processe
     files, Maildir folders; - reads standard input. The same report twice is stored once."""
     from mxsec.reports.inputs import Options, count_outcomes, ingest, path_inputs
 
-    # A batch command that keeps every input's outcome: the cyclic garbage collector would walk all of them
-    # again and again (a fifth of the run). What was imported is set aside, and collections come less often.
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
     verifier = None
     if dkim or require_dkim:
         from mxsec.reports.dkim import make_verifier
@@ -90,12 +86,20 @@ def ingest_command(paths, db_url, dkim, require_dkim, nameservers, move_processe
     )
 
     db = open_db(db_url)
+    # A batch command that keeps every input's outcome: the cyclic garbage collector would walk all of them
+    # again and again (a fifth of the run). What was imported is set aside, and collections come less often
+    # (as they were once done, for callers running this in their own process, such as tests).
+    threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
     try:
         items = ingest(
             db, (item for path in paths for item in path_inputs(path, options)), options,
             on_done=lambda item: echo_input(item, as_json=as_json, quiet=quiet), overlap=True,
         )
     finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
         db.close()
     counts = count_outcomes(items)
     if not as_json:
