@@ -214,7 +214,7 @@ def _txt(wire: bytes, start: int, length: int) -> str:
 
 class DnsClient:
     """Queries through one :class:`~mxsec.net.dnstransport.DnsTransport`; no cache; every query bounded by
-    ``settings.timeout`` (each try waits a third of it, at most 1 s, so a lost datagram is sent again)."""
+    ``settings.timeout`` (a lost datagram is sent again: see :mod:`mxsec.net.dnstransport`)."""
 
     def __init__(self, settings: DnsSettings | None = None) -> None:
         self.settings = settings if settings is not None else DnsSettings()

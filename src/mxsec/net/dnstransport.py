@@ -7,8 +7,9 @@ closed as soon as none of its queries is waiting, so the source port keeps chang
 guess port and ID, RFC 5452) and nothing stays open when the work stops. IDs come from the operating system's
 random source.
 
-Per query (``lifetime`` bounds all of it): one try waits a third of the lifetime (at least 0.2 s, at most
-1 s), then the query is sent again (to the next resolver when there are several). A resolver that answers
+Per query (``lifetime`` bounds all of it): the first try waits a third of the lifetime (at least 0.2 s, at
+most 1 s), then the query is sent again (to the next resolver when there are several), each try waiting twice
+as long as the one before. A resolver that answers
 SERVFAIL, REFUSED or another error code, sends a malformed answer or refuses the connection is not asked again
 for this query; when none is left, or the lifetime is over, :class:`DnsFailure` says what each one did, in one
 line. A truncated answer is asked again over TCP from the same resolver.
@@ -164,7 +165,9 @@ class DnsTransport:
                 self.stats["resent"] += 1
             turn += 1
             try:
-                wire, parsed = await self._udp(server, qname, rdtype, min(per_try, remaining))
+                # each try waits twice as long as the one before (a resolver that is slow, not lossy, is
+                # not flooded with copies), all within the lifetime
+                wire, parsed = await self._udp(server, qname, rdtype, min(per_try * (1 << min(turn - 1, 4)), remaining))
                 if parsed.tc:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
@@ -202,20 +205,26 @@ class DnsTransport:
             if sock is not None and not sock.broken and sock.used < QUERIES_PER_SOCKET and sock.transport:
                 return sock
             opening = self._opening.get(server)
-            if opening is None:
+            if opening is None or opening.done():
+                # A finished opening must never be awaited again here: awaiting a done future does not yield,
+                # and with its socket used up this loop would spin without ever letting the event loop run.
                 opening = self._opening[server] = asyncio.ensure_future(self._open(server))
-                opening.add_done_callback(lambda _f: self._opening.pop(server, None))
             await asyncio.shield(opening)
 
     async def _open(self, server: tuple[str, int]) -> _UdpSocket:
-        sock = _UdpSocket(server)
-        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: sock, remote_addr=server)
         try:
-            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-        except (OSError, AttributeError):  # pragma: no cover - a platform without it keeps the default
-            pass
-        self._current[server] = sock
-        return sock
+            sock = _UdpSocket(server)
+            transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: sock,
+                                                                                     remote_addr=server)
+            try:
+                transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+            except (OSError, AttributeError):  # pragma: no cover - a platform without it keeps the default
+                pass
+            self._current[server] = sock
+            return sock
+        finally:
+            if self._opening.get(server) is asyncio.current_task():
+                del self._opening[server]
 
     async def _udp(self, server: tuple[str, int], qname: bytes, rdtype: int,
                    wait: float) -> tuple[bytes, ParsedResponse]:
