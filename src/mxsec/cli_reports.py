@@ -95,7 +95,7 @@ def ingest_command(paths, db_url, dkim, require_dkim, nameservers, move_processe
     try:
         items = ingest(
             db, (item for path in paths for item in path_inputs(path, options)), options,
-            on_done=lambda item: echo_input(item, as_json=as_json, quiet=quiet), overlap=True,
+            on_done=lambda item: echo_input(item, as_json=as_json, quiet=quiet),
         )
     finally:
         gc.set_threshold(*threshold)

@@ -19,7 +19,6 @@ import os
 import shutil
 import stat
 import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -296,68 +295,33 @@ def _read(path: Path | str, *, follow: bool = True, mode: int | None = None) -> 
 
 
 def ingest(db: ReportDB, inputs: Iterable[Input], options: Options = Options(),
-           *, batch: int = BATCH_INPUTS, on_done: Callable[[Input], None] | None = None,
-           overlap: bool = False) -> list[Input]:
+           *, batch: int = BATCH_INPUTS, on_done: Callable[[Input], None] | None = None) -> list[Input]:
     """Store the reports of every accepted input, about ``batch`` inputs per transaction (never splitting a
     group: the messages of one mbox file are stored together); move Maildir messages as *options* say once
-    their transaction has committed; call *on_done* for each input in order, after its transaction committed.
-
-    *overlap*: each batch is stored by a helper thread while the next one is read and parsed (SQLite and
-    PostgreSQL do their work without holding the interpreter lock); at most one batch is in flight, so the
-    order of transactions, moves and *on_done* calls is the same. An error storing a batch is raised here
-    (inputs read meanwhile are not stored)."""
+    their transaction has committed; call *on_done* for each input in order, after its transaction committed."""
     done: list[Input] = []
     pending: list[Input] = []
-    writer: list[threading.Thread] = []
-    failed: list[BaseException] = []
 
-    def store(group: list[Input]) -> None:
-        accepted = [item for item in group if not item.rejected]
+    def flush() -> None:
+        accepted = [item for item in pending if not item.rejected]
         results = db.ingest([incoming for item in accepted for incoming in item.incoming])
         position = 0
         for item in accepted:
             item.results = results[position:position + len(item.incoming)]
             position += len(item.incoming)
-        for item in group:
+        for item in pending:
             _move(item, options)
             if on_done is not None:
                 on_done(item)
-        done.extend(group)
-
-    def store_in_thread(group: list[Input]) -> None:
-        try:
-            store(group)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, raised there
-            failed.append(exc)
-
-    def wait() -> None:
-        if writer:
-            writer.pop().join()
-        if failed:
-            raise failed[0]
-
-    def flush() -> None:
-        group = list(pending)
+        done.extend(pending)
         pending.clear()
-        if not overlap:
-            store(group)
-            return
-        wait()
-        thread = threading.Thread(target=store_in_thread, args=(group,), name="mxsec-ingest-writer")
-        writer.append(thread)
-        thread.start()
 
-    try:
-        for item in inputs:
-            if len(pending) >= batch and (item.group is None or item.group != pending[-1].group):
-                flush()
-            pending.append(item)
-        if pending:
+    for item in inputs:
+        if len(pending) >= batch and (item.group is None or item.group != pending[-1].group):
             flush()
-    finally:
-        if writer:
-            writer[-1].join()
-    wait()
+        pending.append(item)
+    if pending:
+        flush()
     return done
 
 
