@@ -14,9 +14,7 @@ What a file holds is told by its content, not its name: gzip or zip magic bytes,
 from __future__ import annotations
 
 import errno
-import logging
 import os
-import shutil
 import stat
 import sys
 from dataclasses import dataclass, field
@@ -33,7 +31,13 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 #: Inputs per database transaction.
 BATCH_INPUTS = 500
 
-log = logging.getLogger("mxsec.reports")
+
+def _log():
+    """The ``mxsec.reports`` logger (logging is imported only when there is something to say)."""
+    import logging
+
+    return logging.getLogger("mxsec.reports")
+
 
 #: DKIM verification of one message: returns (status, signing domains), status ``pass``, ``fail`` or ``none``.
 DkimVerifier = Callable[[bytes], "tuple[str, tuple[str, ...]]"]
@@ -186,7 +190,7 @@ def maildir_inputs(path: Path, options: Options) -> Iterator[Input]:
             if stat.S_ISDIR(mode):
                 continue
             if not stat.S_ISREG(mode):
-                log.warning("%s: skipped: %s in a Maildir", entry, _file_kind(mode))
+                _log().warning("%s: skipped: %s in a Maildir", entry, _file_kind(mode))
                 continue
             try:
                 data = _read(entry, follow=False)
@@ -340,6 +344,8 @@ def _move(item: Input, options: Options) -> None:
     try:
         os.rename(item.path, destination)
     except OSError:
+        import shutil  # across file systems only
+
         shutil.move(str(item.path), str(destination))
 
 

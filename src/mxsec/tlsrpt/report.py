@@ -1353,12 +1353,13 @@ class _FastBuilder(_Builder):
             raw_type = policy.policy_type
             strings.append(raw_type)
             policy_type = raw_type
-            folded = raw_type.strip().lower()
-            if folded != raw_type and folded in POLICY_TYPES:
-                warn("policy-type-case", f"policy-type {_show(raw_type)} read as {folded!r}")
-                policy_type = folded
-            elif raw_type not in POLICY_TYPES:
-                warn("unknown-policy-type", f"unknown policy-type {_show(raw_type)} kept")
+            if raw_type not in POLICY_TYPES:
+                folded = raw_type.strip().lower()
+                if folded != raw_type and folded in POLICY_TYPES:
+                    warn("policy-type-case", f"policy-type {_show(raw_type)} read as {folded!r}")
+                    policy_type = folded
+                else:
+                    warn("unknown-policy-type", f"unknown policy-type {_show(raw_type)} kept")
 
             lines = policy.policy_string
             if lines is UNSET:
@@ -1406,12 +1407,13 @@ class _FastBuilder(_Builder):
                     members += 2
                     result_type = item.result_type
                     strings.append(result_type)
-                    folded = result_type.strip().lower()
-                    if folded != result_type and folded in RESULT_TYPES:
-                        warn("result-type-case", f"result-type {_show(result_type)} read as {folded!r}")
-                        result_type = folded
-                    elif result_type not in RESULT_TYPES:
-                        warn("unknown-result-type", f"unknown result-type {_show(result_type)} kept")
+                    if result_type not in RESULT_TYPES:
+                        folded = result_type.strip().lower()
+                        if folded != result_type and folded in RESULT_TYPES:
+                            warn("result-type-case", f"result-type {_show(result_type)} read as {folded!r}")
+                            result_type = folded
+                        else:
+                            warn("unknown-result-type", f"unknown result-type {_show(result_type)} kept")
                     if item.sending_mta_ip is UNSET:
                         warn("sending-mta-ip-missing", "sending-mta-ip missing in a failure detail")
                     present = [value for value in (
