@@ -45,3 +45,12 @@ def test_core_module_imports_no_adapter_and_no_upper_layer(module):
     forbidden = ADAPTERS + UPPER + (() if module in ASYNC_BRIDGES else ASYNC)
     found = sorted(name for name in loaded for bad in forbidden if name == bad or name.startswith(bad + "."))
     assert not found, f"{module} pulls in {found}"
+
+
+def test_the_dns_wire_format_module_is_sans_io_too():
+    """``mxsec.net.dnswire`` sits beside the DNS adapter but is pure: bytes in, values out (docs/architecture.md)."""
+    loaded = loaded_after_import("mxsec.net.dnswire")
+    forbidden = ADAPTERS + ASYNC + tuple(u for u in UPPER if u != "mxsec.net")
+    found = sorted(name for name in loaded for bad in forbidden if name == bad or name.startswith(bad + "."))
+    assert not found, f"mxsec.net.dnswire pulls in {found}"
+    assert {m for m in loaded if m.startswith("mxsec.")} == {"mxsec.net", "mxsec.net.dnswire"}
