@@ -4,8 +4,9 @@
 
 1. Writes ``--reports`` report files (gzip, the RFC 8460 file names; one to three policies each, Google-,
    Microsoft- and RFC-style, a quarter with failure details) into a temporary directory.
-2. Times ``mxsec reports ingest -q --db sqlite:///…`` over all of them, as a user runs it (a fresh process,
-   new database, every report parsed, stored with its policies, failure details and raw JSON), and checks
+2. Times ``mxsec reports ingest -q --db sqlite:///…`` over all of them, as a user runs it (a fresh command,
+   which forks a second process for this many files; new database, every report parsed, stored with its
+   policies, failure details and raw JSON), and checks
    the stored totals are exact. Then times the same command again (all duplicates). The command runs as an
    installed one does: byte code cached (``PYTHONDONTWRITEBYTECODE`` is dropped for it and one small ingest
    into a scratch database comes first), so a fresh process pays for its imports but not for compiling them.
@@ -369,14 +370,14 @@ def main() -> int:
         size = db_path.stat().st_size
         print(f"reports: {args.reports:,} gzip files, {policies:,} policies, {details:,} failure details")
         ingest_rate = args.reports / first
-        print(f"ingest into SQLite (new database, one process): {first:.2f} s = {ingest_rate:,.0f} reports/s")
+        print(f"ingest into SQLite (new database, one command): {first:.2f} s = {ingest_rate:,.0f} reports/s")
         print(f"ingest again (all duplicates): {again:.2f} s = {args.reports / again:,.0f} reports/s")
         print(f"stored totals exact: {exact} ({stored:,} reports, {ok:,} successful, {bad:,} failed); "
               f"database {size / 1e6:.1f} MB")
         if args.postgres:
             pg = postgres_ingest(files, args.reports, ok_sum, bad_sum)
             exact = exact and pg["exact"]
-            print(f"ingest into PostgreSQL {pg['version']} (new database, one process): {pg['first']:.2f} s = "
+            print(f"ingest into PostgreSQL {pg['version']} (new database, one command): {pg['first']:.2f} s = "
                   f"{args.reports / pg['first']:,.0f} reports/s")
             print(f"ingest into PostgreSQL again (all duplicates): {pg['again']:.2f} s = "
                   f"{args.reports / pg['again']:,.0f} reports/s")

@@ -72,7 +72,8 @@ def reports() -> None:
 def ingest_command(paths, db_url, dkim, require_dkim, nameservers, move_processed, move_rejected, as_json, quiet):
     """Store the reports in PATH... : .json, .json.gz, .gz or zip reports, RFC 5322 messages (.eml), mbox
     files, Maildir folders; - reads standard input. The same report twice is stored once."""
-    from mxsec.reports.inputs import Options, count_outcomes, ingest, path_inputs
+    from mxsec.reports.inputs import Options
+    from mxsec.reports.parallel import ingest_paths
 
     verifier = None
     if dkim or require_dkim:
@@ -85,26 +86,41 @@ def ingest_command(paths, db_url, dkim, require_dkim, nameservers, move_processe
         move_rejected=Path(move_rejected) if move_rejected else None,
     )
 
-    db = open_db(db_url)
-    # A batch command that keeps every input's outcome: the cyclic garbage collector would walk all of them
-    # again and again (a fifth of the run). What was imported is set aside, and collections come less often
-    # (as they were once done, for callers running this in their own process, such as tests).
+    # A batch command: the cyclic garbage collector would walk every kept object again and again. What was
+    # imported is set aside, and collections come less often (as they were once done, for callers running
+    # this in their own process, such as tests).
     threshold = gc.get_threshold()
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
     try:
-        items = ingest(
-            db, (item for path in paths for item in path_inputs(path, options)), options,
-            on_done=lambda item: echo_input(item, as_json=as_json, quiet=quiet),
+        outcome = ingest_paths(
+            lambda: open_db(db_url), list(paths), options,
+            on_done=lambda item: echo_input(item, as_json=as_json, quiet=quiet), fail=_child_failed,
         )
     finally:
         gc.set_threshold(*threshold)
         gc.unfreeze()
-        db.close()
-    counts = count_outcomes(items)
+    counts = outcome.counts
     if not as_json:
-        click.echo(totals_line(len(items), "input(s)", counts))
-    sys.exit(exit_code(counts, items))
+        click.echo(totals_line(outcome.inputs, "input(s)", counts))
+    sys.exit(1 if counts["rejected"] else EXIT_CONFLICT if counts["conflict"] or outcome.in_conflict else 0)
+
+
+def _child_failed(exc: BaseException) -> int:
+    """How the second ingest process reports its own failure: as :func:`~mxsec.cli_common._guarded` would."""
+    from mxsec.errors import MxsecError
+
+    if isinstance(exc, KeyboardInterrupt):
+        click.echo("mxsec: interrupted", err=True)
+        return 130
+    if isinstance(exc, MxsecError):
+        click.echo(f"mxsec: {exc}", err=True)
+        return 2
+    if isinstance(exc, OSError):
+        click.echo(f"mxsec: {exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}", err=True)
+        return 2
+    click.echo(f"mxsec: unexpected error in the second ingest process: {type(exc).__name__}: {exc}", err=True)
+    return 2
 
 
 #: Exit code of ``ingest`` (and ``fetch-imap``) when a conflicting copy was stored and nothing was rejected.
