@@ -105,7 +105,8 @@ def report_input(data: bytes, name: str, source: str) -> Input:
         report = parse_report(data)
         # The file name is read only when a policy lacks its domain (the fallback changes nothing else; a
         # truncated warning list might hide that warning).
-        if any(code in ("policy-domain-missing", "warnings-truncated") for code in report.warning_codes):
+        if report.warnings and any(code in ("policy-domain-missing", "warnings-truncated")
+                                   for code in report.warning_codes):
             parts = filename_parts(os.path.basename(name))
             if parts is not None:
                 report = parse_report(data, fallback_domain=parts.policy_domain)
