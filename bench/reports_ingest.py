@@ -7,7 +7,8 @@
 2. Times ``mxsec reports ingest -q --db sqlite:///…`` over all of them, as a user runs it (a fresh command,
    which forks a second process for this many files; new database, every report parsed, stored with its
    policies, failure details and raw JSON), and checks
-   the stored totals are exact. Then times the same command again (all duplicates). The command runs as an
+   the stored totals are exact (the files are synced to disk first, so the generator's own writes do not land
+   in the timed run). Then times the same command again (all duplicates). The command runs as an
    installed one does: byte code cached (``PYTHONDONTWRITEBYTECODE`` is dropped for it and one small ingest
    into a scratch database comes first), so a fresh process pays for its imports but not for compiling them.
    With ``--postgres`` the same two runs go into a throw-away PostgreSQL server (``initdb`` in a temporary
@@ -355,6 +356,7 @@ def main() -> int:
         corpus = work / "reports"
         corpus.mkdir()
         payloads, ok_sum, bad_sum = write_corpus(corpus, args.reports)
+        os.sync()  # the generator's writes reach the disk now, not during the timed runs
         files = sorted(str(p) for p in corpus.iterdir())
         db_path = work / "reports.sqlite3"
         db = f"sqlite:///{db_path}"
