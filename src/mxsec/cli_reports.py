@@ -111,8 +111,7 @@ def _child_failed(exc: BaseException) -> int:
     from mxsec.errors import MxsecError
 
     if isinstance(exc, KeyboardInterrupt):
-        click.echo("mxsec: interrupted", err=True)
-        return 130
+        return 130  # Ctrl-C reached both processes: the parent says so
     if isinstance(exc, MxsecError):
         click.echo(f"mxsec: {exc}", err=True)
         return 2

@@ -126,6 +126,8 @@ def ingest_paths(open_db: Callable[[], ReportDB], paths: Sequence[str], options:
         os.close(to_parent_r)
         _, wait_status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(wait_status)
+    if code < 0:
+        print(f"mxsec: the second ingest process was killed by signal {-code}", file=sys.stderr)
     if parent_failed or code != 0 or not child:
         raise SystemExit(code if code > 0 else 2)
     theirs = json.loads(child)
