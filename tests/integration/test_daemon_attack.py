@@ -90,6 +90,7 @@ def test_flooding_connections_cannot_downgrade_a_new_enforce_domain(world, tmp_p
         # 100 unanswered per connection at most; the other 900 of each were answered TEMP at once
         assert m["mxsec_socketmap_pending_cap_hits_total"] >= ATTACKERS * (PER_ATTACKER - 100) * 0.9, m
         assert m['mxsec_resolution_slots{state="busy"}'] >= 200  # the pool is busy with the attack...
+        assert m['mxsec_dns_queries_total{kind="sent"}'] >= 200  # the attack's lookups reached the resolver
         c = d.client()
         c.sock.settimeout(15)
         started = time.monotonic()

@@ -94,6 +94,14 @@ class DaemonCollector:
             tables.add_metric([table], size)
         tables.add_metric(["memo"], len(server.memo))
         yield tables
+        stats = getattr(service.dns, "stats", None)
+        if stats is not None:
+            dns_counts = CounterMetricFamily("mxsec_dns_queries", "DNS traffic to the resolvers: datagrams sent, of "
+                                             "which sent again after a silent try, queries asked again over TCP, "
+                                             "queries that failed", labels=["kind"])
+            for kind in ("sent", "resent", "tcp", "failed"):
+                dns_counts.add_metric([kind], stats[kind])
+            yield dns_counts
         pool = service._pool
         slots = GaugeMetricFamily("mxsec_resolution_slots", "Resolution slots busy and resolutions waiting",
                                   labels=["state"])

@@ -238,6 +238,12 @@ class DnsClient:
         self._transport = DnsTransport(servers)
 
     @property
+    def stats(self) -> dict[str, int]:
+        """Counters of the transport: ``sent`` datagrams, ``resent`` (tries after a silent one), ``tcp``,
+        ``failed`` queries."""
+        return self._transport.stats
+
+    @property
     def nameserver_addresses(self) -> list[str]:
         """The resolver addresses in use (from the settings or /etc/resolv.conf)."""
         return [ip for ip, _port in self._transport.servers]
