@@ -373,6 +373,20 @@ def idle_between(a: tuple[int, int], b: tuple[int, int]) -> float:
     return (b[0] - a[0]) / max(b[1] - a[1], 1)
 
 
+def ready_machine(say, idle: float) -> dict[str, Any]:
+    """Open-files limit up to the hard limit (the MX farm listens on >1,000 addresses); ``say`` the machine and
+    its idle share (0..1) before the run, with a warning under 85 %. Returns the machine's facts."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    facts = machine()
+    say(f"machine: {facts['cpus']} CPUs ({facts['cpu']}), {facts['mem_gib']} GiB, kernel {facts['kernel']}, "
+        f"Python {facts['python']}; CPU idle before the run: {100 * idle:.0f} %")
+    if idle < 0.85:
+        say("warning: the machine is busy; figures will be lower than on a quiet machine")
+    return facts
+
+
 def idle_share(seconds: float = 1.0) -> float:
     a = cpu_snapshot()
     time.sleep(seconds)
@@ -425,16 +439,8 @@ def main() -> int:
         print(f"check_bulk: {reason}", file=sys.stderr)
         return 2
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # the MX farm listens on >1,000 addresses
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-    facts = machine()
     idle = idle_share()
-    print(f"machine: {facts['cpus']} CPUs ({facts['cpu']}), {facts['mem_gib']} GiB, kernel {facts['kernel']}, "
-          f"Python {facts['python']}; CPU idle before the run: {100 * idle:.0f} %")
-    if idle < 0.85:
-        print("warning: the machine is busy; figures will be lower than on a quiet machine")
+    facts = ready_machine(print, idle)
 
     work = Path(tempfile.mkdtemp(prefix="mxsec-check-bulk-"))
     scenarios, domains_file, by_domain = generate(args.domains, work)

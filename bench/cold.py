@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -44,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from check_bulk import HOST_NET, MXSEC, flush_resolver, machine
+from check_bulk import HOST_NET, MXSEC, flush_resolver, ready_machine
 from socketmap import PEER_PACKAGE, PEER_VENV, clean_env, cpu_idle, ensure_peer_venv, median
 
 from mxsec.lab import runner
@@ -607,16 +606,8 @@ def main() -> int:
         log("installing py-spy into the venv (once)")
         subprocess.run([PYTHON, "-m", "pip", "install", "-q", "py-spy"], check=True, timeout=600)
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # the MX farm listens on >1,000 addresses
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-    facts = machine()
     idle = cpu_idle(1.0)
-    log(f"machine: {facts['cpus']} CPUs ({facts['cpu']}), {facts['mem_gib']} GiB, kernel {facts['kernel']}, "
-        f"Python {facts['python']}; CPU idle before the run: {idle:.0f} %")
-    if idle < 85:
-        log("warning: the machine is busy; figures will be noisy")
+    facts = ready_machine(log, idle / 100)
 
     work = Path(tempfile.mkdtemp(prefix="mxsec-cold-"))
     scenarios, domains, by_domain = generate(args.domains, work)
