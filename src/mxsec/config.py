@@ -126,13 +126,10 @@ _HOSTNAME = re.compile(
 )
 
 
-def _port(text: str, what: str) -> int:
-    if not text.isascii() or not text.isdigit():
-        raise ConfigError(f"bad {what} {text!r}: the port must be a number from 0 to 65535")
-    port = int(text)
-    if port > 65535:
-        raise ConfigError(f"bad {what} {text!r}: the port must be a number from 0 to 65535")
-    return port
+def _port(text: str, what: str, lowest: int = 0) -> int:
+    if not text.isascii() or not text.isdigit() or not lowest <= int(text) <= 65535:
+        raise ConfigError(f"bad {what} {text!r}: the port must be a number from {lowest} to 65535")
+    return int(text)
 
 
 def parse_listen(addr: str) -> ListenAddress:
@@ -174,13 +171,16 @@ def parse_listen(addr: str) -> ListenAddress:
 
 
 def parse_nameserver(text: str) -> tuple[str, int]:
-    """Parse ``IP``, ``IP:PORT``, ``IPv6`` or ``[IPv6]:PORT`` into ``(ip, port)``; the default port is 53."""
+    """Parse ``IP``, ``IP:PORT``, ``IPv6`` or ``[IPv6]:PORT`` into ``(ip, port)``; the default port is 53.
+
+    The one parser of nameserver addresses: the configuration, the command line (``--nameserver``) and the
+    daemon all use it (``mxsec.net.dns.parse_nameserver`` raises ValueError instead of ConfigError)."""
     if not isinstance(text, str) or not text:
         raise ConfigError(f"bad nameserver {text!r}: expected IP[:PORT]")
     if text.startswith("["):
         host, sep, port = text[1:].partition("]")
         if port.startswith(":"):
-            port_no = _port(port[1:], "nameserver")
+            port_no = _port(port[1:], "nameserver", lowest=1)
         elif port == "":
             port_no = 53
         else:
@@ -198,7 +198,7 @@ def parse_nameserver(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if sep and ":" not in host:
         try:
-            return str(ipaddress.IPv4Address(host)), _port(port, "nameserver")
+            return str(ipaddress.IPv4Address(host)), _port(port, "nameserver", lowest=1)
         except ValueError:
             pass
     raise ConfigError(f"bad nameserver {text!r}: expected an IP address, IP:PORT or [IPv6]:PORT (no host names)")

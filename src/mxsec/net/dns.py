@@ -67,33 +67,15 @@ ERROR = "error"
 def parse_nameserver(text: str) -> tuple[str, int]:
     """``"192.0.2.1"``, ``"192.0.2.1:5353"``, ``"2001:db8::1"`` or ``"[2001:db8::1]:5353"`` -> ``(ip, port)``.
 
-    Raises ``ValueError`` with a one-line message.
+    The configuration's parser (one parser for the config file, the command line and the daemon); raises
+    ``ValueError`` with a one-line message.
     """
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError("nameserver: empty value")
-    value = text.strip()
-    port = 53
-    host = value
-    if value.startswith("["):
-        end = value.find("]")
-        if end < 0:
-            raise ValueError(f"nameserver {text!r}: missing ']'")
-        host = value[1:end]
-        rest = value[end + 1 :]
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"nameserver {text!r}: expected ':PORT' after ']'")
-            port = _parse_port(text, rest[1:])
-    elif value.count(":") == 1:
-        host, port_text = value.split(":")
-        port = _parse_port(text, port_text)
+    from mxsec.config import parse_nameserver as parse  # on use: the daemon's imports stay as they are
+
     try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"nameserver {text!r}: not an IP address") from None
-    if value.startswith("[") and addr.version != 6:
-        raise ValueError(f"nameserver {text!r}: brackets are only for IPv6 addresses")
-    return str(addr), port
+        return parse(text)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def remote_validators(addresses) -> list[str]:
@@ -111,15 +93,6 @@ def remote_validators(addresses) -> list[str]:
         except ValueError:
             remote.append(host)
     return remote
-
-
-def _parse_port(text: str, port_text: str) -> int:
-    if not port_text.isdigit():
-        raise ValueError(f"nameserver {text!r}: port must be a number")
-    port = int(port_text)
-    if not 0 < port < 65536:
-        raise ValueError(f"nameserver {text!r}: port out of range")
-    return port
 
 
 @dataclass
