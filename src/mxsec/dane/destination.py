@@ -30,7 +30,7 @@ reply is one level for all MX hosts, and a passing MTA-STS check must never over
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable, Literal, Mapping
 
 from mxsec import names
 from mxsec.dane.tlsa import TlsaRecord, usable
@@ -61,11 +61,17 @@ class HostFacts:
     base: str | None = None
 
 
+#: what DANE says about one MX host
+HostStateName = Literal["usable", "unusable", "no-tlsa", "insecure", "no-address", "ip-literal", "error"]
+#: the decision for a destination: ``dane-only`` (every MX host has usable TLSA records), ``dane`` (some do),
+#: ``temp`` (DNS failed: defer), ``none`` (no DANE), ``off`` (DANE switched off for it by configuration)
+DaneLevel = Literal["dane-only", "dane", "temp", "none", "off"]
+
+
 @dataclass(frozen=True, slots=True)
 class HostState:
     host: str
-    #: usable | unusable | no-tlsa | insecure | no-address | ip-literal | error
-    state: str
+    state: HostStateName
     detail: str = ""
     #: the TLSA base domain whose records decided (``None`` when no TLSA RRset did)
     base: str | None = None
@@ -78,7 +84,7 @@ class HostState:
 
 @dataclass(frozen=True, slots=True)
 class DaneDecision:
-    level: str  # dane-only | dane | temp | none
+    level: DaneLevel
     reason: str
     hosts: tuple[HostState, ...] = ()
     ttl: int = DENIAL_TTL
