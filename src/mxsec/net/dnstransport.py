@@ -7,7 +7,10 @@ closed as soon as none of its queries is waiting, so the source port keeps chang
 guess port and ID, RFC 5452) and nothing stays open when the work stops. IDs come from the operating system's
 random source.
 
-At most :data:`MAX_IN_FLIGHT` queries are in flight at once; the others wait their turn within their lifetime.
+There is no cap on queries in flight here: a cap shared by every lookup would let lookups that hang (an
+attacker's names whose servers never answer) hold up everyone else's; the daemon bounds its resolutions per
+client instead. A resolver should have a receive buffer for its load (Unbound: ``so-rcvbuf``); datagrams it
+drops are sent again.
 Per query (``lifetime`` bounds all of it): the first try waits a third of the lifetime (at least 0.2 s, at
 most 1 s), then the query is sent again (to the next resolver when there are several), each try waiting twice
 as long as the one before. A resolver that answers
@@ -31,9 +34,6 @@ from mxsec.net.dnswire import ParsedResponse, WireError, encode_query, parse_res
 __all__ = ["DnsFailure", "DnsTransport", "QUERIES_PER_SOCKET"]
 
 QUERIES_PER_SOCKET = 64
-#: queries in flight at once (to all resolvers together); more wait their turn. A burst larger than a resolver's
-#: receive buffer is otherwise mostly dropped and has to be sent again
-MAX_IN_FLIGHT = 128
 #: longest wait for one try before the query is sent again (a resolver drops datagrams under bursts)
 MAX_TRY = 1.0
 #: receive buffer asked for each socket (the kernel caps it at net.core.rmem_max): a burst of answers must not be
@@ -142,7 +142,6 @@ class DnsTransport:
         self._current: dict[tuple[str, int], _UdpSocket] = {}
         self._opening: dict[tuple[str, int], asyncio.Future] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         #: datagrams sent, of which resent after a silent try; queries asked again over TCP; queries failed
         self.stats = {"sent": 0, "resent": 0, "tcp": 0, "failed": 0}
 
@@ -155,26 +154,8 @@ class DnsTransport:
         if loop is not self._loop:
             self._current.clear()  # sockets of an earlier loop are that loop's business
             self._opening.clear()
-            self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
             self._loop = loop
         deadline = loop.time() + lifetime
-        slots = self._slots
-        if slots.locked():
-            try:
-                async with asyncio.timeout(lifetime):  # waiting for a turn counts against the lifetime
-                    await slots.acquire()
-            except TimeoutError:
-                self.stats["failed"] += 1
-                raise DnsFailure(f"timeout after {lifetime:g}s (too many queries in flight)") from None
-        else:
-            await slots.acquire()  # a free slot: no wait
-        try:
-            return await self._query(loop, deadline, qname, rdtype, lifetime)
-        finally:
-            slots.release()
-
-    async def _query(self, loop: asyncio.AbstractEventLoop, deadline: float, qname: bytes, rdtype: int,
-                     lifetime: float) -> tuple[bytes, ParsedResponse]:
         per_try = min(max(lifetime / 3, 0.2), MAX_TRY)
         usable = list(self.servers)
         errors: dict[tuple[str, int], str] = {}
