@@ -164,12 +164,13 @@ TEMPLATES: tuple[Template, ...] = (
 assert sum(t.per_mille for t in TEMPLATES) == 1000
 
 
-def mix(total: int) -> dict[str, int]:
-    """Domains per template for ``total`` domains: proportional, at least one each, the rest on ``enf``."""
-    counts = {t.key: max(1, round(t.per_mille * total / 1000)) for t in TEMPLATES}
+def mix(total: int, kinds=TEMPLATES) -> dict[str, int]:
+    """Domains per kind (anything with ``key`` and ``per_mille``) for ``total`` domains: proportional, at least
+    one each, the rest on ``enf``."""
+    counts = {t.key: max(1, round(t.per_mille * total / 1000)) for t in kinds}
     counts["enf"] += total - sum(counts.values())
     if counts["enf"] < 1:
-        raise SystemExit(f"--domains {total}: too few for one domain of each of the {len(TEMPLATES)} kinds")
+        raise SystemExit(f"--domains {total}: too few for one domain of each of the {len(kinds)} kinds")
     return counts
 
 

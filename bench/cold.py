@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from check_bulk import HOST_NET, MXSEC, flush_resolver, ready_machine
+from check_bulk import mix as bulk_mix
 from socketmap import PEER_PACKAGE, PEER_VENV, clean_env, cpu_idle, ensure_peer_venv, median
 
 from mxsec.lab import runner
@@ -117,12 +118,8 @@ KIND = {k.key: k for k in KINDS}
 
 
 def mix(total: int) -> dict[str, int]:
-    """Domains per kind for ``total`` domains: proportional, at least one each, the rest on ``enf``."""
-    counts = {k.key: max(1, round(k.per_mille * total / 1000)) for k in KINDS}
-    counts["enf"] += total - sum(counts.values())
-    if counts["enf"] < 1:
-        raise SystemExit(f"--domains {total}: too few for one domain of each of the {len(KINDS)} kinds")
-    return counts
+    """Domains per kind for ``total`` domains (check_bulk's rule: proportional, at least one each)."""
+    return bulk_mix(total, KINDS)
 
 
 def provider_of(name: str) -> str:
