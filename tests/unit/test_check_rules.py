@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mxsec.check.findings import CATALOGUE, Finding
-from mxsec.check.gather import DomainFacts, mx_hosts
+from mxsec.check.facts import DomainFacts, mx_hosts
 from mxsec.check.rules import EXPIRY_WARNING_DAYS, SHORT_MAX_AGE, judge
 from mxsec.dane.destination import HostFacts, base_candidates
 from mxsec.dane.tlsa import tlsa_for_certificate

@@ -54,3 +54,12 @@ def test_the_dns_wire_format_module_is_sans_io_too():
     found = sorted(name for name in loaded for bad in forbidden if name == bad or name.startswith(bad + "."))
     assert not found, f"mxsec.net.dnswire pulls in {found}"
     assert {m for m in loaded if m.startswith("mxsec.")} == {"mxsec.net", "mxsec.net.dnswire"}
+
+
+def test_the_checker_rules_judge_facts_without_any_adapter():
+    """``mxsec.check.rules`` and the report take facts (``mxsec.check.facts``), never the adapters that gather them."""
+    for module in ("mxsec.check.rules", "mxsec.check.report", "mxsec.check.facts"):
+        loaded = loaded_after_import(module)
+        forbidden = ADAPTERS + ASYNC + ("mxsec.net", "mxsec.check.gather", "mxsec.daemon", "mxsec.store")
+        found = sorted(name for name in loaded for bad in forbidden if name == bad or name.startswith(bad + "."))
+        assert not found, f"{module} pulls in {found}"

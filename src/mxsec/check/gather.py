@@ -13,16 +13,15 @@ and the SSRF guard applied to every address before a connection.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from mxsec.dane.destination import HostFacts, is_ip_literal, mx_host_names
+from mxsec.check.facts import DomainFacts, mx_hosts
+from mxsec.dane.destination import is_ip_literal
 from mxsec.dane.gather import host_facts
-from mxsec.net.dns import AddressAnswer, RRAnswer, TxtAnswer
-from mxsec.net.https import FetchOutcome
-from mxsec.net.smtp import SmtpProbe, probe_starttls
-from mxsec.sts.policy import PolicyError, StsPolicy, parse_policy
-from mxsec.sts.record import RecordSelection, select_record
-from mxsec.tlsrpt.record import TlsrptSelection, tlsrpt_owner
+from mxsec.net.smtp import probe_starttls
+from mxsec.sts.policy import PolicyError, parse_policy
+from mxsec.sts.record import select_record
+from mxsec.tlsrpt.record import tlsrpt_owner
 from mxsec.tlsrpt.record import select_record as select_tlsrpt
 
 __all__ = ["CheckSettings", "DomainFacts", "gather"]
@@ -39,43 +38,11 @@ class CheckSettings:
     smtp_concurrency: int = 32
 
 
-@dataclass
-class DomainFacts:
-    domain: str
-    mx: RRAnswer | None = None
-    hosts: dict[str, HostFacts] = field(default_factory=dict)
-    sts_txt: TxtAnswer | None = None
-    #: where ``_mta-sts.DOMAIN`` points when it is a CNAME (policy delegation, STS-A-12); ``None`` otherwise
-    sts_cname: str | None = None
-    sts_record: RecordSelection | None = None
-    policy_host: AddressAnswer | None = None
-    fetch: FetchOutcome | None = None
-    policy: StsPolicy | None = None
-    policy_error: str | None = None
-    tlsrpt_txt: TxtAnswer | None = None
-    tlsrpt: TlsrptSelection | None = None
-    #: MX answers for the domains of mailto: rua addresses
-    rua_mx: dict[str, RRAnswer] = field(default_factory=dict)
-    #: MX host -> TLSA answer for hosts whose address records are unsigned (senders skip TLSA there; the
-    #: checker still looks, to tell the publisher their records are ignored)
-    unused_tlsa: dict[str, RRAnswer] = field(default_factory=dict)
-    #: (MX host, address) -> probe; empty with --no-smtp
-    probes: dict[tuple[str, str], SmtpProbe] = field(default_factory=dict)
-    #: (MX host, address) -> why the SSRF guard refuses it (not probed); from every MX host's addresses
-    refused: dict[tuple[str, str], str] = field(default_factory=dict)
-    smtp_checked: bool = False
-
-
 def store_phrase(label: str | None) -> str:
     """How PKIX messages name the trust store: ``"CA file /x.pem"`` -> ``"the CA file /x.pem"``."""
     if not label:
         return "the system store"
     return f"the {label}" if label.startswith("CA file ") else label
-
-
-def mx_hosts(facts: DomainFacts, limit: int) -> list[str]:
-    """The MX host names to examine (the daemon's own selection, whatever the MX RRset's DNSSEC state)."""
-    return [] if facts.mx is None else mx_host_names(facts.mx, facts.domain, limit)
 
 
 async def gather(domain: str, dns, fetcher, guard, settings: CheckSettings,

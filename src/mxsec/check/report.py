@@ -13,7 +13,7 @@ import html
 from collections import Counter
 
 from mxsec.check.findings import Finding
-from mxsec.check.gather import DomainFacts
+from mxsec.check.facts import DomainFacts
 from mxsec.dane.destination import decide, host_state
 from mxsec.display import safe_text
 

@@ -1,4 +1,4 @@
-"""Judge a domain's facts: :class:`~mxsec.check.gather.DomainFacts` -> findings. Pure, no I/O.
+"""Judge a domain's facts: :class:`~mxsec.check.facts.DomainFacts` -> findings. Pure, no I/O.
 
 The same sans-I/O pieces as the daemon decide here: record selection and policy parsing
 (:mod:`mxsec.sts`), MX matching (:func:`mxsec.sts.match.matching_pattern`), the DANE host rules and chain
@@ -14,7 +14,7 @@ import datetime as _dt
 from cryptography import x509
 
 from mxsec.check.findings import Finding, finding
-from mxsec.check.gather import DomainFacts, mx_hosts
+from mxsec.check.facts import DomainFacts, mx_hosts
 from mxsec.dane.destination import HostFacts, host_state, is_ip_literal
 from mxsec.dane.tlsa import TlsaRecord, partition
 from mxsec.dane.verify import verify_chain
