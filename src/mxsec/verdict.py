@@ -1,15 +1,23 @@
 """The verdict for one destination domain, as facts (pure; no I/O).
 
 A verdict says which policy applies to mail for a domain and where it came from. Front-ends turn it into a
-Postfix reply (``daemon/replies.py``), JSON (``mxsec query --json``) or a checker finding. DANE joins this
-module when it lands: DANE > MTA-STS > none (RFC 8461 §2, STS-G-1).
+Postfix reply (``daemon/replies.py``), JSON (``mxsec query --json``) or a checker finding. With a DANE
+decision attached, DANE > MTA-STS > none (RFC 8461 §2, STS-G-1).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
 from mxsec.sts.policy import StsPolicy
+
+if TYPE_CHECKING:
+    from mxsec.dane.destination import DaneDecision
+
+#: where a verdict's policy came from: ``fetched`` (resolved just now), ``cache`` (served from the cache),
+#: ``none`` (no policy)
+VerdictSource = Literal["fetched", "cache", "none"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,8 +27,7 @@ class Verdict:
     policy: StsPolicy | None = None
     #: TXT id the policy was fetched under
     policy_id: str | None = None
-    #: ``fetched`` (resolved just now), ``cache`` (served from the cache), ``none`` (no policy)
-    source: str = "none"
+    source: VerdictSource = "none"
     #: when the cached policy stops being usable (unix time), if any
     expires_at: float | None = None
     #: RFC 8460 result type of the last problem met while resolving (fetch error, invalid policy...)
@@ -30,7 +37,7 @@ class Verdict:
     #: a temporary failure that must not be turned into a downgrade (``TEMP`` reply)
     temp_reason: str | None = None
     #: the DANE decision (:class:`mxsec.dane.destination.DaneDecision`), when DANE was looked up
-    dane: object | None = None
+    dane: DaneDecision | None = None
 
     @property
     def mode(self) -> str | None:

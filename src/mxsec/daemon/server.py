@@ -34,6 +34,7 @@ import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from typing import Literal
 
 from mxsec.daemon.lograte import RateLimitedLog
 from mxsec.daemon.replies import Zone, format_reply, not_applicable_reply, reply_kind
@@ -45,7 +46,9 @@ from mxsec.verdict import Verdict
 
 log = logging.getLogger("mxsec.daemon")
 
-KINDS = ("ok", "notfound", "temp", "perm")
+#: reply kinds, in the order of ``SocketmapServer.reply_counts`` (and of the replies metric's ``kind`` label)
+ReplyKind = Literal["ok", "notfound", "temp", "perm"]
+KINDS: tuple[ReplyKind, ...] = ("ok", "notfound", "temp", "perm")
 _KIND_INDEX = {k: i for i, k in enumerate(KINDS)}
 #: latency histogram bucket bounds, seconds
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
