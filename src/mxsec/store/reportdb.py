@@ -203,6 +203,39 @@ class _Batch(NamedTuple):
     stored: dict[tuple[str, str], list[tuple[Any, ...]]]
 
 
+def _report_row(item: Incoming, digest: str, raw: bytes, received: int, auth: str, counted: int) -> tuple[Any, ...]:
+    """The values of :data:`_REPORT_COLUMNS` for one received report."""
+    report = item.report
+    warnings = report.warnings
+    if item.transport_warnings:
+        warnings = tuple(item.transport_warnings) + tuple(warnings)
+    return (
+        report.organization_name, report.report_id, report.contact_info, report.submitter,
+        _ts(report.start), _ts(report.end), report.successful, report.failed, item.source, item.source_name,
+        report.source_format, item.dkim, _json_strings(tuple(item.dkim_domains)), _warnings_json(warnings),
+        digest, raw, received, auth, item.auth_name, counted,
+    )
+
+
+def _policy_row(report_pk: int, position: int, policy: Any) -> tuple[Any, ...]:
+    """The values of :data:`_POLICY_COLUMNS` for one policy of a report."""
+    return (
+        report_pk, position, policy.policy_type, policy.policy_domain, _json_strings(tuple(policy.policy_string)),
+        _json_strings(tuple(policy.mx_host)), policy.successful, policy.failed,
+        _json(dict(policy.extra)) if policy.extra else None,
+    )
+
+
+def _failure_row(policy_pk: int, report_pk: int, detail: Any) -> tuple[Any, ...]:
+    """The values of :data:`_FAILURE_COLUMNS` for one failure detail."""
+    return (
+        policy_pk, report_pk, detail.result_type, detail.sending_mta_ip, detail.receiving_mx_hostname,
+        detail.receiving_mx_helo, detail.receiving_ip, detail.failed_session_count,
+        detail.additional_information, detail.failure_reason_code,
+        _json(dict(detail.extra)) if detail.extra else None,
+    )
+
+
 class _NewRows:
     """The rows of the new reports of one batch, with their ids given up front, written in one multi-row
     statement per table by :meth:`write`."""
@@ -232,33 +265,12 @@ class _NewRows:
         report = item.report
         report_pk = self.report_ids.pop()
         self.want[0] -= 1
-        successful = failed = 0
         for position, policy in enumerate(report.policies):
             policy_pk = self.policy_ids.pop()
             self.want[1] -= 1
-            successful += policy.successful
-            failed += policy.failed
-            self.policies.append((
-                policy_pk, report_pk, position, policy.policy_type, policy.policy_domain,
-                _json_strings(policy.policy_string), _json_strings(policy.mx_host), policy.successful, policy.failed,
-                _json(dict(policy.extra)) if policy.extra else None,
-            ))
-            for detail in policy.failure_details:
-                self.failures.append((
-                    policy_pk, report_pk, detail.result_type, detail.sending_mta_ip, detail.receiving_mx_hostname,
-                    detail.receiving_mx_helo, detail.receiving_ip, detail.failed_session_count,
-                    detail.additional_information, detail.failure_reason_code,
-                    _json(dict(detail.extra)) if detail.extra else None,
-                ))
-        warnings = report.warnings
-        if item.transport_warnings:
-            warnings = tuple(item.transport_warnings) + tuple(warnings)
-        self.reports.append((
-            report_pk, report.organization_name, report.report_id, report.contact_info, report.submitter,
-            _ts(report.start), _ts(report.end), successful, failed, item.source, item.source_name,
-            report.source_format, item.dkim, _json_strings(tuple(item.dkim_domains)),
-            _warnings_json(warnings) if warnings else "[]", digest, raw, received, auth, item.auth_name, 1,
-        ))
+            self.policies.append((policy_pk, *_policy_row(report_pk, position, policy)))
+            self.failures.extend(_failure_row(policy_pk, report_pk, detail) for detail in policy.failure_details)
+        self.reports.append((report_pk, *_report_row(item, digest, raw, received, auth, 1)))
         return report_pk
 
     def write(self) -> None:
@@ -588,36 +600,15 @@ class ReportDB(SqlDatabase):
         ).fetchall()
         if any(stored == digest for _, stored in group):
             return self._duplicate(item, auth, digest)
-        warnings = _warnings_json(tuple(item.transport_warnings) + tuple(report.warnings))
-        row = self._execute(
-            _INSERT_REPORT,
-            (
-                report.organization_name, report.report_id, report.contact_info, report.submitter,
-                _ts(report.start), _ts(report.end), report.successful, report.failed, item.source,
-                item.source_name, report.source_format, item.dkim, _json(list(item.dkim_domains)), warnings,
-                digest, raw, received, auth, item.auth_name, 0 if group else 1,
-            ),
-        ).fetchone()
+        first = 0 if group else 1  # the first copy counts until _recount says otherwise
+        row = self._execute(_INSERT_REPORT, _report_row(item, digest, raw, received, auth, first)).fetchone()
         if row is None:
             return self._duplicate(item, auth, digest)
         report_pk = int(row[0])
         failures: list[tuple[Any, ...]] = []
         for position, policy in enumerate(report.policies):
-            policy_pk = int(self._execute(
-                _INSERT_POLICY,
-                (
-                    report_pk, position, policy.policy_type, policy.policy_domain, _json(list(policy.policy_string)),
-                    _json(list(policy.mx_host)), policy.successful, policy.failed,
-                    _json(dict(policy.extra)) if policy.extra else None,
-                ),
-            ).fetchone()[0])
-            for detail in policy.failure_details:
-                failures.append((
-                    policy_pk, report_pk, detail.result_type, detail.sending_mta_ip, detail.receiving_mx_hostname,
-                    detail.receiving_mx_helo, detail.receiving_ip, detail.failed_session_count,
-                    detail.additional_information, detail.failure_reason_code,
-                    _json(dict(detail.extra)) if detail.extra else None,
-                ))
+            policy_pk = int(self._execute(_INSERT_POLICY, _policy_row(report_pk, position, policy)).fetchone()[0])
+            failures.extend(_failure_row(policy_pk, report_pk, detail) for detail in policy.failure_details)
         if failures:
             self._conn.cursor().executemany(self._sql(_INSERT_FAILURE), failures)
         if not group:
