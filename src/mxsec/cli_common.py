@@ -21,6 +21,15 @@ def _fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+def error_line(exc: BaseException) -> str | None:
+    """The one line said for one of our own errors or a stray OS error; ``None`` for anything else."""
+    if isinstance(exc, MxsecError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}"
+    return None
+
+
 def _guarded(fn):
     """Turn our own errors (and stray OS errors) into one line on stderr and exit 2."""
 
@@ -28,10 +37,8 @@ def _guarded(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except MxsecError as exc:
-            _fail(str(exc))
-        except OSError as exc:
-            _fail(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
+        except (MxsecError, OSError) as exc:
+            _fail(error_line(exc))
         except KeyboardInterrupt:
             _fail("interrupted", 130)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from mxsec.cli_common import _fail, _guarded
+from mxsec.cli_common import _fail, _guarded, error_line
 from mxsec.display import safe_text
 
 
@@ -103,22 +103,15 @@ def ingest_command(paths, db_url, dkim, require_dkim, nameservers, move_processe
     counts = outcome.counts
     if not as_json:
         click.echo(totals_line(outcome.inputs, "input(s)", counts))
-    sys.exit(1 if counts["rejected"] else EXIT_CONFLICT if counts["conflict"] or outcome.in_conflict else 0)
+    sys.exit(exit_code(counts, in_conflict=outcome.in_conflict))
 
 
 def _child_failed(exc: BaseException) -> int:
     """How the second ingest process reports its own failure: as :func:`~mxsec.cli_common._guarded` would."""
-    from mxsec.errors import MxsecError
-
     if isinstance(exc, KeyboardInterrupt):
         return 130  # Ctrl-C reached both processes: the parent says so
-    if isinstance(exc, MxsecError):
-        click.echo(f"mxsec: {exc}", err=True)
-        return 2
-    if isinstance(exc, OSError):
-        click.echo(f"mxsec: {exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}", err=True)
-        return 2
-    click.echo(f"mxsec: unexpected error in the second ingest process: {type(exc).__name__}: {exc}", err=True)
+    line = error_line(exc) or f"unexpected error in the second ingest process: {type(exc).__name__}: {exc}"
+    click.echo(f"mxsec: {line}", err=True)
     return 2
 
 
@@ -126,12 +119,12 @@ def _child_failed(exc: BaseException) -> int:
 EXIT_CONFLICT = 3
 
 
-def exit_code(counts: dict[str, int], items=()) -> int:
-    """1 when an input was rejected, else 3 when a report of *items* is (now or still) in conflicting copies,
-    else 0."""
+def exit_code(counts: dict[str, int], items=(), *, in_conflict: bool = False) -> int:
+    """1 when an input was rejected, else 3 when a report of *items* is (now or still) in conflicting copies
+    (or *in_conflict* says one is), else 0."""
     if counts["rejected"]:
         return 1
-    in_conflict = counts["conflict"] or any(r.others for item in items for r in item.results)
+    in_conflict = in_conflict or counts["conflict"] or any(r.others for item in items for r in item.results)
     return EXIT_CONFLICT if in_conflict else 0
 
 
