@@ -34,7 +34,7 @@ import re
 import struct
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from types import MappingProxyType
@@ -975,12 +975,7 @@ class _Builder:
 
         policy_type = self.text(pfields, "policy-type", required=True, where=where)
         assert policy_type is not None
-        folded = policy_type.strip().lower()
-        if folded != policy_type and folded in POLICY_TYPES:
-            self.warn("policy-type-case", f"policy-type {_show(policy_type)} read as {folded!r}")
-            policy_type = folded
-        elif policy_type not in POLICY_TYPES:
-            self.warn("unknown-policy-type", f"unknown policy-type {_show(policy_type)} kept")
+        policy_type = self.registered(policy_type, POLICY_TYPES, "policy-type")
 
         policy_string = self.policy_string(pfields, policy_type, where)
         policy_domain = self.policy_domain(pfields.get("policy-domain"), where)
@@ -1152,12 +1147,7 @@ class _Builder:
         fields, extra = self.split(item, _DETAIL_FIELDS, _DETAIL_LEGACY, " in a failure detail")
         result_type = self.text(fields, "result-type", required=True, where=where)
         assert result_type is not None
-        folded = result_type.strip().lower()
-        if folded != result_type and folded in RESULT_TYPES:
-            self.warn("result-type-case", f"result-type {_show(result_type)} read as {folded!r}")
-            result_type = folded
-        elif result_type not in RESULT_TYPES:
-            self.warn("unknown-result-type", f"unknown result-type {_show(result_type)} kept")
+        result_type = self.registered(result_type, RESULT_TYPES, "result-type")
         if fields.get("failed-session-count") is None:
             state = "null" if "failed-session-count" in fields else "missing"
             raise ReportError("missing-field", f"failed-session-count{where} is {state}")
@@ -1184,6 +1174,11 @@ class _Builder:
             return None
         text = self.text(fields, name, where=where)
         assert text is not None
+        return self.address_text(text, name)
+
+    def address_text(self, text: str, name: str) -> str | None:
+        """An IP address field's string: stripped when it is an address, kept as written (with a warning) when
+        it is not, absent (with a warning) when empty."""
         stripped = text.strip()
         if not stripped:
             self.warn("ip-empty", f"{name} empty; taken as absent")
@@ -1196,11 +1191,26 @@ class _Builder:
     def host(self, fields: dict[str, Any], name: str, where: str) -> str | None:
         if name not in fields:
             return None
-        text = self.text(fields, name, where=where)
+        return self.host_text(self.text(fields, name, where=where), name)
+
+    def host_text(self, text: str | None, name: str) -> str | None:
+        """A host name field's string; null or empty is absent (with a warning)."""
         if text is None or not text.strip():
             self.warn("host-empty", f"{name} {'null' if text is None else 'empty'}; taken as absent")
             return None
         return text
+
+    def registered(self, value: str, known: Collection[str], name: str) -> str:
+        """A ``policy-type`` or ``result-type`` value: as written when registered; read in lower case without
+        spaces (with a warning) when only that differs; else kept as written, with a warning."""
+        if value in known:
+            return value
+        folded = value.strip().lower()
+        if folded != value and folded in known:
+            self.warn(f"{name}-case", f"{name} {_show(value)} read as {folded!r}")
+            return folded
+        self.warn(f"unknown-{name}", f"unknown {name} {_show(value)} kept")
+        return value
 
 
 # ------------------------------------------------------------------------------------- the typed fast path
@@ -1352,14 +1362,7 @@ class _FastBuilder(_Builder):
             members += 5  # policy, summary, policy-type and the two totals
             raw_type = policy.policy_type
             strings.append(raw_type)
-            policy_type = raw_type
-            if raw_type not in POLICY_TYPES:
-                folded = raw_type.strip().lower()
-                if folded != raw_type and folded in POLICY_TYPES:
-                    warn("policy-type-case", f"policy-type {_show(raw_type)} read as {folded!r}")
-                    policy_type = folded
-                else:
-                    warn("unknown-policy-type", f"unknown policy-type {_show(raw_type)} kept")
+            policy_type = self.registered(raw_type, POLICY_TYPES, "policy-type")
 
             lines = policy.policy_string
             if lines is UNSET:
@@ -1405,15 +1408,8 @@ class _FastBuilder(_Builder):
                 made = []
                 for item in entry.failure_details:
                     members += 2
-                    result_type = item.result_type
-                    strings.append(result_type)
-                    if result_type not in RESULT_TYPES:
-                        folded = result_type.strip().lower()
-                        if folded != result_type and folded in RESULT_TYPES:
-                            warn("result-type-case", f"result-type {_show(result_type)} read as {folded!r}")
-                            result_type = folded
-                        else:
-                            warn("unknown-result-type", f"unknown result-type {_show(result_type)} kept")
+                    strings.append(item.result_type)
+                    result_type = self.registered(item.result_type, RESULT_TYPES, "result-type")
                     if item.sending_mta_ip is UNSET:
                         warn("sending-mta-ip-missing", "sending-mta-ip missing in a failure detail")
                     present = [value for value in (
@@ -1474,24 +1470,10 @@ class _FastBuilder(_Builder):
         })
 
     def _typed_address(self, value: Any, name: str) -> str | None:
-        if value is UNSET:
-            return None
-        stripped = value.strip()
-        if not stripped:
-            self.warn("ip-empty", f"{name} empty; taken as absent")
-            return None
-        if not _is_ip_address(stripped):
-            self.warn("ip-invalid", f"{name} {_show(value)} is not an IP address; kept as written")
-            return value
-        return stripped
+        return None if value is UNSET else self.address_text(value, name)
 
     def _typed_host(self, value: Any, name: str) -> str | None:
-        if value is UNSET:
-            return None
-        if not value.strip():
-            self.warn("host-empty", f"{name} empty; taken as absent")
-            return None
-        return value
+        return None if value is UNSET else self.host_text(value, name)
 
 
 @functools.lru_cache(maxsize=4096)
