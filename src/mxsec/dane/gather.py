@@ -137,11 +137,8 @@ async def destination_facts(dns, domain: str, max_hosts: int = 10, hosts: Shared
     mx = await dns.mx(domain)
     if not mx.secure:
         return mx, {}
-    names = mx_host_names(mx, domain, max_hosts)
-    if hosts is None:
-        gathered = await asyncio.gather(*(host_facts(dns, name) for name in names))
-    else:
-        gathered = await asyncio.gather(*(hosts.get(dns, name) for name in names))
+    look_up = host_facts if hosts is None else hosts.get
+    gathered = await asyncio.gather(*(look_up(dns, name) for name in mx_host_names(mx, domain, max_hosts)))
     return mx, {facts.host: facts for facts in gathered}
 
 

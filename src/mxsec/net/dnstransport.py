@@ -120,6 +120,11 @@ class _UdpSocket(asyncio.DatagramProtocol):
             if not entry.future.done():
                 entry.future.set_exception(exc)
 
+    @property
+    def takes_queries(self) -> bool:
+        """Open, unbroken and not yet used up: new queries may go to it."""
+        return self.transport is not None and not self.broken and self.used < QUERIES_PER_SOCKET
+
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
@@ -206,7 +211,7 @@ class DnsTransport:
         """The socket new queries to ``server`` go to (a fresh one when the current one is used up)."""
         while True:  # every pass either returns or waits for a new socket, which the first waiters take
             sock = self._current.get(server)
-            if sock is not None and not sock.broken and sock.used < QUERIES_PER_SOCKET and sock.transport:
+            if sock is not None and sock.takes_queries:
                 return sock
             opening = self._opening.get(server)
             if opening is None or opening.done():
@@ -233,7 +238,7 @@ class DnsTransport:
     async def _udp(self, server: tuple[str, int], qname: bytes, rdtype: int,
                    wait: float) -> tuple[bytes, ParsedResponse]:
         sock = self._current.get(server)
-        if sock is None or sock.broken or sock.used >= QUERIES_PER_SOCKET or sock.transport is None:
+        if sock is None or not sock.takes_queries:
             sock = await self._socket(server)
         qid = self._ids.next()
         while qid in sock.pending:
