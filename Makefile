@@ -21,7 +21,7 @@ system-deps:
 
 ## Run the main job: the lab (DNSSEC DNS, policy hosts, MXes, a real Postfix sending through mxsec daemon).
 demo: $(STAMP) system-deps
-	$(BIN)/python -m mxsec.devtools.demo
+	$(BIN)/python -m mxsec.cli.demo
 
 ## Run every test: ruff (lint) first, then unit, integration (local servers), lab (namespaces).
 test: $(STAMP) system-deps

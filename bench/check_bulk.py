@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from mxsec.lab import runner
-from mxsec.lab.cli import prerequisites
+from mxsec.lab.prerequisites import prerequisites
 from mxsec.lab.topology import Topology
 
 MXSEC = str(Path(sys.executable).with_name("mxsec"))

@@ -49,7 +49,7 @@ from socketmap import PEER_PACKAGE, PEER_VENV, clean_env, cpu_idle, ensure_peer_
 
 from mxsec.lab import runner
 from mxsec.lab import state as lab_state
-from mxsec.lab.cli import prerequisites
+from mxsec.lab.prerequisites import prerequisites
 from mxsec.lab.topology import Topology
 
 BENCH = Path(__file__).resolve().parent

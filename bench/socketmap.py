@@ -249,7 +249,7 @@ class Inner:
     def start_world(self) -> None:
         world_dir = self.state / "world"
         cmd = [
-            self.python, "-m", "mxsec.devtools.fakeworld",
+            self.python, "-m", "mxsec.testing.fakeworld",
             "--dns", f"{DNS_ADDR}:53", "--https", f"{HTTPS_ADDR}:443",
             "--state-dir", str(world_dir), "--generate", str(WORLD_DOMAINS),
             "--control", f"{CONTROL[0]}:{CONTROL[1]}", "--prewarm",

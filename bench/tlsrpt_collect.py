@@ -62,8 +62,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mxsec.devtools.libtlsrpt import Detail, Pol
-from mxsec.devtools.libtlsrpt import encode as encode_datagram
+from mxsec.testing.libtlsrpt import Detail, Pol
+from mxsec.testing.libtlsrpt import encode as encode_datagram
 
 MXSEC = str(Path(sys.executable).with_name("mxsec"))
 BENCH = Path(__file__).resolve().parent
@@ -113,7 +113,7 @@ INNER_ENV = "MXSEC_BENCH_TLSRPT_NETNS"
 
 def encode(domain: str, record: str, ptype: int, pdomain: str | None, strings: list[str], mx: list[str],
            details: list[dict[str, object]], failed: bool) -> bytes:
-    """One datagram with one policy, byte for byte as libtlsrpt 0.5 writes it (see mxsec.devtools.libtlsrpt)."""
+    """One datagram with one policy, byte for byte as libtlsrpt 0.5 writes it (see mxsec.testing.libtlsrpt)."""
     items = [Detail(int(d["c"]), **{k: str(d[k]) for k in ("s", "n", "h", "r", "a", "f") if k in d}) for d in details]
     return encode_datagram(domain, record, [Pol(ptype, pdomain, strings, mx, items, failed)])
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/docs-screenshot.py [--out docs/img/reports-dashboard.png]
 
-Writes the sample month of mxsec.devtools.sample_reports (ending on a fixed day, so the picture does not
+Writes the sample month of mxsec.testing.sample_reports (ending on a fixed day, so the picture does not
 change between runs), ingests it with `mxsec reports ingest`, starts `mxsec reports serve` on 127.0.0.1 and
 photographs the overview with Debian's /usr/bin/chromium through Playwright. Everything stays on loopback.
 """
@@ -19,7 +19,7 @@ import urllib.request
 from datetime import date
 from pathlib import Path
 
-from mxsec.devtools.sample_reports import write_samples
+from mxsec.testing.sample_reports import write_samples
 
 MXSEC = str(Path(sys.executable).with_name("mxsec"))
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -6,7 +6,7 @@ Reuse:
   (use ``unique_domain("prefix")``) so they never disturb each other; compare stats per name, never totals.
 * ``running_world(domains={...}, **world_kwargs)``: a context manager for a private world (e.g. when a test
   needs its own HTTPS port or wants to stop the world); ``domains`` uses the spec format of
-  :mod:`mxsec.devtools.fakeworld` (``{"example.test": {"txt": [...], "policy": {...}}}``).
+  :mod:`mxsec.testing.fakeworld` (``{"example.test": {"txt": [...], "policy": {...}}}``).
 * ``dns_settings_for(world)``, ``https_settings_for(world)``, ``loopback_guard()``: the settings that point
   mxsec at a world (custom nameserver, world port, the world's CA as ``ca_file``, 127/8 allowed).
 * ``make_fetcher`` (async, function scope): ``make_fetcher(**https_overrides)`` -> a ``PolicyFetcher`` on
@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from mxsec.devtools.fakeworld import FakeWorld, WorldThread
+from mxsec.testing.fakeworld import FakeWorld, WorldThread
 from mxsec.net.dns import DnsClient, DnsSettings
 from mxsec.net.guard import AddressGuard
 

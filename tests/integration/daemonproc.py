@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mxsec.devtools.daemonproc import MXSEC, Client, DaemonProcess, free_port
+from mxsec.testing.daemonproc import MXSEC, Client, DaemonProcess, free_port
 
 __all__ = ["MXSEC", "Client", "Daemon", "free_port"]
 

@@ -9,7 +9,7 @@ import tomllib
 
 import pytest
 
-from mxsec.devtools.fakeworld import FakeWorld, PolicySpec, WorldThread, policy_text
+from mxsec.testing.fakeworld import FakeWorld, PolicySpec, WorldThread, policy_text
 
 from .daemonproc import MXSEC, Client, Daemon, free_port
 

@@ -21,7 +21,7 @@ import pytest
 
 from mxsec.daemon.server import FD_RESERVE
 from mxsec.daemon.socketmap import encode
-from mxsec.devtools.fakeworld import FakeWorld, PolicySpec, WorldThread, policy_text
+from mxsec.testing.fakeworld import FakeWorld, PolicySpec, WorldThread, policy_text
 
 from .daemonproc import Daemon, free_port
 

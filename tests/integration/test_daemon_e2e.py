@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from mxsec.daemon.socketmap import encode
-from mxsec.devtools.fakeworld import FakeWorld, PolicySpec, WorldThread, policy_text
+from mxsec.testing.fakeworld import FakeWorld, PolicySpec, WorldThread, policy_text
 
 from .daemonproc import Client, Daemon, free_port
 

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from mxsec.daemon.socketmap import NetstringDecoder, encode
-from mxsec.devtools.fakeworld import FakeWorld, PolicySpec, WorldThread, policy_text
+from mxsec.testing.fakeworld import FakeWorld, PolicySpec, WorldThread, policy_text
 
 from .daemonproc import Daemon
 

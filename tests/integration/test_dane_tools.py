@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from mxsec.dane.tlsa import tlsa_for_certificate
-from mxsec.devtools.fakeworld import FakeWorld
-from mxsec.devtools.pki import TestCA, pem_to_der, self_signed, write_pem
+from mxsec.testing.fakeworld import FakeWorld
+from mxsec.testing.pki import TestCA, pem_to_der, self_signed, write_pem
 from mxsec.net.smtp import MAX_LINE, MAX_LINES, probe_starttls
 from tests.integration.conftest import UNUSED_IP, unique_domain
 

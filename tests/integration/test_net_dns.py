@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from mxsec.devtools.fakeworld import FakeWorld, PolicySpec
+from mxsec.testing.fakeworld import FakeWorld, PolicySpec
 from mxsec.net.dns import DnsClient, DnsSettings, parse_nameserver
 from tests.integration.conftest import UNUSED_IP, dns_settings_for, unique_domain
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from mxsec.devtools.fakeworld import FakeWorld, PolicySpec, policy_text
-from mxsec.devtools.pki import TestCA, write_pem
+from mxsec.testing.fakeworld import FakeWorld, PolicySpec, policy_text
+from mxsec.testing.pki import TestCA, write_pem
 from mxsec.net.dns import DnsClient
 from mxsec.net.guard import AddressGuard
 from mxsec.net.https import POLICY_PATH, HttpsSettings, PolicyFetcher
@@ -376,7 +376,7 @@ async def test_fakeworld_cli_generate_spec_control_and_sigterm(tmp_path: Any) ->
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     state = tmp_path / "state"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mxsec.devtools.fakeworld", "--dns", "127.0.80.5:0", "--https", "127.0.80.6:0",
+        sys.executable, "-m", "mxsec.testing.fakeworld", "--dns", "127.0.80.5:0", "--https", "127.0.80.6:0",
         "--state-dir", str(state), "--generate", "3", "--spec", str(tmp_path / "spec.json"),
         "--control", "127.0.80.7:0",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,

@@ -1,7 +1,7 @@
 """`mxsec serve-policy` as a real process on 127.0.87.x, fetched by our own PolicyFetcher and by raw TLS clients.
 
 The fake world (127.0.87.1) answers ``A mta-sts.example.test`` with 127.0.87.2, where each test's server listens
-on a port of its own; the certificates come from a throw-away CA (``mxsec.devtools.pki``).
+on a port of its own; the certificates come from a throw-away CA (``mxsec.testing.pki``).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from mxsec.devtools.daemonproc import MXSEC
-from mxsec.devtools.fakeworld import FakeWorld
-from mxsec.devtools.pki import TestCA, write_pem
+from mxsec.testing.daemonproc import MXSEC
+from mxsec.testing.fakeworld import FakeWorld
+from mxsec.testing.pki import TestCA, write_pem
 from mxsec.net.dns import DnsClient
 from mxsec.net.https import POLICY_PATH, HttpsSettings, PolicyFetcher
 from mxsec.sts.policy import media_type_ok, parse_policy

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from mxsec.devtools.libtlsrpt import Detail, Pol, encode
+from mxsec.testing.libtlsrpt import Detail, Pol, encode
 from mxsec.store.senderdb import SenderDB
 from mxsec.tlsrpt.session import Failure, PolicyTotals
 

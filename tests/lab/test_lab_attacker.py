@@ -18,7 +18,7 @@ import pytest
 
 from mxsec.lab import attacker, attackrun, runner, topology
 from mxsec.lab.attackrun import AttackRow
-from mxsec.lab.cli import prerequisites
+from mxsec.lab.prerequisites import prerequisites
 from mxsec.lab.exim import Exim, EximSpec, unavailable
 from mxsec.lab.scenarios import load_scenarios
 from mxsec.lab.topology import LabError, Topology

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from mxsec.lab import runner
-from mxsec.lab.cli import prerequisites
+from mxsec.lab.prerequisites import prerequisites
 from mxsec.lab.scenarios import load_scenarios
 from mxsec.lab.topology import Topology
 

@@ -20,7 +20,8 @@ from click.testing import CliRunner
 
 from mxsec.lab import runner
 from mxsec.lab import state as lab_state
-from mxsec.lab.cli import lab, prerequisites
+from mxsec.cli.lab import lab
+from mxsec.lab.prerequisites import prerequisites
 from mxsec.lab.postfix import _alternate_dirs
 from mxsec.lab.scenarios import load_scenarios
 from mxsec.lab.topology import ETC_NETNS, NETNS_DIR, Topology

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from mxsec.lab import runner, topology
-from mxsec.lab.cli import prerequisites
+from mxsec.lab.prerequisites import prerequisites
 from mxsec.lab.dns import LabDns
 from mxsec.lab.exim import Exim, EximOutcome, EximSpec, unavailable
 from mxsec.lab.mx import read_received, read_sessions

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("aiosmtpd")
 
-from mxsec.devtools.pki import TestCA
+from mxsec.testing.pki import TestCA
 from mxsec.lab.mx import (
     MxFarm,
     MxFarmProcess,

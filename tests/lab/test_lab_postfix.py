@@ -24,7 +24,7 @@ import pytest
 
 pytest.importorskip("aiosmtpd")
 
-from mxsec.devtools.pki import TestCA
+from mxsec.testing.pki import TestCA
 from mxsec.lab.mx import MxFarm, MxFarmProcess, MxSpec, save_ca
 from mxsec.lab.postfix import (
     Postfix,

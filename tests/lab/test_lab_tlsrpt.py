@@ -18,7 +18,8 @@ from collections.abc import Iterator
 import pytest
 
 from mxsec.lab import runner
-from mxsec.lab.cli import prerequisites, render_loop_table
+from mxsec.cli.lab import render_loop_table
+from mxsec.lab.prerequisites import prerequisites
 from mxsec.lab.exim import unavailable
 from mxsec.lab.scenarios import load_scenarios
 from mxsec.lab.tlsrpt import LoopResult, LoopRow, close_loop

@@ -112,8 +112,7 @@ def test_a_domain_the_checker_fails_on_is_a_finding_not_the_end_of_the_run(monke
     import asyncio
 
     import mxsec.check.gather as gather_module
-    import mxsec.cli  # noqa: F401 - mxsec.cli registers the command; import it before mxsec.cli_check
-    from mxsec.cli_check import _run
+    from mxsec.cli.check import _run
     from mxsec.config import Config, apply_overrides
 
     async def flaky(domain, *args, **kwargs):

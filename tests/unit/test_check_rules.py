@@ -2,7 +2,7 @@
 
 No I/O: DNS answers are :mod:`mxsec.net.dns` values, the policy fetch a :class:`~mxsec.net.https.FetchOutcome`,
 records and policies come from the real parsers, STARTTLS probes are :class:`~mxsec.net.smtp.SmtpProbe` values
-whose chains are generated here (:mod:`mxsec.devtools.pki`) and whose PKIX verdicts come from the real
+whose chains are generated here (:mod:`mxsec.testing.pki`) and whose PKIX verdicts come from the real
 :func:`~mxsec.net.smtp.check_pkix`; TLSA records from :func:`~mxsec.dane.tlsa.tlsa_for_certificate`.
 Each test asserts the codes with their severities and RFC 8460 result types, and what must *not* appear.
 """
@@ -22,7 +22,7 @@ from mxsec.check.facts import DomainFacts, mx_hosts
 from mxsec.check.rules import EXPIRY_WARNING_DAYS, SHORT_MAX_AGE, judge
 from mxsec.dane.destination import HostFacts, base_candidates
 from mxsec.dane.tlsa import tlsa_for_certificate
-from mxsec.devtools.pki import TestCA, pem_to_der
+from mxsec.testing.pki import TestCA, pem_to_der
 from mxsec.net.dns import AddressAnswer, RRAnswer, TxtAnswer
 from mxsec.net.https import FetchOutcome
 from mxsec.net.smtp import PkixResult, SmtpProbe, check_pkix

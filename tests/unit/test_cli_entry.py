@@ -25,7 +25,7 @@ def test_python_dash_m_reaches_subcommands(module):
 
 
 def test_fetch_imap_registered_once_whatever_the_import_order():
-    import mxsec.cli_reports_imap  # noqa: F401 - importing it must not register anything by itself
+    import mxsec.cli.reports_imap  # noqa: F401 - importing it must not register anything by itself
     from mxsec.cli import main
 
     reports = main.commands["reports"]
@@ -42,13 +42,13 @@ def test_command_groups_are_imported_only_when_used():
         "    main(['reports', 'ingest', '--help'])\n"
         "except SystemExit:\n"
         "    pass\n"
-        "print(sorted(m for m in ('mxsec.lab.cli', 'mxsec.cli_dane', 'mxsec.cli_check', 'mxsec.cli_tlsrpt',\n"
-        "                         'mxsec.cli_reports_imap', 'asyncio') if m in sys.modules))\n"
+        "print(sorted(m for m in ('mxsec.cli.lab', 'mxsec.cli.dane', 'mxsec.cli.check', 'mxsec.cli.tlsrpt',\n"
+        "                         'mxsec.cli.reports_imap', 'asyncio') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
-    from mxsec.cli import COMMANDS, main
+    from mxsec.cli.main import COMMANDS, main
 
     for name, _module, _attribute in COMMANDS:
         assert main.commands[name].name == name

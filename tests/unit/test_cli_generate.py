@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from mxsec.cli import main
-from mxsec.devtools.pki import TestCA, key_to_pem, new_key
+from mxsec.testing.pki import TestCA, key_to_pem, new_key
 from mxsec.sts.policy import parse_policy
 from mxsec.sts.record import parse_record as parse_sts_record
 from mxsec.tlsrpt.record import parse_record as parse_tlsrpt_record

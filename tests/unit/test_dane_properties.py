@@ -24,7 +24,7 @@ from mxsec.dane.tlsa import (
     usable,
 )
 from mxsec.dane.verify import MAX_CHAIN, verify_chain
-from mxsec.devtools.pki import TestCA, pem_to_der
+from mxsec.testing.pki import TestCA, pem_to_der
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NAME = "mx.example.test"

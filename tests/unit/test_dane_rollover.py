@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives import serialization
 
 from mxsec.dane.rollover import RolloverError, duration_text, load_certificate, plan_rollover
 from mxsec.dane.tlsa import tlsa_for_certificate
-from mxsec.devtools.pki import TestCA, pem_to_der
+from mxsec.testing.pki import TestCA, pem_to_der
 from mxsec.errors import ParseError
 
 HOST = "mx.example.test"

@@ -22,7 +22,7 @@ from mxsec.dane.tlsa import (
     tlsa_owner,
     usable,
 )
-from mxsec.devtools.pki import TestCA, pem_to_der
+from mxsec.testing.pki import TestCA, pem_to_der
 from mxsec.errors import ParseError
 from mxsec.names import DomainError
 

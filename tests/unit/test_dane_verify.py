@@ -1,6 +1,6 @@
 """mxsec.dane.verify: presented chains against TLSA records (DANE-H-18..H-36, EC-31..EC-33).
 
-Every chain is generated here with mxsec.devtools.pki. Tables: each row is
+Every chain is generated here with mxsec.testing.pki. Tables: each row is
 ``(row id, records(w), chain(w), names, expected)`` where ``w`` is the module's certificate world and
 ``expected`` is ``(ok, authenticated, result_type)``.
 """
@@ -15,7 +15,7 @@ import pytest
 
 from mxsec.dane.tlsa import TlsaRecord, spki_of_certificate, tlsa_for_certificate
 from mxsec.dane.verify import ANCHOR_FROM_DNS, MAX_CHAIN, DaneResult, verify_chain
-from mxsec.devtools.pki import TestCA, new_key, pem_to_der, self_signed
+from mxsec.testing.pki import TestCA, new_key, pem_to_der, self_signed
 
 NOW = dt.datetime.now(dt.UTC)
 NAME = "mx.example.test"

@@ -14,7 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from mxsec.dane.tlsa import parse_tlsa
-from mxsec.devtools.pki import TestCA, key_to_pem, new_key, pem_to_der, self_signed
+from mxsec.testing.pki import TestCA, key_to_pem, new_key, pem_to_der, self_signed
 from mxsec.errors import ParseError
 from mxsec.generate import (
     ENFORCE_MIN_MAX_AGE,

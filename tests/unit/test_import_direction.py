@@ -24,7 +24,7 @@ CORE = sorted(
 ADAPTERS = ("aiohttp", "httpx", "dns.resolver", "dns.asyncresolver", "dns.query", "dns.asyncquery", "sqlite3",
             "psycopg", "redis", "smtplib", "urllib.request", "starlette", "uvicorn", "click")
 UPPER = ("mxsec.net", "mxsec.store", "mxsec.daemon", "mxsec.reports", "mxsec.cli", "mxsec.config", "mxsec.check",
-         "mxsec.sender", "mxsec.lab", "mxsec.devtools", "mxsec.serve_policy", "mxsec.generate")
+         "mxsec.sender", "mxsec.lab", "mxsec.testing", "mxsec.serve_policy", "mxsec.generate")
 ASYNC = ("asyncio", "ssl", "subprocess")
 ASYNC_BRIDGES = {"mxsec.dane.gather"}
 

@@ -1,10 +1,10 @@
-"""The sample month of mxsec.devtools.sample_reports (docs and trying the tools): clean reports, visible incidents."""
+"""The sample month of mxsec.testing.sample_reports (docs and trying the tools): clean reports, visible incidents."""
 
 from __future__ import annotations
 
 from datetime import date
 
-from mxsec.devtools.sample_reports import write_samples
+from mxsec.testing.sample_reports import write_samples
 from mxsec.reports.inputs import Options, ingest, path_inputs
 from mxsec.store.reportdb import Filters, ReportDB
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from mxsec.devtools.pki import TestCA, new_key, self_signed, write_pem
+from mxsec.testing.pki import TestCA, new_key, self_signed, write_pem
 from mxsec.errors import ConfigError
 from mxsec.serve_policy import (
     CACHE_CONTROL,

@@ -9,7 +9,7 @@ import datetime as dt
 import pytest
 from cryptography import x509
 
-from mxsec.devtools.pki import TestCA, pem_to_der, self_signed, write_pem
+from mxsec.testing.pki import TestCA, pem_to_der, self_signed, write_pem
 from mxsec.net.smtp import (
     MAX_LINE,
     MAX_LINES,

@@ -13,7 +13,8 @@ Building blocks (the runner composes them):
 * :mod:`mxsec.lab.mx`, :mod:`mxsec.lab.policyhosts`, :mod:`mxsec.lab.postfix` — MX hosts, MTA-STS policy hosts,
   the sender's private Postfix.
 * :mod:`mxsec.lab.runner` — ``up`` / ``run`` / ``down`` / ``lab_status``: the whole lab and one message per
-  scenario; :mod:`mxsec.lab.cli` — the ``mxsec lab`` click group.
+  scenario; :mod:`mxsec.lab.prerequisites` — can the lab run here (the ``mxsec lab`` commands are
+  :mod:`mxsec.cli.lab`).
 * :mod:`mxsec.lab.attacker` — attacks switched on per target in the router namespace (STARTTLS stripped,
   impostor MX, DNS/HTTPS dropped or delayed, ``_mta-sts`` record removed); :mod:`mxsec.lab.attackrun` — the
   attacker scenarios against Postfix and Exim.

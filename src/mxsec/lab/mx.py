@@ -12,7 +12,7 @@ certificate it presents after STARTTLS:
 ``no-starttls`` STARTTLS is not offered at all
 =============== ===========================================================================================
 
-All lab-CA leaves share the CA's one leaf key (:class:`mxsec.devtools.pki.TestCA`), so their ``3 1 1`` TLSA
+All lab-CA leaves share the CA's one leaf key (:class:`mxsec.testing.pki.TestCA`), so their ``3 1 1`` TLSA
 data are the same; :func:`spki_sha256` computes it from a certificate.
 
 :class:`MxFarm` serves many MX addresses from one asyncio loop (one listening server per address), either in
@@ -60,7 +60,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from mxsec.fsutil import make_dirs
-from mxsec.devtools.pki import TestCA, key_to_pem, new_key, self_signed, write_pem
+from mxsec.testing.pki import TestCA, key_to_pem, new_key, self_signed, write_pem
 
 __all__ = [
     "CERT_KINDS",

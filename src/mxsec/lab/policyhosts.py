@@ -1,7 +1,7 @@
 """The lab's MTA-STS policy hosts: one HTTPS server for every ``mta-sts.<domain>`` of the scenarios.
 
-It is :class:`mxsec.devtools.fakeworld.FakeWorld` (one HTTPS listener, a certificate per host chosen by SNI,
-``/.well-known/mta-sts.txt`` served as each domain's :class:`~mxsec.devtools.fakeworld.PolicySpec` says),
+It is :class:`mxsec.testing.fakeworld.FakeWorld` (one HTTPS listener, a certificate per host chosen by SNI,
+``/.well-known/mta-sts.txt`` served as each domain's :class:`~mxsec.testing.fakeworld.PolicySpec` says),
 run inside the lab's internet namespace and bound to ``0.0.0.0:443`` there, which covers every ``/32`` on that
 namespace's ``lo`` (each ``mta-sts.<domain>`` has its own address in the lab DNS). Certificates come from the
 lab CA (``--ca-dir``, the one the MX farm and the sender trust). FakeWorld's own DNS server is not used: it
@@ -101,7 +101,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _apply(world: Any, spec_file: Path, state_dir: Path) -> int:
-    from mxsec.devtools.fakeworld import PolicySpec
+    from mxsec.testing.fakeworld import PolicySpec
 
     document = json.loads(spec_file.read_text(encoding="utf-8"))
     generation = int(document.get("generation", 0))
@@ -116,7 +116,7 @@ def _apply(world: Any, spec_file: Path, state_dir: Path) -> int:
 
 
 async def _serve(spec_file: Path, ca_dir: Path, state_dir: Path, https: tuple[str, int]) -> int:
-    from mxsec.devtools.fakeworld import FakeWorld
+    from mxsec.testing.fakeworld import FakeWorld
     from mxsec.lab.mx import load_ca
 
     make_dirs(state_dir, 0o755)

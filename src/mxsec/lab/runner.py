@@ -177,7 +177,7 @@ def _step(progress: Progress, what: str) -> Callable[[], None]:
 
 
 def _up(topo: Topology, scenarios: list[Scenario], scenarios_text: str, progress: Progress) -> None:
-    from mxsec.devtools.pki import TestCA
+    from mxsec.testing.pki import TestCA
     from mxsec.lab import tlsrpt as loop
     from mxsec.lab.mx import save_ca
 
@@ -278,7 +278,7 @@ def _tlsa_data(scenarios: list[Scenario], paths: LabPaths) -> dict[str, list[str
     presents, ``other`` from a freshly made key that no lab certificate uses (so a mismatch really is one)."""
     from cryptography.hazmat.primitives import serialization
 
-    from mxsec.devtools.pki import new_key
+    from mxsec.testing.pki import new_key
 
     spki = new_key().public_key().public_bytes(serialization.Encoding.DER,
                                                serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -155,7 +155,7 @@ def lab_addresses(scenarios: Sequence[Scenario], topo: Topology) -> dict[str, st
 
 def prepare(topo: Topology, ca_dir: Path) -> None:
     """The DKIM key (and its TXT record text) and the HTTPS certificate of ``reports.test``."""
-    from mxsec.devtools.pki import write_pem
+    from mxsec.testing.pki import write_pem
     from mxsec.lab.mx import load_ca
     from mxsec.tlsrpt.dkim_sign import generate_key, key_record, load_signing_key
 

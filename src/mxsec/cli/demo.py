@@ -1,6 +1,6 @@
 """`make demo`: the lab demo by default, the fake-world demo with ``--fake-world``.
 
-``python -m mxsec.devtools.demo`` (the lab; root): brings the lab up (network namespaces, Knot + Unbound with
+``python -m mxsec.cli.demo`` (the lab; root): brings the lab up (network namespaces, Knot + Unbound with
 DNSSEC, MX hosts, MTA-STS policy hosts, ``mxsec daemon`` and a real Postfix in the sender namespace), sends one
 message per scenario of ``src/mxsec/lab/scenarios.toml``, waits for Postfix's verdicts, prints a table
 (domain, policy found, daemon reply, expected, actual, TLS seen by the MX), then closes the TLSRPT loop
@@ -12,7 +12,7 @@ exits 1 if any row differs from its expectation. Before the lab: a sample month 
 (``mxsec reports`` summary). Options: ``--scenario NAME`` (repeatable), ``--scenarios FILE``, ``--json``,
 ``--keep`` (leave the lab up), ``--prefix`` (default ``mxsec-demo``). Same as ``mxsec lab demo``.
 
-``python -m mxsec.devtools.demo --fake-world``: the policy daemon against a local fake world (loopback only),
+``python -m mxsec.cli.demo --fake-world``: the policy daemon against a local fake world (loopback only),
 through the real socketmap protocol:
 
 1. A fake world starts on loopback: a DNS server and HTTPS policy hosts for a dozen scenario domains
@@ -40,8 +40,8 @@ from rich.table import Table
 
 from mxsec.daemon.replies import NO_MX_MATCHES
 from mxsec.daemon.socketmap import encode
-from mxsec.devtools.daemonproc import Client, DaemonProcess
-from mxsec.devtools.fakeworld import FakeWorld, PolicySpec, WorldThread, policy_text
+from mxsec.testing.daemonproc import Client, DaemonProcess
+from mxsec.testing.fakeworld import FakeWorld, PolicySpec, WorldThread, policy_text
 
 DNS_ADDR = ("127.0.84.1", 0)
 HTTPS_ADDR = ("127.0.84.2", 443)
@@ -193,7 +193,7 @@ def _table(console: Console, title: str, scenarios: list[Scenario], replies: lis
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m mxsec.devtools.demo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mxsec.cli.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--fake-world", action="store_true",
                         help="the loopback fake-world demo (daemon, kill -9, restart from the cache)")
     parser.add_argument("--scenario", action="append", default=[], metavar="NAME", help="lab: only this scenario")
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.fake_world:
         return fake_world_main()
-    from mxsec.lab.cli import run_demo
+    from mxsec.cli.lab import run_demo
 
     status = 0
     if not args.json and not args.scenario:  # first: the lab run ends with the closed TLSRPT loop's table
@@ -217,7 +217,7 @@ def reports_demo(console: Console) -> int:
     import tempfile
     from pathlib import Path
 
-    from mxsec.devtools.sample_reports import write_samples
+    from mxsec.testing.sample_reports import write_samples
     from mxsec.reports.inputs import Options, count_outcomes, ingest, path_inputs
     from mxsec.reports.summary import render, summary_data
     from mxsec.store.reportdb import Filters, ReportDB

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from mxsec.cli_common import _fail, _guarded, error_line
+from mxsec.cli.common import _fail, _guarded, error_line
 from mxsec.display import safe_text
 
 
@@ -107,7 +107,7 @@ def ingest_command(paths, db_url, dkim, require_dkim, nameservers, move_processe
 
 
 def _child_failed(exc: BaseException) -> int:
-    """How the second ingest process reports its own failure: as :func:`~mxsec.cli_common._guarded` would."""
+    """How the second ingest process reports its own failure: as :func:`~mxsec.cli.common._guarded` would."""
     if isinstance(exc, KeyboardInterrupt):
         return 130  # Ctrl-C reached both processes: the parent says so
     line = error_line(exc) or f"unexpected error in the second ingest process: {type(exc).__name__}: {exc}"

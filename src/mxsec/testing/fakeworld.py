@@ -44,7 +44,7 @@ code and for tests whose event loops come and go.
 
 Command line (the benchmark runs it as a subprocess)::
 
-    python -m mxsec.devtools.fakeworld --dns 127.0.0.53:53 --https 127.0.0.80:443 --state-dir DIR \\
+    python -m mxsec.testing.fakeworld --dns 127.0.0.53:53 --https 127.0.0.80:443 --state-dir DIR \\
         [--spec FILE.json] [--generate N] [--control 127.0.0.1:PORT]
 
 It writes ``DIR/ca.pem`` and, once listening, ``DIR/ready.json``
@@ -112,7 +112,7 @@ import dns.rdtypes.ANY.TXT
 import dns.rrset
 
 from mxsec.fsutil import make_dirs
-from mxsec.devtools.pki import TestCA, self_signed, write_pem
+from mxsec.testing.pki import TestCA, self_signed, write_pem
 
 __all__ = [
     "CERT_KINDS",
@@ -1098,7 +1098,7 @@ async def _serve(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m mxsec.devtools.fakeworld",
+        prog="python -m mxsec.testing.fakeworld",
         description="Local fake DNS + MTA-STS policy hosts (loopback only).",
     )
     parser.add_argument("--dns", default="127.0.0.53:53", help="DNS listen address IP:PORT (port 0 = any)")

@@ -16,8 +16,8 @@ import sys
 
 import click
 
-from mxsec.cli_common import _fail, _guarded
-from mxsec.cli_reports import db_option, echo_input, exit_code, open_db, totals_line
+from mxsec.cli.common import _fail, _guarded
+from mxsec.cli.reports import db_option, echo_input, exit_code, open_db, totals_line
 from mxsec.reports.imap import (
     DEFAULT_LIMIT,
     DEFAULT_TIMEOUT,

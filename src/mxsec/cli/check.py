@@ -14,7 +14,7 @@ import time
 
 import click
 
-from mxsec.cli_common import _fail, _guarded, _load, network_options
+from mxsec.cli.common import _fail, _guarded, _load, network_options
 
 #: domain names read from --from-file at most
 MAX_DOMAINS = 100_000

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from mxsec.cli_common import _guarded, _load, network_options
+from mxsec.cli.common import _guarded, _load, network_options
 from mxsec.errors import ConfigError
 from mxsec.fsutil import make_dirs
 

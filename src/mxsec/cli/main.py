@@ -12,7 +12,7 @@ import time
 import click
 
 from mxsec import __version__
-from mxsec.cli_common import _fail, _guarded, _load, network_options
+from mxsec.cli.common import _fail, _guarded, _load, network_options
 from mxsec.errors import MxsecError
 
 
@@ -200,21 +200,21 @@ def migrate_config(yaml_file, output):
 #: cli_common.LazyCommands: one command's run does not pay for the imports of all the others);
 #: ``reports fetch-imap`` joins the ``reports`` group the same way
 COMMANDS = (
-    ("lab", "mxsec.lab.cli", "lab"),
-    ("dane", "mxsec.cli_dane", "dane"),
-    ("generate", "mxsec.cli_generate", "generate"),
-    ("check", "mxsec.cli_check", "check"),
-    ("serve-policy", "mxsec.cli_serve", "serve_policy"),
-    ("reports", "mxsec.cli_reports", "reports"),
-    ("tlsrpt", "mxsec.cli_tlsrpt", "tlsrpt"),
+    ("lab", "mxsec.cli.lab", "lab"),
+    ("dane", "mxsec.cli.dane", "dane"),
+    ("generate", "mxsec.cli.generate", "generate"),
+    ("check", "mxsec.cli.check", "check"),
+    ("serve-policy", "mxsec.cli.serve", "serve_policy"),
+    ("reports", "mxsec.cli.reports", "reports"),
+    ("tlsrpt", "mxsec.cli.tlsrpt", "tlsrpt"),
 )
 
 
 def _register() -> None:
-    from mxsec.cli_common import lazy_commands
+    from mxsec.cli.common import lazy_commands
 
     def with_fetch_imap(reports) -> None:
-        lazy_commands(reports).lazy("fetch-imap", "mxsec.cli_reports_imap", "fetch_imap")
+        lazy_commands(reports).lazy("fetch-imap", "mxsec.cli.reports_imap", "fetch_imap")
 
     commands = lazy_commands(main)
     for name, module, attribute in COMMANDS:
@@ -223,6 +223,3 @@ def _register() -> None:
 
 _register()
 
-
-if __name__ == "__main__":  # pragma: no cover - ``python -m mxsec`` (mxsec/__main__.py) is the usual way
-    main()

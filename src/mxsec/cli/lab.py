@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -35,25 +34,12 @@ from typing import Any
 
 import click
 
-__all__ = ["lab", "prerequisites", "render_attack_table", "render_loop_table", "render_table", "run_demo"]
+from mxsec.lab.prerequisites import prerequisites
+
+__all__ = ["lab", "render_attack_table", "render_loop_table", "render_table", "run_demo"]
 
 DEFAULT_PREFIX = "mxsec"
 DEMO_PREFIX = "mxsec-demo"
-TOOLS = ("ip", "knotd", "knotc", "keymgr", "unbound", "unbound-control", "unbound-checkconf", "postfix")
-
-
-def prerequisites() -> str | None:
-    """``None`` when the lab can run here, else what is missing."""
-    if os.geteuid() != 0:
-        return "the lab needs root (network namespaces, port 25/443 inside them, a private Postfix)"
-    missing = [t for t in TOOLS if shutil.which(t) is None and not os.path.exists(f"/usr/sbin/{t}")]
-    try:
-        import aiosmtpd  # noqa: F401
-    except ImportError:
-        missing.append("aiosmtpd (pip install 'mxsec[lab]')")
-    if missing:
-        return "missing: " + ", ".join(missing) + " (Debian: apt-get install knot knot-dnsutils unbound postfix)"
-    return None
 
 
 def _console() -> Any:

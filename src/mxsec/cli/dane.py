@@ -20,7 +20,7 @@ import json
 
 import click
 
-from mxsec.cli_common import _fail, _guarded, _load, network_options
+from mxsec.cli.common import _fail, _guarded, _load, network_options
 
 #: Most addresses probed for one host (the rest are listed as not probed).
 MAX_ADDRESSES = 16

@@ -1,6 +1,6 @@
 """Sample TLSRPT reports that look like a month of real ones, for trying the report tools and for the docs.
 
-    python -m mxsec.devtools.sample_reports OUTDIR [--days 30] [--end YYYY-MM-DD] [--seed 8460]
+    python -m mxsec.testing.sample_reports OUTDIR [--days 30] [--end YYYY-MM-DD] [--seed 8460]
 
 Writes one gzip report per reporter, policy domain and day, named as RFC 8460 §5.1 says, for two policy
 domains (``example.com`` with MTA-STS, ``example.net`` with DANE) and three reporters. The month has two

@@ -17,26 +17,16 @@ errors included, is one line on stderr with exit status 2.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import time
 
 import click
 
+from mxsec.cli.common import _guarded
+
 __all__ = ["generate"]
 
-
-def _guarded(fn):
-    """``mxsec.cli._guarded``, looked up at call time (mxsec.cli imports this module while it loads)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from mxsec.cli_common import _guarded as guarded
-
-        return guarded(fn)(*args, **kwargs)
-
-    return wrapper
 
 
 def _warn(warnings) -> None:

@@ -11,10 +11,11 @@ structured log on stderr.
 from __future__ import annotations
 
 import asyncio
-import functools
 import signal
 
 import click
+
+from mxsec.cli.common import _guarded
 
 __all__ = ["serve_policy"]
 
@@ -37,17 +38,6 @@ class _Command(click.Command):
             message = message[:1].lower() + message[1:]
             raise _OneLine(f"serve-policy: {message} (see --help)", ctx) from None
 
-
-def _guarded(fn):
-    """``mxsec.cli._guarded``, looked up at call time (mxsec.cli imports this module while it loads)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from mxsec.cli_common import _guarded as guarded
-
-        return guarded(fn)(*args, **kwargs)
-
-    return wrapper
 
 
 @click.command("serve-policy", cls=_Command)

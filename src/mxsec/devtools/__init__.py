@@ -1,1 +1,0 @@
-"""mxsec.devtools."""
