@@ -30,7 +30,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from mxsec.store.senderdb import SenderDB
+from mxsec.storage.senderdb import SenderDB
 from mxsec.tlsrpt.session import Failure, Policy, PolicyOutcome, PolicyType, Session, Tally
 
 MXSEC = str(Path(sys.executable).with_name("mxsec"))

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from mxsec.store import CacheEntry, StoreError
+from mxsec.storage import CacheEntry, StoreError
 
 __all__ = ["entry", "test_put_get_load_all_delete", "test_entries_are_copies", "test_unicode_and_large_body", "test_floats_round_trip_exactly", "test_closed_store_raises", "test_threads", "test_many_entries_in_batches", "test_put_many_last_one_wins"]  # pytest collects the tests from every module that imports them
 

@@ -220,7 +220,7 @@ def _check_duration(value: float, key: str, *, minimum: float = 0.0, allow_zero:
 
 
 def _check_cache_url(url: str, key: str) -> None:
-    from .store import parse_store_url  # local import: the store package is an adapter
+    from .storage import parse_store_url  # local import: the store package is an adapter
 
     try:
         parse_store_url(url)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from mxsec.testing.fakeworld import FakeWorld, PolicySpec, WorldThread, policy_text
-from mxsec.store.senderdb import SenderDB
+from mxsec.storage.senderdb import SenderDB
 from mxsec.tlsrpt.served import ServedPolicy
 from mxsec.tlsrpt.session import PolicyType
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mxsec.store.reportdb import ReportDB
+from mxsec.storage.reportdb import ReportDB
 from tests import tlsrpt_corpus as tc
 from tests.dkim_signing import EdKey, RsaKey, sign
 from tests.integration.conftest import unique_domain

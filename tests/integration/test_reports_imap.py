@@ -21,7 +21,7 @@ import pytest
 
 from mxsec.reports.imap import Account, Plan, fetch_reports
 from mxsec.reports.inputs import Options, count_outcomes
-from mxsec.store.reportdb import Filters, ReportDB
+from mxsec.storage.reportdb import Filters, ReportDB
 from tests import tlsrpt_corpus as tc
 from tests.dkim_signing import RsaKey, sign
 from tests.integration.conftest import unique_domain
@@ -369,7 +369,7 @@ def test_require_dkim_over_imap_with_keys_from_dns(dovecot, user, db_url, passwo
 def test_integrity_conflicting_copy_is_reported_and_exits_3(dovecot, user, db_url, password_file):
     """Report integrity: a forged report stored first (an open POST, say), then the real one fetched over IMAP:
     both kept, a CONFLICT line on stderr, exit 3; the message is still handled (seen)."""
-    from mxsec.store.reportdb import Incoming
+    from mxsec.storage.reportdb import Incoming
     from mxsec.tlsrpt.report import parse_report
     from tests.unit.test_reports_store import forged_and_genuine
 

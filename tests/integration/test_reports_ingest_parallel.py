@@ -68,7 +68,7 @@ SCRIPT = textwrap.dedent("""
     import json, os, sys
     from mxsec.reports.inputs import Options
     from mxsec.reports.parallel import ingest_paths
-    from mxsec.store.reportdb import ReportDB
+    from mxsec.storage.reportdb import ReportDB
 
     db_url, fail_in, paths = sys.argv[1], sys.argv[2], sys.argv[3:]
     parent = os.getpid()
@@ -79,7 +79,7 @@ SCRIPT = textwrap.dedent("""
         calls.append(1)
         child = os.getpid() != parent
         if (fail_in == "child" and child) or (fail_in == "parent" and not child and len(calls) == 2):
-            from mxsec.store.base import StoreError
+            from mxsec.storage.base import StoreError
             raise StoreError("disk on fire")
         return original(self, items, **kwargs)
 

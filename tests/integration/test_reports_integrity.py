@@ -23,7 +23,7 @@ import pytest
 import trustme
 
 from mxsec.reports.web.post_auth import PostAuth
-from mxsec.store.reportdb import ReportDB
+from mxsec.storage.reportdb import ReportDB
 from tests import tlsrpt_corpus as tc
 from tests.dkim_signing import RsaKey, sign
 from tests.integration.conftest import unique_domain

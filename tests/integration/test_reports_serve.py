@@ -25,7 +25,7 @@ import trustme
 
 from mxsec.errors import ConfigError
 from mxsec.reports.web.server import serve
-from mxsec.store.reportdb import Filters, ReportDB
+from mxsec.storage.reportdb import Filters, ReportDB
 from tests import tlsrpt_corpus as tc
 
 from .servers import free_port, postgres_bindir, report_server_thread, running_postgres, running_report_server

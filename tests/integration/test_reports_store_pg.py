@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from mxsec.store.base import StoreError
-from mxsec.store.reportdb import SCHEMA_VERSION, ReportDB
+from mxsec.storage.base import StoreError
+from mxsec.storage.reportdb import SCHEMA_VERSION, ReportDB
 from tests.unit import test_reports_store as shared
 
 from .servers import postgres_server  # noqa: F401  (session fixture used by name)
@@ -57,7 +57,7 @@ def test_pg_integrity_v1_database_upgrades_in_place(postgres_server):  # noqa: F
 
 def test_pg_integrity_concurrent_conflicting_copies_count_one(postgres_server):  # noqa: F811
     """Writers storing different copies of one report at once still leave exactly one counted copy."""
-    from mxsec.store.reportdb import Incoming
+    from mxsec.storage.reportdb import Incoming
     from mxsec.tlsrpt.report import parse_report
 
     url = postgres_server.create_database("mxsec_reports_copies")

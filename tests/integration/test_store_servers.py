@@ -13,9 +13,9 @@ import time
 import pytest
 
 from mxsec.errors import ConfigError
-from mxsec.store import PolicyStore, StoreError, open_store, parse_store_url
-from mxsec.store.postgres import SCHEMA_VERSION, PostgresStore
-from mxsec.store.redis import RedisStore
+from mxsec.storage import PolicyStore, StoreError, open_store, parse_store_url
+from mxsec.storage.postgres import SCHEMA_VERSION, PostgresStore
+from mxsec.storage.redis import RedisStore
 
 from tests.store_contract import *  # noqa: F401,F403 - the shared PolicyStore contract
 from tests.store_contract import entry

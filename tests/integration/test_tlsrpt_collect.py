@@ -5,7 +5,7 @@ short temporary directory. The test sends datagrams in libtlsrpt's own encoding 
 members as ``"key": "value"`` with a space after the colon, numbers and arrays without; members in the
 library's order; empty arrays and absent strings left out) with *blocking* ``sendto``, so the test itself
 loses nothing even when the collector's queue (``net.unix.max_dgram_qlen``) is full. After ``SIGTERM`` and
-exit 0 the counts are read back with :class:`~mxsec.store.senderdb.SenderDB` and compared exactly: per
+exit 0 the counts are read back with :class:`~mxsec.storage.senderdb.SenderDB` and compared exactly: per
 report domain, per policy and per failure detail.
 
 A session is counted on the UTC day it arrives; every read sums the days between the first send and the
@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from mxsec.testing.libtlsrpt import Detail, Pol, encode
-from mxsec.store.senderdb import SenderDB
+from mxsec.storage.senderdb import SenderDB
 from mxsec.tlsrpt.session import Failure, PolicyTotals
 
 from .servers import postgres_server  # noqa: F401  (session fixture used by name)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mxsec.store.senderdb import SenderDB
+from mxsec.storage.senderdb import SenderDB
 from mxsec.sts.policy import parse_policy
 from mxsec.tlsrpt.served import served_from_verdict
 from mxsec.verdict import Verdict

@@ -22,8 +22,8 @@ from mxsec.net.dns import DnsClient
 from mxsec.net.guard import AddressGuard
 from mxsec.net.submit import SmtpRelay
 from mxsec.sender.send import DkimSettings, Sender, SendSettings
-from mxsec.store.reportdb import ReportDB
-from mxsec.store.senderdb import SenderDB
+from mxsec.storage.reportdb import ReportDB
+from mxsec.storage.senderdb import SenderDB
 from mxsec.tlsrpt.dkim_sign import generate_key, key_record, load_signing_key
 from mxsec.tlsrpt.schedule import RetryPolicy
 from mxsec.tlsrpt.session import Failure, Policy, PolicyOutcome, PolicyType, Session, Tally

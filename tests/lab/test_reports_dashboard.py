@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from mxsec.reports.web.server import bind, build_server
-from mxsec.store.reportdb import Filters, Incoming, ReportDB
+from mxsec.storage.reportdb import Filters, Incoming, ReportDB
 from mxsec.tlsrpt.report import parse_report
 from tests import tlsrpt_corpus as tc
 

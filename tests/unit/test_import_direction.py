@@ -23,7 +23,7 @@ CORE = sorted(
 )
 ADAPTERS = ("aiohttp", "httpx", "dns.resolver", "dns.asyncresolver", "dns.query", "dns.asyncquery", "sqlite3",
             "psycopg", "redis", "smtplib", "urllib.request", "starlette", "uvicorn", "click")
-UPPER = ("mxsec.net", "mxsec.store", "mxsec.daemon", "mxsec.reports", "mxsec.cli", "mxsec.config", "mxsec.check",
+UPPER = ("mxsec.net", "mxsec.storage", "mxsec.daemon", "mxsec.reports", "mxsec.cli", "mxsec.config", "mxsec.check",
          "mxsec.sender", "mxsec.lab", "mxsec.testing", "mxsec.serve_policy", "mxsec.generate")
 ASYNC = ("asyncio", "ssl", "subprocess")
 ASYNC_BRIDGES = {"mxsec.dane.gather"}
@@ -60,6 +60,6 @@ def test_the_checker_rules_judge_facts_without_any_adapter():
     """``mxsec.check.rules`` and the report take facts (``mxsec.check.facts``), never the adapters that gather them."""
     for module in ("mxsec.check.rules", "mxsec.check.report", "mxsec.check.facts"):
         loaded = loaded_after_import(module)
-        forbidden = ADAPTERS + ASYNC + ("mxsec.net", "mxsec.check.gather", "mxsec.daemon", "mxsec.store")
+        forbidden = ADAPTERS + ASYNC + ("mxsec.net", "mxsec.check.gather", "mxsec.daemon", "mxsec.storage")
         found = sorted(name for name in loaded for bad in forbidden if name == bad or name.startswith(bad + "."))
         assert not found, f"{module} pulls in {found}"

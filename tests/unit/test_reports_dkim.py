@@ -17,7 +17,7 @@ import pytest
 from mxsec.errors import ConfigError
 from mxsec.reports import dkim as rdkim
 from mxsec.reports.inputs import Options, ingest, message_input
-from mxsec.store.reportdb import ReportDB
+from mxsec.storage.reportdb import ReportDB
 from tests import tlsrpt_corpus as tc
 from tests.dkim_signing import DOMAIN, EdKey, RsaKey, sign
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mxsec.reports.inputs import Options, bytes_inputs, count_outcomes, ingest, kind_of, path_inputs
-from mxsec.store.reportdb import ReportDB
+from mxsec.storage.reportdb import ReportDB
 from tests import tlsrpt_corpus as tc
 
 CASE = tc.case("google-heartbeat")
@@ -277,7 +277,7 @@ def _mode(path) -> int:
 
 def test_state_directories_are_0750_under_umask_000(tmp_path, open_umask):
     from mxsec.sender.collect import save_spill
-    from mxsec.store.sqlite import SqliteStore
+    from mxsec.storage.sqlite import SqliteStore
     from mxsec.tlsrpt.session import Tally
 
     with ReportDB(f"sqlite:///{tmp_path}/data/mxsec/reports.sqlite3"):

@@ -1,4 +1,4 @@
-"""The report database (mxsec.store.reportdb) on SQLite: schema, de-duplication, transactions, summaries.
+"""The report database (mxsec.storage.reportdb) on SQLite: schema, de-duplication, transactions, summaries.
 
 The same assertions run against a real PostgreSQL server in tests/integration/test_reports_store_pg.py.
 """
@@ -11,8 +11,8 @@ from datetime import date
 import pytest
 
 from mxsec.errors import ConfigError
-from mxsec.store.base import StoreError
-from mxsec.store.reportdb import NO_DOMAIN, SCHEMA_VERSION, Filters, Incoming, ReportDB
+from mxsec.storage.base import StoreError
+from mxsec.storage.reportdb import NO_DOMAIN, SCHEMA_VERSION, Filters, Incoming, ReportDB
 from mxsec.tlsrpt.report import parse_report
 from tests import tlsrpt_corpus as tc
 

@@ -22,8 +22,8 @@ from mxsec.reports.web import format as fmt
 from mxsec.reports.web import metrics
 from mxsec.reports.web.app import CSP, create_app
 from mxsec.reports.web.server import check_tls, parse_listen
-from mxsec.store.base import StoreError
-from mxsec.store.reportdb import Filters, Incoming, ReportDB
+from mxsec.storage.base import StoreError
+from mxsec.storage.reportdb import Filters, Incoming, ReportDB
 from mxsec.tlsrpt.report import parse_report
 from tests import tlsrpt_corpus as tc
 

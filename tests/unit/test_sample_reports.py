@@ -6,7 +6,7 @@ from datetime import date
 
 from mxsec.testing.sample_reports import write_samples
 from mxsec.reports.inputs import Options, ingest, path_inputs
-from mxsec.store.reportdb import Filters, ReportDB
+from mxsec.storage.reportdb import Filters, ReportDB
 
 
 def test_sample_month_parses_cleanly_and_shows_both_incidents(tmp_path):

@@ -8,7 +8,7 @@ from datetime import date
 import pytest
 
 from mxsec.errors import ConfigError
-from mxsec.store.senderdb import SenderDB
+from mxsec.storage.senderdb import SenderDB
 from mxsec.tlsrpt.session import Failure, Policy, PolicyOutcome, PolicyType, Session, Tally, folded
 
 DAY = date(2026, 12, 1)

@@ -11,7 +11,7 @@ from mxsec.daemon.refresh import Refresher
 from mxsec.daemon.replies import Zone, format_reply
 from mxsec.daemon.service import PolicyService, ServiceSettings
 from mxsec.net.dns import AddressAnswer, RRAnswer, TxtAnswer
-from mxsec.store.memory import MemoryStore
+from mxsec.storage.memory import MemoryStore
 from mxsec.sts.cache import RefreshTiming
 from mxsec.sts.results import FetchProblem
 

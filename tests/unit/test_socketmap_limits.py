@@ -12,7 +12,7 @@ from mxsec.daemon.replies import Zone
 from mxsec.daemon.server import BUSY_REASON, SocketmapServer
 from mxsec.daemon.service import PolicyService, ServiceSettings
 from mxsec.daemon.socketmap import NetstringDecoder, encode
-from mxsec.store.memory import MemoryStore
+from mxsec.storage.memory import MemoryStore
 
 from .test_service import ENFORCE, FakeFetcher, Outcome, SlowDns
 

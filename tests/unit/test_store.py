@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from mxsec.errors import ConfigError
-from mxsec.store import (
+from mxsec.storage import (
     MemoryStore,
     PolicyStore,
     SqliteStore,
     open_store,
     parse_store_url,
 )
-from mxsec.store.sqlite import SCHEMA_VERSION
+from mxsec.storage.sqlite import SCHEMA_VERSION
 
 from tests.store_contract import *  # noqa: F401,F403 - the shared PolicyStore contract
 from tests.store_contract import entry
@@ -125,7 +125,7 @@ def test_sqlite_kill_9_right_after_put_loses_nothing(tmp_path):
         f"""
         import os, sys
         sys.path.insert(0, {str(SRC)!r})
-        from mxsec.store import CacheEntry, open_store
+        from mxsec.storage import CacheEntry, open_store
         store = open_store({"sqlite:///" + str(path)!r})
         for i in range(500):
             store.put(CacheEntry(f"d{{i}}.example", f"id{{i}}", "version: STSv1\\n", 1.0, 2.0, 3.0, "enforce"))

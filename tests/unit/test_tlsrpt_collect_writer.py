@@ -9,7 +9,7 @@ import time
 from datetime import date
 
 from mxsec.sender.collect import CollectorStats, _Writer
-from mxsec.store.base import StoreError
+from mxsec.storage.base import StoreError
 from mxsec.tlsrpt.session import Policy, PolicyOutcome, PolicyType, Session, Tally
 
 DAY = date(2026, 12, 1)

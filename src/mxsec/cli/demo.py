@@ -220,7 +220,7 @@ def reports_demo(console: Console) -> int:
     from mxsec.testing.sample_reports import write_samples
     from mxsec.reports.inputs import Options, count_outcomes, ingest, path_inputs
     from mxsec.reports.summary import render, summary_data
-    from mxsec.store.reportdb import Filters, ReportDB
+    from mxsec.storage.reportdb import Filters, ReportDB
 
     console.rule("TLSRPT reports received by example.com and example.net (a sample month)")
     with tempfile.TemporaryDirectory(prefix="mxsec-demo-reports-") as tmp:

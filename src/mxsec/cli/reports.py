@@ -30,7 +30,7 @@ def db_option(fn):
 
 
 def open_db(db_url: str | None):
-    from mxsec.store.reportdb import ReportDB
+    from mxsec.storage.reportdb import ReportDB
 
     if db_url:
         return ReportDB(db_url)
@@ -199,7 +199,7 @@ def summary_command(db_url, as_json, since, until, domain, organization, top, fa
 
     from mxsec.names import DomainError, normalize_domain
     from mxsec.reports.summary import Threshold, render, summary_data
-    from mxsec.store.reportdb import NO_DOMAIN, Filters
+    from mxsec.storage.reportdb import NO_DOMAIN, Filters
 
     rule = Threshold.parse(threshold)
     since, until = _day("--since", since), _day("--until", until)

@@ -47,7 +47,7 @@ def _config(config_path, **overrides):
 
 
 def _open_db(config):
-    from mxsec.store.senderdb import SenderDB
+    from mxsec.storage.senderdb import SenderDB
 
     return SenderDB(config.tlsrpt.db)
 

@@ -21,7 +21,7 @@ from mxsec.logs import setup_logging
 from mxsec.net.dns import DnsClient, DnsSettings, parse_nameserver, remote_validators
 from mxsec.net.guard import AddressGuard
 from mxsec.net.https import HttpsSettings, PolicyFetcher
-from mxsec.store import open_store
+from mxsec.storage import open_store
 from mxsec.sts.cache import RefreshTiming
 
 log = logging.getLogger("mxsec.daemon")

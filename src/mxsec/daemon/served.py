@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from ..store.senderdb import SenderDB
+from ..storage.senderdb import SenderDB
 from ..tlsrpt.served import served_from_verdict
 
 __all__ = ["ServedRecorder"]

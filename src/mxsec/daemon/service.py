@@ -1,7 +1,7 @@
 """The policy service: MTA-STS resolution with a cache, single-flight, rate limits and time budgets.
 
 Composition only: the rules live in :mod:`mxsec.sts` (pure), the I/O in :mod:`mxsec.net` and
-:mod:`mxsec.store`. One instance serves the socketmap server, ``mxsec query`` and the refresher.
+:mod:`mxsec.storage`. One instance serves the socketmap server, ``mxsec query`` and the refresher.
 
 * Cached policies live in memory (``self.entries``) in front of the store; the store is written through on
   every change, so a restart, or a ``kill -9``, loses nothing that was ever served.
@@ -34,7 +34,7 @@ from mxsec.dane.destination import DaneDecision, disabled_decision, listed, mand
 from mxsec.daemon.lograte import RateLimitedLog
 from mxsec.dane.gather import SharedHostFacts, destination_decision
 from mxsec.errors import ParseError
-from mxsec.store.base import CacheEntry, PolicyStore
+from mxsec.storage.base import CacheEntry, PolicyStore
 from mxsec.sts.cache import (
     CacheTimes,
     after_failed_fetch,

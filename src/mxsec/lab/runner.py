@@ -427,7 +427,7 @@ def ask_daemon(topo: Topology, keys: Sequence[str], map_name: str = "postfix", t
 
 def _cached_policies(paths: LabPaths) -> dict[str, Any]:
     """The daemon's cache, read from its SQLite file (domain → CacheEntry)."""
-    from mxsec.store.sqlite import SqliteStore
+    from mxsec.storage.sqlite import SqliteStore
 
     if not paths.daemon_cache.exists():
         return {}

@@ -485,7 +485,7 @@ def _reported(db: Path, org: str, domain: str) -> dict[str, Any] | None:
     (``mxsec reports summary --domain PD --organization ORG``; a DANE policy's domain is the MX host) and
     the DKIM results of the reports."""
     from mxsec.reports.summary import summary_data
-    from mxsec.store.reportdb import Filters, ReportDB
+    from mxsec.storage.reportdb import Filters, ReportDB
 
     if not db.exists():
         return None

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 from ..display import safe_text
 from ..errors import ConfigError
-from ..store.reportdb import ReportDB
+from ..storage.reportdb import ReportDB
 from .inputs import Input, Options, ingest, message_input
 
 SECURITY_MODES = ("tls", "starttls", "none")

@@ -1,6 +1,6 @@
 """Where received reports come from: files, messages, mbox files, Maildir folders and standard input.
 
-Everything here turns bytes into :class:`~mxsec.store.reportdb.Incoming` values and hands them to the
+Everything here turns bytes into :class:`~mxsec.storage.reportdb.Incoming` values and hands them to the
 report database; the IMAP reader (:mod:`mxsec.reports.imap`) and the HTTPS endpoint use the same pieces.
 
 One *input* is one thing a user can point at: a report file, a message file, one message of an mbox file or
@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 from ..errors import ParseError
 from ..fsutil import make_dirs
-from ..store.reportdb import Incoming, IngestResult, ReportDB
+from ..storage.reportdb import Incoming, IngestResult, ReportDB
 from ..tlsrpt.report import GZIP_MAGIC, ZIP_MAGIC, ReportWarning, filename_parts, parse_report
 
 #: Largest input file read (an mbox may hold many reports; a single report is limited by the parser).

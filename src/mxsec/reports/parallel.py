@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ..store.reportdb import ReportDB
+from ..storage.reportdb import ReportDB
 from .inputs import BATCH_INPUTS, Input, Options, count_outcomes, ingest, path_inputs
 
 __all__ = ["Outcome", "ingest_paths", "worth_two_processes"]

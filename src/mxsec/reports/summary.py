@@ -4,7 +4,7 @@ The JSON object keeps the stable keys of docs/reports.md (``reports``, ``success
 ``by_result_type``, ``by_organization``, ``by_policy_domain``) and adds ``success_rate``, ``by_policy_type``,
 ``by_day``, ``by_mx``, ``failing_sending_ips``, ``conflicts`` and ``filters``.
 
-The figures count one copy per (organization, report-id) (see :mod:`mxsec.store.reportdb`); ``conflicts`` lists
+The figures count one copy per (organization, report-id) (see :mod:`mxsec.storage.reportdb`); ``conflicts`` lists
 the reports stored in several different copies: ``{"count": N, "reports": [{"organization", "report_id",
 "copies": [...]}]}``, the counted copy first in each list.
 """
@@ -23,7 +23,7 @@ from rich.text import Text
 
 from ..display import safe_text
 from ..errors import ConfigError
-from ..store.reportdb import Filters, ReportDB, ReportRow, Totals
+from ..storage.reportdb import Filters, ReportDB, ReportRow, Totals
 
 #: Conflicting reports listed in the summary (the count covers them all).
 CONFLICTS_SHOWN = 100

@@ -46,7 +46,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from ..errors import MxsecError
 from ..fsutil import make_dirs
-from ..store.senderdb import SenderDB
+from ..storage.senderdb import SenderDB
 from ..tlsrpt.datagram import MAX_DATAGRAM, DatagramError, DatagramParser
 from ..tlsrpt.served import ServedPolicy, with_fetch_failures
 from ..tlsrpt.session import Tally

@@ -39,7 +39,7 @@ from typing import Any, BinaryIO
 from ..net.dns import DnsClient
 from ..net.guard import AddressGuard
 from ..net.smtp import probe_starttls
-from ..store.senderdb import SenderDB
+from ..storage.senderdb import SenderDB
 from ..tlsrpt.attempt import Attempt
 from ..tlsrpt.record import select_record, tlsrpt_owner
 from ..sts.match import matching_pattern

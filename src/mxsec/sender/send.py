@@ -36,7 +36,7 @@ from ..net.dns import DnsClient
 from ..net.guard import AddressGuard
 from ..net.report_post import post_report
 from ..net.submit import SmtpRelay, submit
-from ..store.senderdb import DeliveryRow, ReportRow, SenderDB
+from ..storage.senderdb import DeliveryRow, ReportRow, SenderDB
 from ..tlsrpt.build import BuiltReport, build_report, day_range, submitter_of
 from ..tlsrpt.dkim_sign import SigningKey, sign_message
 from ..tlsrpt.outgoing import compose_message

@@ -19,8 +19,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from mxsec.store.base import StoreError
-from mxsec.store.reportdb import ReportDB
+from mxsec.storage.base import StoreError
+from mxsec.storage.reportdb import ReportDB
 
 from . import format as fmt
 from . import ingest_endpoint, metrics, pages

@@ -1,5 +1,5 @@
 """What each dashboard page shows, gathered from the report database (synchronous: the pages run these in a
-worker thread). Every figure is an aggregate SQL query of :class:`~mxsec.store.reportdb.ReportDB`; nothing
+worker thread). Every figure is an aggregate SQL query of :class:`~mxsec.storage.reportdb.ReportDB`; nothing
 here loops over stored rows.
 """
 
@@ -9,7 +9,7 @@ import json
 from datetime import date, timedelta
 from typing import Any
 
-from mxsec.store.reportdb import NO_DOMAIN, Filters, ReportDB, Totals
+from mxsec.storage.reportdb import NO_DOMAIN, Filters, ReportDB, Totals
 from mxsec.sts.results import ResultType
 
 from .params import DateRange

@@ -28,8 +28,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from mxsec.store.base import StoreError
-from mxsec.store.reportdb import Incoming, ReportDB
+from mxsec.storage.base import StoreError
+from mxsec.storage.reportdb import Incoming, ReportDB
 from mxsec.tlsrpt.report import DEFAULT_LIMITS, ReportError, parse_report
 
 from .post_auth import PostAuth, Unauthorized

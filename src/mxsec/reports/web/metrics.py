@@ -12,7 +12,7 @@ change (``increase()``/``delta()``) or on ratios:
 * ``mxsec_tlsrpt_last_report_timestamp_seconds{policy_domain}`` — end of the newest report's date range;
 * ``mxsec_tlsrpt_last_received_timestamp_seconds{policy_domain}`` — when the latest report was stored;
 * ``mxsec_tlsrpt_stored_reports`` — every stored report, with or without policies (one copy per report: the
-  counted one, see :mod:`mxsec.store.reportdb`; so are all the figures above);
+  counted one, see :mod:`mxsec.storage.reportdb`; so are all the figures above);
 * ``mxsec_tlsrpt_conflicting_reports`` — reports stored in several different copies (same organization and
   report-id; alert on any increase: one may be forged);
 * ``mxsec_tlsrpt_database_up`` — 1, or 0 when the database could not be read (the others are then absent).
@@ -38,8 +38,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from mxsec.store.base import StoreError
-from mxsec.store.reportdb import ReportDB, Totals
+from mxsec.storage.base import StoreError
+from mxsec.storage.reportdb import ReportDB, Totals
 from mxsec.tlsrpt.report import RESULT_TYPES
 
 log = logging.getLogger("mxsec.reports.web")

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from mxsec.store.reportdb import ReportDB
+from mxsec.storage.reportdb import ReportDB
 
 from . import figures
 from .params import DateRange, PageError, date_range, optional_text, page_number

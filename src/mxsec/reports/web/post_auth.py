@@ -2,7 +2,7 @@
 
 Without any of them the endpoint is open, as RFC 8460 §5.4 expects of an ``https:`` rua, and every copy it
 stores is recorded with ``auth = "none"``: it is still stored, but an authenticated copy of the same report
-(DKIM-signed mail, a token, a client certificate) is the one the figures count (:mod:`mxsec.store.reportdb`).
+(DKIM-signed mail, a token, a client certificate) is the one the figures count (:mod:`mxsec.storage.reportdb`).
 
 * Tokens: ``Authorization: Bearer TOKEN`` (RFC 6750). The configuration holds tokens or their SHA-256 digests;
   only digests are kept in memory, and the presented token's digest is compared with every configured one by

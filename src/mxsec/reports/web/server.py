@@ -22,7 +22,7 @@ from typing import Any
 import uvicorn
 
 from mxsec.errors import ConfigError
-from mxsec.store.reportdb import ReportDB
+from mxsec.storage.reportdb import ReportDB
 
 from .app import DEFAULT_MAX_BODY, create_app
 from .auth import AuthSettings

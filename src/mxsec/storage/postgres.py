@@ -12,7 +12,7 @@ daemons starting together do not race): ``mxsec_policy`` with the same columns a
 
 Availability: opening never contacts the server. A fleet cache must not stop the daemon from starting or
 serving: the connection is made on first use, every failure is a one-line
-:class:`~mxsec.store.base.StoreError` (the daemon logs it and answers from memory and from resolution), and the
+:class:`~mxsec.storage.base.StoreError` (the daemon logs it and answers from memory and from resolution), and the
 next operation connects again. Timeouts: connect 2 s, statements 5 s (``statement_timeout``), and TCP
 keepalives / ``tcp_user_timeout`` so that a vanished server is noticed within seconds.
 
@@ -118,7 +118,7 @@ def parse_url(url: str) -> dict[str, Any]:
 
 
 class PostgresStore:
-    """A :class:`~mxsec.store.base.PolicyStore` in a PostgreSQL database (see the module docstring)."""
+    """A :class:`~mxsec.storage.base.PolicyStore` in a PostgreSQL database (see the module docstring)."""
 
     #: Operations go over the network: the daemon calls them off the event loop (``asyncio.to_thread``).
     remote = True

@@ -82,7 +82,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 class SqliteStore:
-    """A :class:`~mxsec.store.base.PolicyStore` in one SQLite file."""
+    """A :class:`~mxsec.storage.base.PolicyStore` in one SQLite file."""
 
     #: Local file, short transactions: the daemon may call it from the event loop.
     remote = False

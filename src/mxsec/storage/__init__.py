@@ -5,9 +5,9 @@ URLs:
 - ``sqlite:///relative/path`` (relative to the working directory) and ``sqlite:////absolute/path``;
 - ``memory://`` (nothing survives a restart);
 - ``redis://HOST[:PORT][/DB]``, ``rediss://...`` (TLS), ``redis+unix:///path/to/socket?db=N``: a Redis server
-  (:class:`~mxsec.store.redis.RedisStore`);
+  (:class:`~mxsec.storage.redis.RedisStore`);
 - ``postgresql://USER@HOST[:PORT]/DB`` (also ``postgres://``): a PostgreSQL database
-  (:class:`~mxsec.store.postgres.PostgresStore`).
+  (:class:`~mxsec.storage.postgres.PostgresStore`).
 
 Remote stores (``remote = True``: Redis, PostgreSQL) never contact their server when opened: a bad URL is a
 :class:`~mxsec.errors.ConfigError` at once, an unreachable server is a :class:`StoreError` from each operation,

@@ -16,7 +16,7 @@ daemon, and an expired entry is deleted by it.
 
 Availability: opening never contacts the server. A fleet cache must not stop the daemon from starting or
 serving: when Redis is down, every operation fails quickly (connect timeout 2 s, one immediate retry) with a
-one-line :class:`~mxsec.store.base.StoreError`, the daemon logs it and answers from memory and from resolution;
+one-line :class:`~mxsec.storage.base.StoreError`, the daemon logs it and answers from memory and from resolution;
 the next operation after Redis is back simply works (connections are re-established by the pool).
 """
 
@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from ..errors import ConfigError
 from .base import CacheEntry, StoreError
 
-log = logging.getLogger("mxsec.store.redis")
+log = logging.getLogger("mxsec.storage.redis")
 
 DEFAULT_PREFIX = "mxsec:policy:"
 LAYOUT_VERSION = b"1"
@@ -111,7 +111,7 @@ def parse_url(url: str) -> tuple[str, str]:
 
 
 class RedisStore:
-    """A :class:`~mxsec.store.base.PolicyStore` in a Redis database (see the module docstring)."""
+    """A :class:`~mxsec.storage.base.PolicyStore` in a Redis database (see the module docstring)."""
 
     #: Operations go over the network: the daemon calls them off the event loop (``asyncio.to_thread``).
     remote = True
