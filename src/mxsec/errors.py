@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (whitespace runs folded), or its type's name when it says nothing."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 class MxsecError(Exception):
     """Base of every error mxsec raises on purpose (as opposed to a bug)."""
 

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from mxsec.storage.base import StoreError
-from mxsec.storage.reportdb import SCHEMA_VERSION, ReportDB
+from mxsec.storage.reportdb import ReportDB
 from tests.unit import test_reports_store as shared
 
 from .servers import postgres_server  # noqa: F401  (session fixture used by name)
@@ -120,7 +120,7 @@ def test_pg_first_use_by_several_processes_at_once(postgres_server):  # noqa: F8
         thread.join(60)
     assert not errors
     with ReportDB(url) as db:
-        assert db.schema_version == SCHEMA_VERSION
+        assert db.schema_version == ReportDB.SCHEMA.version
         assert db.summary()["reports"] == len(shared.corpus_items())
 
 

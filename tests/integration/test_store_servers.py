@@ -14,7 +14,8 @@ import pytest
 
 from mxsec.errors import ConfigError
 from mxsec.storage import PolicyStore, StoreError, open_store, parse_store_url
-from mxsec.storage.postgres import SCHEMA_VERSION, PostgresStore
+from mxsec.storage.policy_tables import POLICY_SCHEMA
+from mxsec.storage.postgres import PostgresStore
 from mxsec.storage.redis import RedisStore
 
 from tests.store_contract import *  # noqa: F401,F403 - the shared PolicyStore contract
@@ -179,9 +180,9 @@ def test_postgres_schema_and_url_forms(postgres_server):  # noqa: F811
     store = open_store(url.replace("postgresql://", "postgres://"))
     try:
         store.put(entry())
-        assert store.schema_version() == SCHEMA_VERSION
+        assert store.schema_version() == POLICY_SCHEMA.version
         with postgres_server.admin("mxsec_schema") as conn:
-            assert conn.execute("SELECT version FROM mxsec_schema_version").fetchall() == [(SCHEMA_VERSION,)]
+            assert conn.execute("SELECT version FROM mxsec_schema_version").fetchall() == [(POLICY_SCHEMA.version,)]
             assert conn.execute("SELECT domain, mode FROM mxsec_policy").fetchall() == [("example.com", "enforce")]
         # Over the unix socket directory, the libpq way.
         sock = open_store(f"postgresql://postgres@/mxsec_schema?host={postgres_server.dir}&port={postgres_server.port}")

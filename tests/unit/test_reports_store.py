@@ -5,6 +5,7 @@ The same assertions run against a real PostgreSQL server in tests/integration/te
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from datetime import date
 
@@ -12,7 +13,7 @@ import pytest
 
 from mxsec.errors import ConfigError
 from mxsec.storage.base import StoreError
-from mxsec.storage.reportdb import NO_DOMAIN, SCHEMA_VERSION, Filters, Incoming, ReportDB
+from mxsec.storage.reportdb import NO_DOMAIN, Filters, Incoming, ReportDB
 from mxsec.tlsrpt.report import parse_report
 from tests import tlsrpt_corpus as tc
 
@@ -178,7 +179,7 @@ def write_v1_database(url: str) -> None:
     import hashlib
 
     class V1(ReportDB):
-        SCHEMA_VERSION = 1
+        SCHEMA = dataclasses.replace(ReportDB.SCHEMA, version=1)
 
     with V1(url) as old:
         assert old.schema_version == 1
@@ -211,7 +212,7 @@ def check_v1_database_upgrades_in_place(url: str) -> None:
     write_v1_database(url)
     cases = tc.corpus()[:4]
     with ReportDB(url) as db:
-        assert db.schema_version == SCHEMA_VERSION == 2
+        assert db.schema_version == ReportDB.SCHEMA.version == 2
         summary = db.summary()
         assert (summary["reports"], summary["successful_sessions"], summary["failed_sessions"]) == \
             expected_totals(cases)
@@ -445,7 +446,7 @@ def test_schema_is_versioned_and_reopening_keeps_data(tmp_path):
     url = f"sqlite:///{tmp_path}/r.sqlite3"
     with ReportDB(url) as first:
         first.ingest(corpus_items()[:3])
-        assert first.schema_version == SCHEMA_VERSION
+        assert first.schema_version == ReportDB.SCHEMA.version
     with ReportDB(url) as second:
         assert second.summary()["reports"] == 3
 

@@ -19,7 +19,7 @@ from mxsec.storage import (
     open_store,
     parse_store_url,
 )
-from mxsec.storage.sqlite import SCHEMA_VERSION
+from mxsec.storage.policy_tables import POLICY_SCHEMA
 
 from tests.store_contract import *  # noqa: F401,F403 - the shared PolicyStore contract
 from tests.store_contract import entry
@@ -42,7 +42,7 @@ def test_sqlite_survives_reopen_and_wal(tmp_path):
     path = tmp_path / "deep" / "dir" / "cache.sqlite3"  # parent dirs are created
     s = SqliteStore(str(path))
     assert s.journal_mode() == "wal"
-    assert s.schema_version() == SCHEMA_VERSION
+    assert s.schema_version() == POLICY_SCHEMA.version
     s.put_many([entry(f"d{i}.example", i) for i in range(10)])
     s.close()
     s = SqliteStore(str(path))
@@ -51,7 +51,7 @@ def test_sqlite_survives_reopen_and_wal(tmp_path):
     s.close()
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("SELECT version FROM mxsec_schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    assert conn.execute("SELECT version FROM mxsec_schema_version").fetchall() == [(POLICY_SCHEMA.version,)]
     conn.close()
 
 

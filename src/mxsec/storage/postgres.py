@@ -21,22 +21,19 @@ One connection behind a lock: the store is safe to use from several threads, cal
 
 from __future__ import annotations
 
-import re
 import threading
 from typing import Any, Callable, Iterable, TypeVar
 
-from ..errors import ConfigError
+from ..errors import ConfigError, one_line
 from .base import CacheEntry, StoreError
+from .migrations import migrate
+from .policy_tables import COLUMNS, POLICY_SCHEMA
+from .urls import redact
 
-SCHEMA_VERSION = 1
 CONNECT_TIMEOUT = 2
 STATEMENT_TIMEOUT_MS = 5000
-#: pg_advisory_xact_lock key serialising schema creation (the bytes "mxsecSTS").
-_MIGRATION_LOCK = 0x6D78736563535453
-
-_COLUMNS = "domain, policy_id, body, fetched_at, expires_at, checked_at, mode"
 _UPSERT = (
-    f"INSERT INTO mxsec_policy ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+    f"INSERT INTO mxsec_policy ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s) "
     "ON CONFLICT (domain) DO UPDATE SET policy_id = EXCLUDED.policy_id, body = EXCLUDED.body, "
     "fetched_at = EXCLUDED.fetched_at, expires_at = EXCLUDED.expires_at, checked_at = EXCLUDED.checked_at, "
     "mode = EXCLUDED.mode"
@@ -56,38 +53,9 @@ _DEFAULT_PARAMS = {
 T = TypeVar("T")
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def redact(url: str) -> str:
-    """``url`` with the password replaced by ``***`` (for messages and logs)."""
-    url = re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
-    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
-
-
-def _migrate_0_to_1(cur: Any) -> None:
-    cur.execute(
-        "CREATE TABLE IF NOT EXISTS mxsec_policy ("
-        " domain TEXT PRIMARY KEY NOT NULL,"
-        " policy_id TEXT NOT NULL,"
-        " body TEXT NOT NULL,"
-        " fetched_at DOUBLE PRECISION NOT NULL,"
-        " expires_at DOUBLE PRECISION NOT NULL,"
-        " checked_at DOUBLE PRECISION NOT NULL,"
-        " mode TEXT NOT NULL"
-        ")"
-    )
-
-
-# MIGRATIONS[n] upgrades a database at schema version n to version n + 1.
-MIGRATIONS: dict[int, Callable[[Any], None]] = {
-    0: _migrate_0_to_1,
-}
-
-
-def parse_url(url: str) -> dict[str, Any]:
-    """Check ``url`` without connecting; return the libpq parameters (with mxsec's defaults added).
+def connection_params(url: str, what: str = "cache") -> dict[str, Any]:
+    """Check the ``what`` URL ``url`` without connecting; return the libpq parameters (with mxsec's defaults
+    added).
 
     ConfigError (one line) when bad.
     """
@@ -106,12 +74,12 @@ def parse_url(url: str) -> dict[str, Any]:
     try:
         params = conninfo_to_dict(url)
     except psycopg.Error as exc:
-        raise ConfigError(f"cache URL {shown!r}: {_one_line(exc)}") from None
+        raise ConfigError(f"{what} URL {shown!r}: {one_line(exc)}") from None
     if not params.get("dbname"):
-        raise ConfigError(f"cache URL {shown!r}: no database name; write postgresql://USER@HOST/DBNAME")
+        raise ConfigError(f"{what} URL {shown!r}: no database name; write postgresql://USER@HOST/DBNAME")
     port = str(params.get("port", "5432"))
     if not all(p.isascii() and p.isdigit() and 0 < int(p) < 65536 for p in port.split(",")):
-        raise ConfigError(f"cache URL {shown!r}: bad port {port!r}")
+        raise ConfigError(f"{what} URL {shown!r}: bad port {port!r}")
     for key, value in _DEFAULT_PARAMS.items():
         params.setdefault(key, value)
     return params
@@ -125,7 +93,7 @@ class PostgresStore:
 
     def __init__(self, url: str, *, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> None:
         self.url = redact(url)
-        params = parse_url(url)
+        params = connection_params(url)
         self._params: dict[str, Any] = params
         self._statement_timeout_ms = int(statement_timeout_ms)
         import psycopg
@@ -149,24 +117,10 @@ class PostgresStore:
         return conn
 
     def _migrate(self, conn: Any) -> None:
-        with conn.transaction():
-            cur = conn.cursor()
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            cur.execute("CREATE TABLE IF NOT EXISTS mxsec_schema_version (version INTEGER NOT NULL)")
-            row = cur.execute("SELECT max(version) FROM mxsec_schema_version").fetchone()
-            found = int(row[0]) if row and row[0] is not None else 0
-            if found > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.url}: schema version {found} was written by a newer mxsec (this one knows version "
-                    f"{SCHEMA_VERSION}); upgrade mxsec or use another database"
-                )
-            version = found
-            while version < SCHEMA_VERSION:
-                MIGRATIONS[version](cur)
-                version += 1
-            if version != found:
-                cur.execute("DELETE FROM mxsec_schema_version")
-                cur.execute("INSERT INTO mxsec_schema_version (version) VALUES (%s)", (version,))
+        try:
+            migrate(conn, "postgresql", POLICY_SCHEMA, self.url)
+        except ConfigError as exc:  # a newer schema: a store error, so the daemon keeps serving from memory
+            raise StoreError(str(exc)) from None
 
     def _run(self, what: str, fn: Callable[[Any], T]) -> T:
         """Run ``fn(conn)`` under the lock, connecting first if needed.
@@ -191,8 +145,8 @@ class PostgresStore:
                     if broken and not fresh and attempt == 0:
                         continue
                     if fresh and self._conn is None:
-                        raise StoreError(f"{self.url}: cannot connect: {_one_line(exc)}") from exc
-                    raise StoreError(f"{self.url}: {what} failed: {_one_line(exc)}") from exc
+                        raise StoreError(f"{self.url}: cannot connect: {one_line(exc)}") from exc
+                    raise StoreError(f"{self.url}: {what} failed: {one_line(exc)}") from exc
                 except StoreError:
                     self._drop()
                     raise
@@ -210,14 +164,14 @@ class PostgresStore:
     # -- PolicyStore ---------------------------------------------------------------------------------------
 
     def load_all(self) -> list[CacheEntry]:
-        rows = self._run("read", lambda conn: conn.execute(f"SELECT {_COLUMNS} FROM mxsec_policy").fetchall())
+        rows = self._run("read", lambda conn: conn.execute(f"SELECT {COLUMNS} FROM mxsec_policy").fetchall())
         return [CacheEntry.from_row(row) for row in rows]
 
     def get(self, domain: str) -> CacheEntry | None:
         row = self._run(
             "read",
             lambda conn: conn.execute(
-                f"SELECT {_COLUMNS} FROM mxsec_policy WHERE domain = %s", (domain,)
+                f"SELECT {COLUMNS} FROM mxsec_policy WHERE domain = %s", (domain,)
             ).fetchone(),
         )
         return None if row is None else CacheEntry.from_row(row)

@@ -23,13 +23,13 @@ the next operation after Redis is back simply works (connections are re-establis
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from typing import Any, Iterable
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from ..errors import ConfigError
+from ..errors import ConfigError, one_line
 from .base import CacheEntry, StoreError
+from .urls import redact
 
 log = logging.getLogger("mxsec.storage.redis")
 
@@ -50,18 +50,8 @@ _QUERY_KEYS = frozenset({
 })
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def _glob_escape(text: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
-
-
-def redact(url: str) -> str:
-    """``url`` with the password replaced by ``***`` (for messages and logs)."""
-    url = re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
-    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -71,7 +61,7 @@ def parse_url(url: str) -> tuple[str, str]:
         parts = urlsplit(url)
         port = parts.port  # raises ValueError when not a number / out of range
     except ValueError as exc:
-        raise ConfigError(f"cache URL {shown!r}: {_one_line(exc)}") from None
+        raise ConfigError(f"cache URL {shown!r}: {one_line(exc)}") from None
     scheme = parts.scheme.lower()
     if scheme not in _SCHEMES:
         raise ConfigError(f"cache URL {shown!r}: not a Redis URL (redis://, rediss://, redis+unix://)")
@@ -143,7 +133,7 @@ class RedisStore:
             pool = redis.ConnectionPool.from_url(client_url, **options)
             self._client = redis.Redis(connection_pool=pool)
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"cache URL {self.url!r}: {_one_line(exc)}") from None
+            raise ConfigError(f"cache URL {self.url!r}: {one_line(exc)}") from None
 
     # -- helpers -----------------------------------------------------------------------------------------
 
@@ -155,7 +145,7 @@ class RedisStore:
             raise StoreError(f"{self.url}: store is closed")
 
     def _fail(self, what: str, exc: BaseException) -> StoreError:
-        return StoreError(f"{self.url}: {what} failed: {_one_line(exc)}")
+        return StoreError(f"{self.url}: {what} failed: {one_line(exc)}")
 
     def _errors(self) -> tuple[type[BaseException], ...]:
         return (self._redis.RedisError, OSError)

@@ -39,15 +39,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Iterable, NamedTuple, Sequence
 
+from ..errors import one_line
 from ..tlsrpt.report import Report
-from . import _redact
 from .base import StoreError
-from .sqlite import _one_line
+from .urls import redact
+from .migrations import Schema, Statement
 from .sqldb import SqlDatabase
 
-SCHEMA_VERSION = 2
-#: Key of the PostgreSQL advisory lock that serialises migrations (the bytes "mxsecRPT").
-_PG_MIGRATION_LOCK = 0x6D78736563525054
 #: First key of the PostgreSQL advisory locks taken per (organization, report-id) while choosing the counted copy
 #: (the bytes "mxRP"); the second key is a CRC-32 of the pair.
 _PG_REPORT_LOCK = 0x6D785250
@@ -89,9 +87,8 @@ _V1_COLUMNS = (
     "source_name, source_format, dkim, dkim_domains, warnings, raw_sha256, raw_json, received_ts"
 )
 
-# Each migration is a list of statements; ``{id}``, ``{blob}`` and ``{big}`` are filled per dialect; a dict
-# holds one statement per dialect.
-_MIGRATIONS: dict[int, list[Any]] = {
+# Each migration is a list of statements (see mxsec.storage.migrations).
+_MIGRATIONS: dict[int, list[Statement]] = {
     0: [
         """CREATE TABLE tlsrpt_report (
             id {id},
@@ -459,11 +456,8 @@ def _domain_key(domain: str | None) -> str:
 class ReportDB(SqlDatabase):
     """Reports in SQLite or PostgreSQL. Safe to share between threads (calls are serialised)."""
 
-    WHAT = "report database"
-    SCHEMA_VERSION = SCHEMA_VERSION
-    MIGRATIONS = _MIGRATIONS
-    VERSION_TABLE = "tlsrpt_schema_version"
-    LOCK_KEY = _PG_MIGRATION_LOCK
+    SCHEMA = Schema(what="report database", version=2, migrations=_MIGRATIONS,
+                    version_table="tlsrpt_schema_version", lock_key=0x6D78736563525054)  # lock: the bytes "mxsecRPT"
     #: A report is received once: once ``ingest`` has said it is stored, the sender does not send it again and a
     #: Maildir message may have been moved, so its commit must survive a power cut too. With a batch per
     #: transaction that is one fsync per few hundred reports.
@@ -484,7 +478,7 @@ class ReportDB(SqlDatabase):
                 with self._transaction():
                     return self._ingest_batch(list(items), received)
             except self._errors() as exc:
-                raise StoreError(f"report database {_redact(self.url)}: {_one_line(exc)}") from None
+                raise StoreError(f"report database {redact(self.url)}: {one_line(exc)}") from None
 
     def _ingest_batch(self, items: list[Incoming], received: int) -> list[IngestResult]:
         keys = sorted({(item.report.organization_name, item.report.report_id) for item in items})
@@ -695,7 +689,7 @@ class ReportDB(SqlDatabase):
                         self._recount(organization, report_id)
                     return gone
             except self._errors() as exc:
-                raise StoreError(f"report database {_redact(self.url)}: {_one_line(exc)}") from None
+                raise StoreError(f"report database {redact(self.url)}: {one_line(exc)}") from None
 
     # ---------------------------------------------------------------------------------------- reading
 
@@ -704,7 +698,7 @@ class ReportDB(SqlDatabase):
             try:
                 return [tuple(row) for row in self._execute(statement, params).fetchall()]
             except self._errors() as exc:
-                raise StoreError(f"report database {_redact(self.url)}: {_one_line(exc)}") from None
+                raise StoreError(f"report database {redact(self.url)}: {one_line(exc)}") from None
 
     def _policy_query(self, select: str, filters: Filters, group: str = "", order: str = "",
                       extra_where: Sequence[str] = (), extra_params: Sequence[Any] = (),

@@ -32,10 +32,11 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from ..errors import one_line
 from ..tlsrpt.session import MAX_FAILURE_ROWS, Failure, Policy, PolicyTotals, PolicyType, Tally, folded
 from .base import StoreError
+from .migrations import Schema, Statement
 from .sqldb import SqlDatabase
-from .sqlite import _one_line
 
 __all__ = ["DELIVERY_STATES", "DeliveryRow", "ReportRow", "SenderDB"]
 
@@ -43,7 +44,7 @@ __all__ = ["DELIVERY_STATES", "DeliveryRow", "ReportRow", "SenderDB"]
 #: window), ``skipped`` (an unsupported scheme or an unusable address: nothing to try).
 DELIVERY_STATES = ("pending", "delivered", "failed", "skipped")
 
-_MIGRATIONS: dict[int, list[str]] = {
+_MIGRATIONS: dict[int, list[Statement]] = {
     0: [
         """CREATE TABLE tlsrpt_out_policy (
             id {id},
@@ -205,11 +206,8 @@ def _report_row(values: tuple[Any, ...]) -> ReportRow:
 class SenderDB(SqlDatabase):
     """Counted sessions and report delivery state in SQLite or PostgreSQL."""
 
-    WHAT = "TLSRPT sender database"
-    SCHEMA_VERSION = 2
-    MIGRATIONS = _MIGRATIONS
-    VERSION_TABLE = "tlsrpt_out_schema_version"
-    LOCK_KEY = 0x6D78736563534E44  # "mxsecSND"
+    SCHEMA = Schema(what="TLSRPT sender database", version=2, migrations=_MIGRATIONS,
+                    version_table="tlsrpt_out_schema_version", lock_key=0x6D78736563534E44)  # "mxsecSND"
 
     def __init__(self, url: str, *, max_failure_rows: int = MAX_FAILURE_ROWS) -> None:
         super().__init__(url)
@@ -246,7 +244,7 @@ class SenderDB(SqlDatabase):
                             (source, position, stamp),
                         )
             except self._errors() as exc:
-                raise StoreError(f"{self.WHAT}: {_one_line(exc)}") from None
+                raise StoreError(f"{self.what}: {one_line(exc)}") from None
 
     def _encoded(self, policy: Policy) -> tuple[str, str, str]:
         known = self._keys.get(policy)
@@ -383,7 +381,7 @@ class SenderDB(SqlDatabase):
                     self._execute("DELETE FROM tlsrpt_out_report WHERE day < ?", (day.isoformat(),))
                     return int(n)
             except self._errors() as exc:
-                raise StoreError(f"{self.WHAT}: {_one_line(exc)}") from None
+                raise StoreError(f"{self.what}: {one_line(exc)}") from None
 
     # ------------------------------------------------------------------------------------------- reports
 
@@ -397,7 +395,7 @@ class SenderDB(SqlDatabase):
                     self._execute(_UPSERT_REPORT,
                                   (day.isoformat(), domain, report_id, filename, gz, successful, failed, stamp))
             except self._errors() as exc:
-                raise StoreError(f"{self.WHAT}: {_one_line(exc)}") from None
+                raise StoreError(f"{self.what}: {one_line(exc)}") from None
         found = self.report(day, domain)
         assert found is not None
         return found
@@ -413,7 +411,7 @@ class SenderDB(SqlDatabase):
                 with self._transaction():
                     self._conn.cursor().executemany(self._sql(_UPSERT_REPORT), values)
             except self._errors() as exc:
-                raise StoreError(f"{self.WHAT}: {_one_line(exc)}") from None
+                raise StoreError(f"{self.what}: {one_line(exc)}") from None
 
     def report(self, day: date, domain: str) -> ReportRow | None:
         rows = self._query(f"SELECT {_REPORT_SELECT} FROM tlsrpt_out_report r WHERE r.day = ? AND r.report_domain = ?",
@@ -438,7 +436,7 @@ class SenderDB(SqlDatabase):
     def report_gz(self, pk: int) -> bytes:
         rows = self._query("SELECT report_gz FROM tlsrpt_out_report WHERE id = ?", (pk,))
         if not rows:
-            raise StoreError(f"{self.WHAT}: report {pk} is gone")
+            raise StoreError(f"{self.what}: report {pk} is gone")
         return bytes(rows[0][0])
 
     def unreported(self, before: date) -> list[tuple[date, str]]:
@@ -464,7 +462,7 @@ class SenderDB(SqlDatabase):
                     (report.pk, destination, state, int(next_attempt), error),
                 )
             except self._errors() as exc:
-                raise StoreError(f"{self.WHAT}: {_one_line(exc)}") from None
+                raise StoreError(f"{self.what}: {one_line(exc)}") from None
 
     def deliveries(self, *, report: ReportRow | None = None, states: Iterable[str] | None = None,
                    due_before: float | None = None) -> list[DeliveryRow]:
@@ -505,7 +503,7 @@ class SenderDB(SqlDatabase):
                     (state, first, int(at), int(next_attempt), error, delivery.pk),
                 )
             except self._errors() as exc:
-                raise StoreError(f"{self.WHAT}: {_one_line(exc)}") from None
+                raise StoreError(f"{self.what}: {one_line(exc)}") from None
 
     # ------------------------------------------------------------------------------- report messages sent
 
@@ -516,7 +514,7 @@ class SenderDB(SqlDatabase):
                 self._execute("INSERT INTO tlsrpt_out_message (message_id, sent_ts) VALUES (?, ?) "
                               "ON CONFLICT (message_id) DO NOTHING", (message_id, stamp))
             except self._errors() as exc:
-                raise StoreError(f"{self.WHAT}: {_one_line(exc)}") from None
+                raise StoreError(f"{self.what}: {one_line(exc)}") from None
 
     def is_report_message(self, message_id: str) -> bool:
         return bool(self._query("SELECT 1 FROM tlsrpt_out_message WHERE message_id = ?", (message_id,)))
@@ -535,7 +533,7 @@ class SenderDB(SqlDatabase):
                         "INSERT INTO tlsrpt_out_served (domain, fingerprint, policy, first_ts) VALUES (?, ?, ?, ?)"),
                         values)
             except self._errors() as exc:
-                raise StoreError(f"{self.WHAT}: {_one_line(exc)}") from None
+                raise StoreError(f"{self.what}: {one_line(exc)}") from None
 
     def served_at(self, domain: str, ts: float, *, slack: float = 5.0) -> str | None:
         """The policy JSON the daemon served for *domain* at *ts* (the latest recorded no later than *ts* +
@@ -553,4 +551,4 @@ class SenderDB(SqlDatabase):
                     "(SELECT max(id) FROM tlsrpt_out_served GROUP BY domain)", (int(ts),))
                 return int(cursor.rowcount)
             except self._errors() as exc:
-                raise StoreError(f"{self.WHAT}: {_one_line(exc)}") from None
+                raise StoreError(f"{self.what}: {one_line(exc)}") from None

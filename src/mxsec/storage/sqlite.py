@@ -7,8 +7,7 @@ our process: a crash of mxsec, an OOM kill or ``kill -9`` loses nothing. Only an
 cut can roll back the last few transactions, and even then the database stays consistent (never corrupt). For a
 cache of policies that can always be fetched again this is the right trade against an fsync per write.
 
-Tables are prefixed ``mxsec_`` so the file may be shared with another program's tables (for instance a
-postfix-mta-sts-resolver cache file reused by a migrated configuration).
+Tables: :mod:`mxsec.storage.policy_tables`; schema migrations: :mod:`mxsec.storage.migrations`.
 """
 
 from __future__ import annotations
@@ -16,70 +15,13 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from typing import Callable, Iterable
+from typing import Iterable
 
-from ..errors import ConfigError
+from ..errors import ConfigError, one_line
 from ..fsutil import make_dirs
 from .base import CacheEntry, StoreError
-
-SCHEMA_VERSION = 1
-
-_COLUMNS = "domain, policy_id, body, fetched_at, expires_at, checked_at, mode"
-
-
-def _migrate_0_to_1(conn: sqlite3.Connection) -> None:
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS mxsec_policy ("
-        " domain TEXT PRIMARY KEY NOT NULL,"
-        " policy_id TEXT NOT NULL,"
-        " body TEXT NOT NULL,"
-        " fetched_at REAL NOT NULL,"
-        " expires_at REAL NOT NULL,"
-        " checked_at REAL NOT NULL,"
-        " mode TEXT NOT NULL"
-        ") WITHOUT ROWID"
-    )
-
-
-# MIGRATIONS[n] upgrades a database at schema version n to version n + 1.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
-    0: _migrate_0_to_1,
-}
-
-
-def migrate(conn: sqlite3.Connection, path: str = "") -> int:
-    """Bring the schema to :data:`SCHEMA_VERSION`; return the version found before. Idempotent.
-
-    ``conn`` must be in autocommit mode (``isolation_level=None``); every step runs in one IMMEDIATE
-    transaction so two processes opening the same new file do not both create it.
-    """
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute("CREATE TABLE IF NOT EXISTS mxsec_schema_version (version INTEGER NOT NULL)")
-        row = conn.execute("SELECT max(version) FROM mxsec_schema_version").fetchone()
-        found = int(row[0]) if row and row[0] is not None else 0
-        if found > SCHEMA_VERSION:
-            raise ConfigError(
-                f"{path or 'cache database'}: schema version {found} was written by a newer mxsec "
-                f"(this one knows version {SCHEMA_VERSION}); upgrade mxsec or use another cache file"
-            )
-        version = found
-        while version < SCHEMA_VERSION:
-            MIGRATIONS[version](conn)
-            version += 1
-        if version != found:
-            conn.execute("DELETE FROM mxsec_schema_version")
-            conn.execute("INSERT INTO mxsec_schema_version (version) VALUES (?)", (version,))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return found
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
+from .migrations import migrate
+from .policy_tables import COLUMNS, POLICY_SCHEMA
 
 class SqliteStore:
     """A :class:`~mxsec.storage.base.PolicyStore` in one SQLite file."""
@@ -108,7 +50,7 @@ class SqliteStore:
                 raise ConfigError(f"{path}: cannot switch the cache database to WAL mode (got {mode})")
             # See the module docstring: committed transactions survive a kill -9 of the process.
             conn.execute("PRAGMA synchronous=NORMAL")
-            migrate(conn, path)
+            migrate(conn, "sqlite", POLICY_SCHEMA, path)
             integrity = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
             if integrity != "ok":
                 raise ConfigError(f"{path}: cache database is damaged ({integrity}); remove it, it is only a cache")
@@ -120,7 +62,7 @@ class SqliteStore:
             if conn is not None:
                 conn.close()
             raise ConfigError(
-                f"{path}: unusable cache database ({_one_line(exc)}); check its permissions, "
+                f"{path}: unusable cache database ({one_line(exc)}); check its permissions, "
                 "or remove it if it is damaged (it is only a cache)"
             ) from None
         self._conn = conn
@@ -146,7 +88,7 @@ class SqliteStore:
                         conn.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: write failed: {_one_line(exc)}") from exc
+                raise StoreError(f"{self.path}: write failed: {one_line(exc)}") from exc
 
     # -- PolicyStore ---------------------------------------------------------------------------------------
 
@@ -154,9 +96,9 @@ class SqliteStore:
         with self._lock:
             conn = self._connection()
             try:
-                rows = conn.execute(f"SELECT {_COLUMNS} FROM mxsec_policy").fetchall()
+                rows = conn.execute(f"SELECT {COLUMNS} FROM mxsec_policy").fetchall()
             except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: read failed: {_one_line(exc)}") from exc
+                raise StoreError(f"{self.path}: read failed: {one_line(exc)}") from exc
         return [CacheEntry.from_row(row) for row in rows]
 
     def get(self, domain: str) -> CacheEntry | None:
@@ -164,15 +106,15 @@ class SqliteStore:
             conn = self._connection()
             try:
                 row = conn.execute(
-                    f"SELECT {_COLUMNS} FROM mxsec_policy WHERE domain = ?", (domain,)
+                    f"SELECT {COLUMNS} FROM mxsec_policy WHERE domain = ?", (domain,)
                 ).fetchone()
             except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: read failed: {_one_line(exc)}") from exc
+                raise StoreError(f"{self.path}: read failed: {one_line(exc)}") from exc
         return None if row is None else CacheEntry.from_row(row)
 
     def put(self, entry: CacheEntry) -> None:
         self._write(
-            f"INSERT OR REPLACE INTO mxsec_policy ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO mxsec_policy ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
             [entry.to_row()],
         )
 
@@ -180,7 +122,7 @@ class SqliteStore:
         rows = [entry.to_row() for entry in entries]
         if rows:
             self._write(
-                f"INSERT OR REPLACE INTO mxsec_policy ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+                f"INSERT OR REPLACE INTO mxsec_policy ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
             )
 
     def delete(self, domain: str) -> None:
@@ -204,7 +146,7 @@ class SqliteStore:
             try:
                 return int(conn.execute("SELECT count(*) FROM mxsec_policy").fetchone()[0])
             except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: read failed: {_one_line(exc)}") from exc
+                raise StoreError(f"{self.path}: read failed: {one_line(exc)}") from exc
 
     def journal_mode(self) -> str:
         with self._lock:

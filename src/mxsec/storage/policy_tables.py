@@ -1,0 +1,34 @@
+"""The policy cache's tables, one definition for SQLite and PostgreSQL (the Redis store keeps hashes instead).
+
+``mxsec_policy`` has one row per policy domain, in :attr:`~mxsec.storage.base.CacheEntry.COLUMNS` order, and
+``mxsec_schema_version`` the version. Tables are prefixed ``mxsec_`` so the file or database may be shared with
+another program's tables (for instance a postfix-mta-sts-resolver cache file reused by a migrated configuration).
+"""
+
+from __future__ import annotations
+
+from .base import CacheEntry
+from .migrations import Schema
+
+__all__ = ["COLUMNS", "POLICY_SCHEMA"]
+
+#: the columns of ``mxsec_policy``, comma-separated
+COLUMNS = ", ".join(CacheEntry.COLUMNS)
+#: Version 1: the table of policies.
+POLICY_SCHEMA = Schema(
+    what="cache database",
+    version=1,
+    migrations={
+        0: [{
+            "sqlite": "CREATE TABLE IF NOT EXISTS mxsec_policy (domain TEXT PRIMARY KEY NOT NULL, policy_id TEXT "
+                      "NOT NULL, body TEXT NOT NULL, fetched_at REAL NOT NULL, expires_at REAL NOT NULL, "
+                      "checked_at REAL NOT NULL, mode TEXT NOT NULL) WITHOUT ROWID",
+            "postgresql": "CREATE TABLE IF NOT EXISTS mxsec_policy (domain TEXT PRIMARY KEY NOT NULL, policy_id "
+                          "TEXT NOT NULL, body TEXT NOT NULL, fetched_at DOUBLE PRECISION NOT NULL, expires_at "
+                          "DOUBLE PRECISION NOT NULL, checked_at DOUBLE PRECISION NOT NULL, mode TEXT NOT NULL)",
+        }],
+    },
+    version_table="mxsec_schema_version",
+    lock_key=0x6D78736563535453,  # the bytes "mxsecSTS"
+    newer_advice=" or use another cache database",
+)
