@@ -30,7 +30,7 @@ from mxsec.errors import ParseError
 try:  # the idna package (a dependency); fall back to the stdlib codec without it
     import idna as _idna
 except ImportError:  # pragma: no cover - exercised only in stripped-down installs
-    _idna = None
+    _idna = None  # type: ignore[assignment]  # the module is absent; every use checks for None first
 
 __all__ = ["DomainError", "is_ip_literal", "normalize_dns_name", "normalize_domain"]
 

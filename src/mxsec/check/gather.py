@@ -13,7 +13,9 @@ and the SSRF guard applied to every address before a connection.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mxsec.check.facts import DomainFacts, mx_hosts
 from mxsec.dane.destination import is_ip_literal
@@ -23,6 +25,13 @@ from mxsec.sts.policy import PolicyError, parse_policy
 from mxsec.sts.record import select_record
 from mxsec.tlsrpt.record import tlsrpt_owner
 from mxsec.tlsrpt.record import select_record as select_tlsrpt
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from mxsec.net.dns import DnsClient
+    from mxsec.net.guard import AddressGuard
+    from mxsec.net.https import PolicyFetcher
 
 __all__ = ["CheckSettings", "DomainFacts", "gather"]
 
@@ -45,8 +54,8 @@ def store_phrase(label: str | None) -> str:
     return f"the {label}" if label.startswith("CA file ") else label
 
 
-async def gather(domain: str, dns, fetcher, guard, settings: CheckSettings,
-                 smtp_slots: asyncio.Semaphore | None = None, *, roots=None,
+async def gather(domain: str, dns: DnsClient, fetcher: PolicyFetcher, guard: AddressGuard, settings: CheckSettings,
+                 smtp_slots: asyncio.Semaphore | None = None, *, roots: Sequence[x509.Certificate] | None = None,
                  ca_label: str = "the system store") -> DomainFacts:
     """Everything about ``domain`` (an A-label) that the rules need.
 
@@ -81,15 +90,16 @@ async def gather(domain: str, dns, fetcher, guard, settings: CheckSettings,
     return facts
 
 
-async def _sts(facts: DomainFacts, dns, fetcher) -> None:
+async def _sts(facts: DomainFacts, dns: DnsClient, fetcher: PolicyFetcher) -> None:
     owner = f"_mta-sts.{facts.domain}"
-    facts.sts_txt, cname = await asyncio.gather(dns.txt(owner), dns.lookup(owner, "CNAME"))
+    txt, cname = await asyncio.gather(dns.txt(owner), dns.lookup(owner, "CNAME"))
+    facts.sts_txt = txt
     if cname.status == "ok" and cname.records:
         target = getattr(cname.records[0], "target", None)
         if target is not None:
             facts.sts_cname = str(target).rstrip(".").lower() or None
-    if facts.sts_txt.ok:
-        facts.sts_record = select_record(list(facts.sts_txt.records))
+    if txt.ok:
+        facts.sts_record = select_record(list(txt.records))
     if facts.sts_record is None or facts.sts_record.record is None:
         # no usable record: senders never fetch; still look whether a policy host exists (a forgotten TXT)
         facts.policy_host = await dns.addresses(f"mta-sts.{facts.domain}")
@@ -102,7 +112,7 @@ async def _sts(facts: DomainFacts, dns, fetcher) -> None:
             facts.policy_error = str(exc)
 
 
-async def _tlsrpt(facts: DomainFacts, dns) -> None:
+async def _tlsrpt(facts: DomainFacts, dns: DnsClient) -> None:
     facts.tlsrpt_txt = await dns.txt(tlsrpt_owner(facts.domain))
     if not facts.tlsrpt_txt.ok:
         return
@@ -120,7 +130,8 @@ async def _tlsrpt(facts: DomainFacts, dns) -> None:
     facts.rua_mx = dict(zip(dict.fromkeys(domains), answers))
 
 
-async def _probe_all(facts: DomainFacts, guard, settings: CheckSettings, slots: asyncio.Semaphore, roots,
+async def _probe_all(facts: DomainFacts, guard: AddressGuard, settings: CheckSettings, slots: asyncio.Semaphore,
+                     roots: Sequence[x509.Certificate] | None,
                      ca_label: str) -> None:
     jobs = []
     store_label = store_phrase(ca_label)

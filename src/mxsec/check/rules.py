@@ -207,7 +207,8 @@ def sts_rules(facts: DomainFacts, max_hosts: int) -> list[Finding]:
         out.append(finding("sts-max-age-short", f"max_age {policy.max_age} s is under one week ({SHORT_MAX_AGE})"))
     if policy.mode == "none":
         return out
-    hosts = [h for h in mx_hosts(facts, max_hosts) if h != facts.domain or facts.mx.status == "ok"]
+    mx_ok = facts.mx is not None and facts.mx.status == "ok"
+    hosts = [h for h in mx_hosts(facts, max_hosts) if h != facts.domain or mx_ok]
     for host in hosts:
         if matching_pattern(policy.mx, host) is None:
             severity = "error" if enforce else "warning"
@@ -253,6 +254,7 @@ def dane_dns_rules(facts: DomainFacts) -> list[Finding]:
             out.append(finding("dane-tlsa-insecure", f"_25._tcp.{hf.base or host} has TLSA records in an unsigned "
                                                      f"zone", host))
         elif state.state in ("usable", "unusable"):
+            assert tlsa is not None  # host_state gives these two states only with a TLSA answer
             records = [TlsaRecord(*r) for r in tlsa.records]
             good, bad = partition(records)
             if not good:
@@ -356,7 +358,7 @@ def smtp_rules(facts: DomainFacts, now: _dt.datetime) -> list[Finding]:
 
 
 def _dane_for(hf: HostFacts | None, probe, host: str, domain: str, now: _dt.datetime) -> Finding | None:
-    if hf is None or hf.tlsa is None or not hf.tlsa.ok or not hf.tlsa.secure:
+    if hf is None or hf.tlsa is None or hf.tlsa.status != "ok" or not hf.tlsa.secure:
         return None
     state = host_state(hf)
     if state.state not in ("usable", "unusable"):

@@ -30,7 +30,7 @@ reply is one level for all MX hosts, and a passing MTA-STS check must never over
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Literal, Mapping
+from typing import Iterable, Literal, Mapping, Protocol, Sequence
 
 from mxsec import names
 from mxsec.dane.tlsa import TlsaRecord, usable
@@ -39,6 +39,57 @@ from mxsec.dane.tlsa import TlsaRecord, usable
 DENIAL_TTL = 300
 ERROR_TTL = 30
 MAX_TTL = 3600
+
+
+class Answer(Protocol):
+    """What these rules read of a DNS answer (:mod:`mxsec.net.dns` answers have it; so may test look-alikes).
+
+    ``status`` is ``ok``, ``nxdomain``, ``nodata`` or ``error``; ``secure`` the validating resolver's verdict;
+    ``ttl`` ``None`` for denials and errors; ``error`` says why a lookup failed.
+    """
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def secure(self) -> bool: ...
+    @property
+    def ttl(self) -> int | None: ...
+    @property
+    def error(self) -> str | None: ...
+
+
+class MxAnswer(Answer, Protocol):
+    """An MX answer: ``(preference, host)`` pairs, host without the root dot (``""`` for a null MX)."""
+
+    @property
+    def records(self) -> Sequence[tuple[int, str]]: ...
+
+
+class TlsaAnswer(Answer, Protocol):
+    """A TLSA answer: ``(usage, selector, matching type, data)`` tuples."""
+
+    @property
+    def records(self) -> Sequence[tuple[int, int, int, bytes]]: ...
+
+
+class FamilyStatus(Protocol):
+    """One address family's part of an address answer (``rdtype`` ``"A"`` or ``"AAAA"``)."""
+
+    @property
+    def rdtype(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+
+
+class AddressAnswer(Answer, Protocol):
+    """A and AAAA together: ``canonical`` is the name after CNAME expansion, ``families`` each family's status."""
+
+    @property
+    def addresses(self) -> Sequence[str]: ...
+    @property
+    def canonical(self) -> str | None: ...
+    @property
+    def families(self) -> Sequence[FamilyStatus]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +102,9 @@ class HostFacts:
     """
 
     host: str
-    addresses: object
-    tlsa: object | None = None
+    #: ``None`` for an MX "host" that is an IP address (not looked up)
+    addresses: AddressAnswer | None
+    tlsa: TlsaAnswer | None = None
     #: TLSA base domains in the order tried (``None``: derived from ``addresses`` by :func:`base_candidates`
     #: without an explicit CNAME answer)
     candidates: tuple[str, ...] | None = None
@@ -100,7 +152,7 @@ class DaneDecision:
         return self.level in ("dane", "dane-only")
 
 
-def all_mx_names(mx, domain: str) -> tuple[str, ...] | None:
+def all_mx_names(mx: MxAnswer, domain: str) -> tuple[str, ...] | None:
     """Every MX host name of an MX answer, in preference order without repeats or the null MX; ``(domain,)``
     for a NODATA answer (RFC 5321 §5.1); ``None`` when the lookup failed or the domain does not exist."""
     status = getattr(mx, "status", "error")
@@ -116,7 +168,7 @@ def is_ip_literal(host: str) -> bool:
     return names.is_ip_literal(host.strip().rstrip("."))
 
 
-def mx_host_names(mx, domain: str, limit: int) -> list[str]:
+def mx_host_names(mx: MxAnswer, domain: str, limit: int) -> list[str]:
     """The MX host names of ``mx`` (an MX answer) in preference order, null MX and repeats left out, at most
     ``limit``; the domain itself when it has no MX RRset (RFC 5321 §5.1); none after a lookup failure."""
     status = getattr(mx, "status", "error")
@@ -127,7 +179,7 @@ def mx_host_names(mx, domain: str, limit: int) -> list[str]:
     return list(dict.fromkeys(host for _pref, host in mx.records if host))[:limit]
 
 
-def base_candidates(host: str, addresses, first_cname=None) -> tuple[str, ...]:
+def base_candidates(host: str, addresses: AddressAnswer | None, first_cname: Answer | None = None) -> tuple[str, ...]:
     """TLSA base domains to try for ``host``, in order (RFC 7672 §2.2.2, RFC 7671 §7; DANE-H-9, H-13).
 
     ``addresses`` is the host's address answer (``status``, ``secure``, ``canonical``); ``first_cname`` the
@@ -147,7 +199,7 @@ def base_candidates(host: str, addresses, first_cname=None) -> tuple[str, ...]:
     return ()
 
 
-def needs_cname_query(host: str, addresses) -> bool:
+def needs_cname_query(host: str, addresses: AddressAnswer | None) -> bool:
     """The expansion was insecure: only an explicit CNAME answer can show whether ``host`` itself is signed."""
     if getattr(addresses, "status", None) != "ok" or getattr(addresses, "secure", False):
         return False
@@ -155,7 +207,7 @@ def needs_cname_query(host: str, addresses) -> bool:
     return canonical != host.rstrip(".").lower()
 
 
-def _family_note(addresses) -> str:
+def _family_note(addresses: AddressAnswer | None) -> str:
     failed = [f.rdtype for f in getattr(addresses, "families", ()) if f.status == "error"]
     if failed and getattr(addresses, "status", None) == "ok":
         # DANE-H-10, EC-30: go ahead over the family that validated
@@ -205,7 +257,7 @@ def _ttl(values: Iterable[int | None], default: int) -> int:
     return max(1, min(min(known) if known else default, MAX_TTL))
 
 
-def decide(mx, hosts: Mapping[str, HostFacts]) -> DaneDecision:
+def decide(mx: MxAnswer, hosts: Mapping[str, HostFacts]) -> DaneDecision:
     """The DANE decision for a destination from its MX answer and per-host facts (see the module doc)."""
     mx_status = getattr(mx, "status", "error")
     if mx_status == "error":
@@ -238,7 +290,7 @@ def decide(mx, hosts: Mapping[str, HostFacts]) -> DaneDecision:
     if dane_hosts:
         every = len(states) == len(names) and all(s.state == "usable" and not s.via_original_name
                                                   for s in states)
-        level = "dane-only" if every else "dane"
+        level: DaneLevel = "dane-only" if every else "dane"
         why = ("every MX host has usable DNSSEC-signed TLSA records" if every else
                f"{len(dane_hosts)} of {len(names)} MX host(s) have DNSSEC-signed TLSA records")
         return DaneDecision(level, why, states, ttl=_ttl(ttls, DENIAL_TTL), secure_mx=True)

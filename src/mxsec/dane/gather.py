@@ -22,12 +22,17 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Protocol
 
 from mxsec.dane.destination import (
     DENIAL_TTL,
     MAX_TTL,
+    AddressAnswer,
+    Answer,
     DaneDecision,
     HostFacts,
+    MxAnswer,
+    TlsaAnswer,
     all_mx_names,
     base_candidates,
     decide,
@@ -36,18 +41,27 @@ from mxsec.dane.destination import (
     needs_cname_query,
 )
 
-__all__ = ["SharedHostFacts", "destination_facts", "destination_decision", "host_facts"]
+__all__ = ["Resolver", "SharedHostFacts", "destination_facts", "destination_decision", "host_facts"]
 
 
-async def host_facts(dns, host: str, port: int = 25) -> HostFacts:
+class Resolver(Protocol):
+    """The look-ups DANE needs, as :class:`mxsec.net.dns.DnsClient` offers them."""
+
+    async def mx(self, name: str, /) -> MxAnswer: ...
+    async def addresses(self, name: str, /) -> AddressAnswer: ...
+    async def lookup(self, name: str, rdtype: str | int, /) -> Answer: ...
+    async def tlsa(self, host: str, port: int = 25, /) -> TlsaAnswer: ...
+
+
+async def host_facts(dns: Resolver, host: str, port: int = 25) -> HostFacts:
     """Address, CNAME (when needed) and TLSA answers for one MX host, with the TLSA base domain chosen."""
     if is_ip_literal(host):
         return HostFacts(host, None, None, ())
     addresses = await dns.addresses(host)
     first_cname = await dns.lookup(host, "CNAME") if needs_cname_query(host, addresses) else None
     candidates = base_candidates(host, addresses, first_cname)
-    tlsa = None
-    base = None
+    tlsa: TlsaAnswer | None = None
+    base: str | None = None
     for candidate in candidates:
         tlsa = await dns.tlsa(candidate, port)
         status = getattr(tlsa, "status", "error")
@@ -60,7 +74,8 @@ async def host_facts(dns, host: str, port: int = 25) -> HostFacts:
 def facts_ttl(facts: HostFacts) -> int:
     """How long ``facts`` may be reused: the smallest TTL among its answers (a denial counts as
     ``DENIAL_TTL``), at most ``MAX_TTL``; 0 when a lookup failed (never reused)."""
-    ttls = []
+    ttls: list[int] = []
+    answer: Answer | None
     for answer in (facts.addresses, facts.tlsa):
         if answer is None:
             continue
@@ -82,14 +97,14 @@ class SharedHostFacts:
         self.limit = limit
         self.clock = clock
         self._kept: dict[tuple[str, int], tuple[float, HostFacts]] = {}
-        self._running: dict[tuple[str, int], asyncio.Future] = {}
+        self._running: dict[tuple[str, int], asyncio.Future[HostFacts]] = {}
         self.hits = 0
         self.misses = 0
 
     def __len__(self) -> int:
         return len(self._kept)
 
-    async def get(self, dns, host: str, port: int = 25) -> HostFacts:
+    async def get(self, dns: Resolver, host: str, port: int = 25) -> HostFacts:
         key = (host, port)
         kept = self._kept.get(key)
         if kept is not None:
@@ -105,7 +120,7 @@ class SharedHostFacts:
             self.hits += 1
         return await asyncio.shield(running)  # a caller that goes away leaves the lookup to the others
 
-    async def _look_up(self, dns, host: str, port: int) -> HostFacts:
+    async def _look_up(self, dns: Resolver, host: str, port: int) -> HostFacts:
         key = (host, port)
         try:
             facts = await host_facts(dns, host, port)
@@ -128,7 +143,8 @@ class SharedHostFacts:
         return len(gone)
 
 
-async def destination_facts(dns, domain: str, max_hosts: int = 10, hosts: SharedHostFacts | None = None):
+async def destination_facts(dns: Resolver, domain: str, max_hosts: int = 10,
+                            hosts: SharedHostFacts | None = None) -> tuple[MxAnswer, dict[str, HostFacts]]:
     """``(mx_answer, {host: HostFacts})`` for a destination; hosts only when the MX RRset is secure.
 
     Without MX records (a secure NODATA) the domain itself is the host (RFC 5321 §5.1). ``hosts``: reuse what
@@ -142,7 +158,7 @@ async def destination_facts(dns, domain: str, max_hosts: int = 10, hosts: Shared
     return mx, {facts.host: facts for facts in gathered}
 
 
-async def destination_decision(dns, domain: str, max_hosts: int = 10,
+async def destination_decision(dns: Resolver, domain: str, max_hosts: int = 10,
                                hosts: SharedHostFacts | None = None) -> DaneDecision:
     mx, facts = await destination_facts(dns, domain, max_hosts, hosts)
     return replace(decide(mx, facts), mx_hosts=all_mx_names(mx, domain))

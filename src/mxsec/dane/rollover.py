@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from cryptography import x509
 
@@ -76,7 +77,7 @@ class CertificateFacts:
     rr: str
     certificates_in_input: int = 1
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return {
             "label": self.label,
             "source": self.source,
@@ -102,7 +103,7 @@ class RolloverStep:
     lines: tuple[str, ...]
     records: tuple[str, ...] = ()
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return {"step": self.number, "action": self.action, "title": self.title, "text": list(self.lines),
                 "records": list(self.records)}
 
@@ -131,7 +132,7 @@ class RolloverPlan:
         """``DANE-EE(3) SPKI(1) SHA2-256(1)``."""
         return describe(self.current.record)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return {
             "host": self.host,
             "port": self.port,
@@ -236,7 +237,7 @@ def _facts(cert: x509.Certificate, count: int, label: str, source: str | None, o
 
 
 def _check_parameters(usage: object, selector: object, mtype: object, ttl: object, port: object) -> None:
-    def integer(value: object) -> bool:
+    def integer(value: object) -> TypeGuard[int]:
         return isinstance(value, int) and not isinstance(value, bool)
 
     if not integer(usage) or usage not in (DANE_TA, DANE_EE):

@@ -286,9 +286,10 @@ def tlsa_for_certificate(
     if selector == SELECTOR_CERT:
         selected = der
     else:
-        selected = spki_of_certificate(der)
-        if selected is None:
+        spki = spki_of_certificate(der)
+        if spki is None:
             raise TlsaError("cannot find the SubjectPublicKeyInfo in the certificate")
+        selected = spki
     return from_rdata(usage, selector, mtype, digest(mtype, selected))
 
 
@@ -368,7 +369,7 @@ def _is_spki(data: bytes) -> bool:
     return True
 
 
-def spki_of_certificate(der: bytes) -> bytes | None:
+def spki_of_certificate(der: bytes | x509.Certificate) -> bytes | None:
     """The DER SubjectPublicKeyInfo exactly as encoded inside certificate *der* (``None`` if not found).
 
     Taken from the TBSCertificate bytes rather than re-encoded from the parsed key, so the digest is over the

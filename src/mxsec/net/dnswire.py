@@ -80,9 +80,11 @@ def query_name(name: str) -> bytes:
             raise ValueError("name too long")
         return bytes(out)
     try:
-        return dns.name.from_text(name).to_wire()  # escapes, IDNA, and its own checks of lengths
+        wire = dns.name.from_text(name).to_wire()  # escapes, IDNA, and its own checks of lengths
     except (dns.exception.DNSException, ValueError, UnicodeError) as exc:
         raise ValueError(" ".join(str(exc).split()) or type(exc).__name__) from None
+    assert wire is not None  # to_wire() without a file returns the bytes
+    return wire
 
 
 def encode_query(qid: int, qname: bytes, rdtype: int) -> bytes:
@@ -290,6 +292,6 @@ def decode_tlsa(wire: bytes, start: int, length: int) -> tuple[int, int, int, by
 def decode_rdata(wire: bytes, start: int, length: int, rdtype: int) -> dns.rdata.Rdata:
     """Any type, as a dnspython rdata object (compressed names inside resolved against the whole message)."""
     try:
-        return dns.rdata.from_wire(dns.rdataclass.IN, rdtype, wire, start, length)
+        return dns.rdata.from_wire(dns.rdataclass.IN, dns.rdatatype.RdataType.make(rdtype), wire, start, length)
     except (dns.exception.DNSException, ValueError, IndexError) as exc:
         raise WireError(" ".join(str(exc).split()) or "bad record data") from None
