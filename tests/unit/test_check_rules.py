@@ -1,6 +1,6 @@
 """mxsec.check.rules: DomainFacts built by hand from the adapters' answer types -> findings.
 
-No I/O: DNS answers are :mod:`mxsec.net.dns` values, the policy fetch a :class:`~mxsec.net.https.FetchOutcome`,
+No I/O: DNS answers are :mod:`mxsec.dnsanswers` values, the policy fetch a :class:`~mxsec.sts.fetch.FetchOutcome`,
 records and policies come from the real parsers, STARTTLS probes are :class:`~mxsec.net.smtp.SmtpProbe` values
 whose chains are generated here (:mod:`mxsec.testing.pki`) and whose PKIX verdicts come from the real
 :func:`~mxsec.net.smtp.check_pkix`; TLSA records from :func:`~mxsec.dane.tlsa.tlsa_for_certificate`.
@@ -23,8 +23,8 @@ from mxsec.check.rules import EXPIRY_WARNING_DAYS, SHORT_MAX_AGE, judge
 from mxsec.dane.destination import HostFacts, base_candidates
 from mxsec.dane.tlsa import tlsa_for_certificate
 from mxsec.testing.pki import TestCA, pem_to_der
-from mxsec.net.dns import AddressAnswer, RRAnswer, TxtAnswer
-from mxsec.net.https import FetchOutcome
+from mxsec.dnsanswers import AddressAnswer, RRAnswer, TxtAnswer
+from mxsec.sts.fetch import FetchOutcome
 from mxsec.net.smtp import PkixResult, SmtpProbe, check_pkix
 from mxsec.sts.policy import PolicyError, parse_policy
 from mxsec.sts.record import select_record

@@ -100,7 +100,7 @@ import asyncio  # noqa: E402
 
 from mxsec.dane.destination import is_ip_literal  # noqa: E402
 from mxsec.dane.gather import destination_decision, host_facts  # noqa: E402
-from mxsec.net.dns import AddressAnswer, FamilyAnswer, RRAnswer  # noqa: E402
+from mxsec.dnsanswers import AddressAnswer, FamilyAnswer, RRAnswer  # noqa: E402
 
 
 class ScriptedDns:

@@ -19,7 +19,7 @@ import mxsec.tlsrpt
 
 CORE = sorted(
     [f"{pkg.__name__}.{m.name}" for pkg in (mxsec.sts, mxsec.dane, mxsec.tlsrpt) for m in pkgutil.iter_modules(pkg.__path__)]
-    + ["mxsec.names", "mxsec.verdict", "mxsec.errors"]
+    + ["mxsec.names", "mxsec.verdict", "mxsec.errors", "mxsec.dnsanswers"]
 )
 ADAPTERS = ("aiohttp", "httpx", "dns.resolver", "dns.asyncresolver", "dns.query", "dns.asyncquery", "sqlite3",
             "psycopg", "redis", "smtplib", "urllib.request", "starlette", "uvicorn", "click")

@@ -10,7 +10,7 @@ import pytest
 from mxsec.daemon.refresh import Refresher
 from mxsec.daemon.replies import Zone, format_reply
 from mxsec.daemon.service import PolicyService, ServiceSettings
-from mxsec.net.dns import AddressAnswer, RRAnswer, TxtAnswer
+from mxsec.dnsanswers import AddressAnswer, RRAnswer, TxtAnswer
 from mxsec.storage.memory import MemoryStore
 from mxsec.sts.cache import RefreshTiming
 from mxsec.sts.results import FetchProblem

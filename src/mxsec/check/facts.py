@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mxsec.dane.destination import HostFacts, mx_host_names
+from mxsec.dnsanswers import AddressAnswer, RRAnswer, TxtAnswer
+from mxsec.sts.fetch import FetchOutcome
 from mxsec.sts.policy import StsPolicy
 from mxsec.sts.record import RecordSelection
 from mxsec.tlsrpt.record import TlsrptSelection
 
-if TYPE_CHECKING:  # the adapters' answer types; not imported at run time
-    from mxsec.net.dns import AddressAnswer, RRAnswer, TxtAnswer
-    from mxsec.net.https import FetchOutcome
+if TYPE_CHECKING:  # the STARTTLS probe's result type; the SMTP adapter is not imported at run time
     from mxsec.net.smtp import SmtpProbe
 
 __all__ = ["DomainFacts", "mx_hosts"]

@@ -2,6 +2,8 @@
 
 :class:`DnsClient` answers the two questions MTA-STS needs:
 
+The answers are the core's facts (:mod:`mxsec.dnsanswers`).
+
 * ``await client.txt(name)`` -> :class:`TxtAnswer`: every TXT record at ``name`` with its character-strings
   joined without separators (RFC 8461 §3.1, STS-A-11), CNAME chains followed (STS-A-12);
 * ``await client.addresses(name)`` -> :class:`AddressAnswer`: A and AAAA, queried concurrently.
@@ -33,6 +35,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.resolver
 
+from mxsec.dnsanswers import ERROR, NODATA, NXDOMAIN, OK, AddressAnswer, FamilyAnswer, RRAnswer, TxtAnswer
 from mxsec.errors import ConfigError
 from mxsec.net.dnstransport import DnsFailure, DnsTransport
 from mxsec.net.dnswire import (
@@ -57,11 +60,6 @@ __all__ = [
     "parse_nameserver",
     "remote_validators",
 ]
-
-OK = "ok"
-NXDOMAIN = "nxdomain"
-NODATA = "nodata"
-ERROR = "error"
 
 
 def parse_nameserver(text: str) -> tuple[str, int]:
@@ -101,70 +99,6 @@ class DnsSettings:
 
     nameservers: list[tuple[str, int]] = field(default_factory=list)
     timeout: float = 5.0
-
-
-@dataclass(frozen=True)
-class TxtAnswer:
-    status: str
-    records: tuple[str, ...] = ()
-    error: str | None = None
-    secure: bool = False
-    ttl: int | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == OK
-
-
-@dataclass(frozen=True)
-class FamilyAnswer:
-    """One address family's part of an :class:`AddressAnswer` (``rdtype`` is ``"A"`` or ``"AAAA"``)."""
-
-    rdtype: str
-    status: str
-    secure: bool = False
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class AddressAnswer:
-    """A and AAAA together. ``secure``: every family that answered (records or denial) was DNSSEC-secure —
-    a family whose lookup failed does not count (EC-30: DANE goes ahead over the family that validated);
-    ``families`` keeps each family's own verdict; ``canonical`` is the name after CNAME expansion."""
-
-    status: str
-    addresses: tuple[str, ...] = ()
-    error: str | None = None
-    secure: bool = False
-    canonical: str | None = None
-    families: tuple[FamilyAnswer, ...] = ()
-    ttl: int | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == OK
-
-
-@dataclass(frozen=True)
-class RRAnswer:
-    """One RRset with its DNSSEC state.
-
-    ``secure`` is the validating resolver's verdict (AD bit) for the answer or for the denial of existence;
-    ``canonical`` is the owner name after CNAME expansion (equal to the query name without CNAMEs); ``ttl``
-    is the RRset's TTL (``None`` for denials and errors). ``status`` as elsewhere: ``ok``, ``nxdomain``,
-    ``nodata`` or ``error`` (SERVFAIL — which includes DNSSEC-bogus answers —, timeout, REFUSED...).
-    """
-
-    status: str
-    records: tuple = ()
-    secure: bool = False
-    ttl: int | None = None
-    error: str | None = None
-    canonical: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == OK
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from mxsec.errors import ConfigError
 from mxsec.net.dns import DnsClient
 from mxsec.net.guard import AddressGuard
 from mxsec.sts.policy import media_type_ok
+from mxsec.sts.fetch import FetchOutcome
 from mxsec.sts.results import FetchProblem
 
 __all__ = ["FetchOutcome", "HttpsSettings", "PolicyFetcher", "POLICY_PATH", "policy_url"]
@@ -72,20 +73,6 @@ class HttpsSettings:
     user_agent: str = f"mxsec/{__version__}"
     port: int = 443
     max_connections: int = 256
-
-
-@dataclass(frozen=True)
-class FetchOutcome:
-    body: bytes | None
-    problem: FetchProblem | None
-    detail: str
-    status: int | None = None
-    content_type: str | None = None
-    address: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.problem is None and self.body is not None
 
 
 def policy_url(domain: str, port: int = 443) -> str:
