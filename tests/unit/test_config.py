@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mxsec import config as config_module
+from mxsec.config import schema as config_module
 from mxsec.config import (
     Config,
     DaemonConfig,
@@ -568,7 +568,7 @@ def test_parse_listen_round_trips(text):
 
 
 def test_reports_db_defaults_to_the_data_directory(monkeypatch, tmp_path):
-    from mxsec import config as config_module
+    from mxsec.config import schema as config_module
 
     monkeypatch.setattr(config_module.os, "geteuid", lambda: 1000)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))

@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 import tomli_w
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 log = logging.getLogger("mxsec.config")
 
@@ -220,7 +220,7 @@ def _check_duration(value: float, key: str, *, minimum: float = 0.0, allow_zero:
 
 
 def _check_cache_url(url: str, key: str) -> None:
-    from .storage import parse_store_url  # local import: the store package is an adapter
+    from ..storage import parse_store_url  # local import: the store package is an adapter
 
     try:
         parse_store_url(url)
@@ -556,7 +556,7 @@ class ReportsConfig:
             raise ConfigError("reports.post_client_ca: empty path")
         if self.post_require_auth and not (self.post_tokens or self.post_token_hashes or self.post_client_ca):
             raise ConfigError("reports.post_require_auth needs post_tokens, post_token_hashes or post_client_ca")
-        from .reports.web.post_auth import PostAuth  # local import: stdlib only, but a web-side module
+        from ..reports.web.post_auth import PostAuth  # local import: stdlib only, but a web-side module
 
         PostAuth.build(tokens=self.post_tokens, token_hashes=self.post_token_hashes)  # ConfigError naming the key
 
@@ -572,7 +572,7 @@ class ReportsConfig:
 
     def dashboard_auth(self) -> Any:
         """The :class:`~mxsec.reports.web.auth.AuthSettings` of the dashboard (login and Host: names)."""
-        from .reports.web.auth import AuthSettings  # local import, as for post_auth
+        from ..reports.web.auth import AuthSettings  # local import, as for post_auth
 
         return AuthSettings(password_hash=self.password_hash, session_secret=self.session_secret,
                             session_lifetime=self.session_lifetime, proxy_header=self.auth_proxy_header,
@@ -582,7 +582,7 @@ class ReportsConfig:
     def post_auth(self) -> Any:
         """The :class:`~mxsec.reports.web.post_auth.PostAuth` these settings describe (the CA file is read
         here, when the server starts, not when the configuration is loaded)."""
-        from .reports.web.post_auth import PostAuth
+        from ..reports.web.post_auth import PostAuth
 
         return PostAuth.build(tokens=self.post_tokens, token_hashes=self.post_token_hashes,
                               client_ca=self.post_client_ca, require=self.post_require_auth)
