@@ -159,6 +159,7 @@ class DnsClient:
         """One question; ``decode(wire, start, length)`` turns each record of the final RRset into a value."""
         try:
             qname = name.to_wire() if isinstance(name, dns.name.Name) else query_name(name)
+            assert qname is not None  # Name.to_wire() without a file returns the bytes
         except ValueError as exc:
             return _Result(ERROR, error=f"invalid name {name!r}: {_one_line(str(exc))}")
         try:

@@ -91,10 +91,10 @@ class _UdpSocket(asyncio.DatagramProtocol):
     used: int = 0
     broken: bool = False
 
-    def connection_made(self, transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport) -> None:
         self.transport = transport
 
-    def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr) -> None:
         if len(data) < 12:
             return
         entry = self.pending.get(data[0] << 8 | data[1])
@@ -108,10 +108,10 @@ class _UdpSocket(asyncio.DatagramProtocol):
         if parsed is not None:
             entry.future.set_result((data, parsed))
 
-    def error_received(self, exc: Exception) -> None:  # type: ignore[override]
+    def error_received(self, exc: Exception) -> None:
         self._fail(exc)
 
-    def connection_lost(self, exc: Exception | None) -> None:  # type: ignore[override]
+    def connection_lost(self, exc: Exception | None) -> None:
         self._fail(exc or ConnectionResetError("socket closed"))
 
     def _fail(self, exc: BaseException) -> None:
@@ -197,7 +197,7 @@ class DnsTransport:
                 continue
             if parsed.rcode in _ERROR_RCODES_FINAL:
                 return wire, parsed
-            errors[server] = dns.rcode.to_text(parsed.rcode)
+            errors[server] = dns.rcode.Rcode.to_text(parsed.rcode)
             usable.remove(server)
         self.stats["failed"] += 1
         detail = "; ".join(f"{what} from {_server_text(server)}" for server, what in errors.items())

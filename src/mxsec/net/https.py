@@ -368,8 +368,8 @@ class PolicyFetcher:
             return FetchOutcome(None, failure.problem, failure.detail, address=failure.address)
         except Exception as exc:  # aiohttp/ssl/OS errors -> a problem value
             if fetch.failure is not None:  # DNS or guard refusal, raised by our resolver
-                failure = fetch.failure
-                return FetchOutcome(None, failure.problem, failure.detail, address=failure.address)
+                refused = fetch.failure
+                return FetchOutcome(None, refused.problem, refused.detail, address=refused.address)
             if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ServerTimeoutError):
                 raise  # the total deadline: reported by fetch()
             problem, detail = _classify(exc, fetch, port)

@@ -515,7 +515,7 @@ def load_trust_store(ca_file: str | None = None) -> tuple[list[x509.Certificate]
             raise ValueError(f"{ca_file}: no PEM certificate found")
         return roots, f"CA file {ca_file}"
     paths = ssl.get_default_verify_paths()
-    roots: list[x509.Certificate] = []
+    roots = []
     for candidate in (paths.cafile, paths.openssl_cafile):
         if candidate and os.path.isfile(candidate):
             with contextlib.suppress(OSError, ValueError):
