@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mxsec.config import schema as config_module
+from mxsec.config import paths as config_paths
 from mxsec.config import (
     Config,
     DaemonConfig,
@@ -183,13 +183,13 @@ def test_load_empty_file_gives_defaults(tmp_path):
 
 
 def test_load_none_without_system_file(monkeypatch, tmp_path):
-    monkeypatch.setattr(config_module, "SYSTEM_CONFIG_PATH", str(tmp_path / "missing.toml"))
+    monkeypatch.setattr(config_paths, "SYSTEM_CONFIG_PATH", str(tmp_path / "missing.toml"))
     assert load_config(None) == Config()
 
 
 def test_load_none_reads_system_file(monkeypatch, tmp_path):
     path = write(tmp_path, "[daemon]\nlisten = ['127.0.0.1:9999']\n")
-    monkeypatch.setattr(config_module, "SYSTEM_CONFIG_PATH", path)
+    monkeypatch.setattr(config_paths, "SYSTEM_CONFIG_PATH", path)
     assert load_config().daemon.listen == ["127.0.0.1:9999"]
 
 
@@ -568,13 +568,11 @@ def test_parse_listen_round_trips(text):
 
 
 def test_reports_db_defaults_to_the_data_directory(monkeypatch, tmp_path):
-    from mxsec.config import schema as config_module
-
-    monkeypatch.setattr(config_module.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(config_paths.os, "geteuid", lambda: 1000)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
-    assert config_module.default_reports_db_url() == f"sqlite:///{tmp_path}/mxsec/reports.sqlite3"
+    assert config_paths.default_reports_db_url() == f"sqlite:///{tmp_path}/mxsec/reports.sqlite3"
     monkeypatch.setenv("XDG_DATA_HOME", "relative")  # not absolute: ignored
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert config_module.default_reports_db_url() == f"sqlite:///{tmp_path}/.local/share/mxsec/reports.sqlite3"
-    monkeypatch.setattr(config_module.os, "geteuid", lambda: 0)
-    assert config_module.default_reports_db_url() == "sqlite:////var/lib/mxsec/reports.sqlite3"
+    assert config_paths.default_reports_db_url() == f"sqlite:///{tmp_path}/.local/share/mxsec/reports.sqlite3"
+    monkeypatch.setattr(config_paths.os, "geteuid", lambda: 0)
+    assert config_paths.default_reports_db_url() == "sqlite:////var/lib/mxsec/reports.sqlite3"

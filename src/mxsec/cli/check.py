@@ -134,7 +134,7 @@ async def _run(targets, config, *, as_json, smtp, html_file, concurrency, smtp_p
     from mxsec.check.gather import CheckSettings, DomainFacts, gather
     from mxsec.check.report import render_html, render_terminal, result_json
     from mxsec.check.rules import judge
-    from mxsec.daemon.app import make_adapters
+    from mxsec.config.wiring import make_adapters
     from mxsec.net.dns import remote_validators
     from mxsec.net.guard import AddressGuard
 

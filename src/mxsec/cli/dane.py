@@ -73,7 +73,7 @@ def verify(host, port, addresses, ehlo_name, as_json, config_path, nameservers, 
         _fail(f"--ehlo: {ehlo_name!r} is not a host name or address literal")
     config, _ = _load(config_path, nameservers=nameservers, ca_file=ca_file, timeout=timeout,
                       allow_addresses=allow_addresses)
-    from mxsec.daemon.app import make_dns_and_guard
+    from mxsec.config.wiring import make_dns_and_guard
 
     dns, guard = make_dns_and_guard(config)
     roots = None

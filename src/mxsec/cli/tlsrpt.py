@@ -172,7 +172,7 @@ def follow_log(log_file, mta, once, from_start, sending_ip, no_probe, flush_inte
     Resumes after the last counted line; follows rotation."""
     import signal
 
-    from mxsec.daemon.app import make_dns_and_guard
+    from mxsec.config.wiring import make_dns_and_guard
     from mxsec.logs import setup_logging
     from mxsec.sender.follow import LogFollower, MxProber, make_parser
 
@@ -302,7 +302,7 @@ def send(day, unfinished, dry_run, out_dir, smtp, smtp_starttls, smtp_user, from
     """Deliver the reports of every finished day to each rua of the domain's current _smtp._tls record:
     mailto: as a DKIM-signed RFC 8460 §5.3 message through the relay, https: as a POST. Failed deliveries are
     retried with exponential backoff for 24 hours. Exit 1 if a destination failed for good."""
-    from mxsec.daemon.app import make_dns_and_guard
+    from mxsec.config.wiring import make_dns_and_guard
     from mxsec.sender.send import DkimSettings, SendSettings, Sender, day_of, read_key
     from mxsec.tlsrpt.build import submitter_of
 

@@ -1,6 +1,7 @@
-"""Wiring: configuration → adapters → service → listeners; signals; reload; shutdown.
+"""The daemon: configuration → adapters → service → listeners; signals; reload; shutdown.
 
-``build_service`` is shared by ``mxsec daemon`` and ``mxsec query`` so both give the same answer.
+The adapters come from :mod:`mxsec.config.wiring` (shared with the command-line tools). ``build_service`` is
+shared by ``mxsec daemon`` and ``mxsec query`` so both give the same answer.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import signal
 from dataclasses import dataclass
 
 from mxsec.config import Config, load_config, parse_listen
+from mxsec.config.wiring import make_adapters
 from mxsec.daemon.refresh import Refresher
 from mxsec.daemon.served import ServedRecorder
 from mxsec.daemon.replies import Zone
@@ -18,10 +20,9 @@ from mxsec.daemon.server import SocketmapServer, _listen_key, connection_cap
 from mxsec.daemon.service import PolicyService, ServiceSettings
 from mxsec.errors import ConfigError
 from mxsec.logs import setup_logging
-from mxsec.net.dns import DnsClient, DnsSettings, parse_nameserver, remote_validators
-from mxsec.net.guard import AddressGuard
-from mxsec.net.https import HttpsSettings, PolicyFetcher
-from mxsec.storage import open_store
+from mxsec.net.dns import remote_validators
+from mxsec.storage import PolicyStore, open_store
+from mxsec.storage.postgres import redact
 from mxsec.sts.cache import RefreshTiming
 
 log = logging.getLogger("mxsec.daemon")
@@ -52,36 +53,6 @@ def make_zones(config: Config) -> dict[str, Zone]:
     return zones
 
 
-def make_dns_and_guard(config: Config) -> tuple[DnsClient, AddressGuard]:
-    """The resolver client and the SSRF guard from the configuration (one-line ConfigError on bad values)."""
-    try:
-        nameservers = [parse_nameserver(n) for n in config.dns.nameservers]
-    except ValueError as exc:
-        raise ConfigError(f"dns.nameservers: {exc}") from None
-    try:
-        guard = AddressGuard(config.net.allow_addresses)
-    except ValueError as exc:
-        raise ConfigError(f"net.allow_addresses: {exc}") from None
-    return DnsClient(DnsSettings(nameservers=nameservers, timeout=config.dns.timeout)), guard
-
-
-def make_adapters(config: Config, guard: AddressGuard | None = None):
-    """``(dns, fetcher)``; pass ``guard`` to share one guard with other adapters (the checker's SMTP probes)."""
-    dns, own_guard = make_dns_and_guard(config)
-    if config.tls.ca_file is not None:
-        try:
-            with open(config.tls.ca_file, "rb"):
-                pass
-        except OSError as exc:
-            raise ConfigError(f"tls.ca_file: cannot read {config.tls.ca_file}: {exc.strerror}") from None
-    fetcher = PolicyFetcher(
-        HttpsSettings(timeout=config.https.timeout, ca_file=config.tls.ca_file, max_body=config.https.max_body),
-        dns,
-        guard if guard is not None else own_guard,
-    )
-    return dns, fetcher
-
-
 def service_settings(config: Config) -> ServiceSettings:
     r = config.refresh
     return ServiceSettings(
@@ -97,7 +68,7 @@ def service_settings(config: Config) -> ServiceSettings:
     )
 
 
-def build_service(config: Config, store=None) -> PolicyService:
+def build_service(config: Config, store: PolicyStore | None = None) -> PolicyService:
     dns, fetcher = make_adapters(config)
     if store is None:
         store = open_store(config.cache.url)
@@ -119,7 +90,7 @@ class Daemon:
         config = self.config
         self.service = build_service(config)
         loaded = self.service.load()
-        log.info("cache loaded", extra={"policies": loaded, "cache": _redact(config.cache.url)})
+        log.info("cache loaded", extra={"policies": loaded, "cache": redact(config.cache.url)})
         self.service.warm_dane()
         warn_remote_validators(self.service)
         self.server = SocketmapServer(
@@ -206,7 +177,7 @@ class Daemon:
                 except OSError as exc:
                     log.error("reload: cannot listen", extra={"listen": key, "error": str(exc)})
         if new.cache.url != old.cache.url:
-            log.warning("cache.url changed; takes effect on restart", extra={"cache": _redact(new.cache.url)})
+            log.warning("cache.url changed; takes effect on restart", extra={"cache": redact(new.cache.url)})
         self.config = new
         log.info("configuration reloaded")
 
@@ -228,7 +199,7 @@ class Daemon:
             log.info("stopped")
 
 
-def warn_remote_validators(service) -> None:
+def warn_remote_validators(service: PolicyService) -> None:
     """DANE-H-2: DANE trusts the resolver's AD bit; say so loudly when that bit crosses a network."""
     if not service.settings.dane:
         return
@@ -236,13 +207,6 @@ def warn_remote_validators(service) -> None:
     if remote:
         log.warning("DANE trusts the AD bit of a resolver that is not on loopback; use a local validating "
                     "resolver (or TSIG/IPsec to it)", extra={"nameservers": remote, "alert": True})
-
-
-def _redact(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return scheme + "://***@" + rest.split("@", 1)[1]
-    return url
 
 
 async def run_daemon(config: Config, config_path: str | None, overrides: dict) -> None:
