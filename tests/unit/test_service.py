@@ -47,6 +47,9 @@ class FakeDns:
     async def tlsa(self, host, port=25):
         return self.rr.get((host, "TLSA"), RRAnswer("nxdomain", secure=True))
 
+    async def lookup(self, name, rdtype):
+        return self.rr.get((name, rdtype), RRAnswer("nodata", secure=True))
+
     async def txt(self, name):
         self.calls += 1
         if self.delay:

@@ -1,7 +1,8 @@
 """The policy service: MTA-STS resolution with a cache, single-flight, rate limits and time budgets.
 
 Composition only: the rules live in :mod:`mxsec.sts` (pure), the I/O in :mod:`mxsec.net` and
-:mod:`mxsec.storage`. One instance serves the socketmap server, ``mxsec query`` and the refresher.
+:mod:`mxsec.storage`, reached through the Protocols of :mod:`mxsec.daemon.ports`. One instance serves the
+socketmap server, ``mxsec query`` and the refresher.
 
 * Cached policies live in memory (``self.entries``) in front of the store; the store is written through on
   every change, so a restart, or a ``kill -9``, loses nothing that was ever served.
@@ -32,6 +33,7 @@ from typing import Callable
 
 from mxsec.dane.destination import DaneDecision, disabled_decision, listed, mandatory
 from mxsec.daemon.lograte import RateLimitedLog
+from mxsec.daemon.ports import PolicySource, ServiceDns
 from mxsec.dane.gather import SharedHostFacts, destination_decision
 from mxsec.errors import ParseError
 from mxsec.storage.base import CacheEntry, PolicyStore
@@ -190,8 +192,8 @@ class PolicyService:
     def __init__(
         self,
         *,
-        dns,
-        fetcher,
+        dns: ServiceDns,
+        fetcher: PolicySource,
         store: PolicyStore,
         settings: ServiceSettings = ServiceSettings(),
         clock: Callable[[], float] = time.time,
