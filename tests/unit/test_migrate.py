@@ -188,6 +188,17 @@ def test_postgres_url_dsn():
     assert c.cache.url == "postgresql://u@db/x"
 
 
+def test_notes_hide_a_password_however_the_url_carries_it():
+    """The note naming the new cache.url shows the user but never the password (userinfo or ?password=)."""
+    c, notes = from_peer_yaml(
+        "cache:\n  type: postgres\n  options:\n    dsn: postgres://u:s3cret@db/x?sslmode=require&password=s3cret\n"
+    )
+    assert c.cache.url == "postgresql://u:s3cret@db/x?sslmode=require&password=s3cret"  # the file needs it
+    (note,) = notes_about(notes, "cache.type postgres")
+    assert note == 'cache.type postgres: cache.url = "postgresql://u:***@db/x?sslmode=require&password=***"'
+    assert not any("s3cret" in n for n in notes)
+
+
 def test_empty_file_gives_peer_equivalent_defaults():
     c, notes = from_peer_yaml("")
     assert c == Config()  # same listener; mxsec's default SQLite cache instead of the peer's memory cache
