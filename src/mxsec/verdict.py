@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from mxsec.sts.policy import StsPolicy
+from mxsec.sts.results import ResultType
 
 if TYPE_CHECKING:
     from mxsec.dane.destination import DaneDecision
@@ -31,7 +32,7 @@ class Verdict:
     #: when the cached policy stops being usable (unix time), if any
     expires_at: float | None = None
     #: RFC 8460 result type of the last problem met while resolving (fetch error, invalid policy...)
-    failure: str | None = None
+    failure: ResultType | None = None
     #: human-readable lines explaining the verdict, most important first
     notes: tuple[str, ...] = field(default_factory=tuple)
     #: a temporary failure that must not be turned into a downgrade (``TEMP`` reply)

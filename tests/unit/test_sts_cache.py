@@ -12,6 +12,7 @@ from mxsec.sts.cache import (
     usable,
 )
 from mxsec.sts.record import RecordSelection, parse_record
+from mxsec.sts.results import ResultType
 
 T0 = 1_700_000_000.0
 DAY = 86400.0
@@ -70,14 +71,14 @@ def test_expired_cache_without_record_is_no_policy():
 
 
 def test_sts_b_11_failed_fetch_held_back_for_five_minutes_same_id():
-    mark = FailureMark("def", T0 - 299, "sts-policy-fetch-error", "HTTP 404")
+    mark = FailureMark("def", T0 - 299, ResultType.STS_POLICY_FETCH_ERROR, "HTTP 404")
     assert next_step(None, sel("def"), T0, last_failure=mark) is Step.FETCH_HELD_BACK
-    later = FailureMark("def", T0 - 301, "sts-policy-fetch-error", "HTTP 404")
+    later = FailureMark("def", T0 - 301, ResultType.STS_POLICY_FETCH_ERROR, "HTTP 404")
     assert next_step(None, sel("def"), T0, last_failure=later) is Step.FETCH
 
 
 def test_sts_b_11_failure_of_another_id_does_not_hold_back():
-    mark = FailureMark("old", T0 - 10, "sts-policy-fetch-error", "HTTP 404")
+    mark = FailureMark("old", T0 - 10, ResultType.STS_POLICY_FETCH_ERROR, "HTTP 404")
     assert next_step(None, sel("new"), T0, last_failure=mark) is Step.FETCH
 
 

@@ -72,7 +72,7 @@ def test_ec_36_no_policy_found_and_clear_text_is_starttls_not_supported():
 
 
 def test_policy_fetch_failure_is_reported_under_an_sts_policy():
-    served = served_from_verdict(Verdict("example.com", failure="sts-policy-fetch-error"))
+    served = served_from_verdict(Verdict("example.com", failure=ResultType.STS_POLICY_FETCH_ERROR))
     assert served.sts is None and served.sts_failure == "sts-policy-fetch-error"
     (outcome,) = session_for_attempt(attempt(), served).outcomes
     assert outcome.policy == Policy(PolicyType.STS, "example.com")

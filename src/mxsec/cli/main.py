@@ -170,7 +170,7 @@ def _query_json(key: str, domain: str | None, reply: str, verdict) -> dict:
         "mta_sts": mta_sts,
         "dane": dane,
         "source": verdict.source if verdict is not None else "none",
-        "failure": verdict.failure if verdict is not None else None,
+        "failure": verdict.failure.value if verdict is not None and verdict.failure is not None else None,
         "notes": list(verdict.notes) if verdict is not None else [],
     }
 

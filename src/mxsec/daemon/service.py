@@ -50,8 +50,8 @@ from mxsec.sts.cache import (
 )
 from mxsec.sts.policy import StsPolicy, parse_policy
 from mxsec.sts.record import RecordSelection, select_record
-from mxsec.sts.results import result_type_for
-from mxsec.verdict import Verdict
+from mxsec.sts.results import ResultType, result_type_for
+from mxsec.verdict import Verdict, VerdictSource
 
 log = logging.getLogger("mxsec.daemon")
 
@@ -628,7 +628,8 @@ class PolicyService:
             try:
                 policy = parse_policy(outcome.body)
             except ParseError as exc:
-                return self._fetch_failed(domain, record.id, now, "sts-policy-invalid", f"policy invalid: {exc}")
+                return self._fetch_failed(domain, record.id, now, ResultType.STS_POLICY_INVALID,
+                                          f"policy invalid: {exc}")
             entry = CacheEntry(
                 domain=domain,
                 policy_id=record.id,
@@ -655,11 +656,11 @@ class PolicyService:
             self._changed(domain)
             return self._verdict(fresh, "fetched")
         problem = outcome.problem
-        result_type = result_type_for(problem).value if problem is not None else "sts-policy-fetch-error"
+        result_type = result_type_for(problem) if problem is not None else ResultType.STS_POLICY_FETCH_ERROR
         return self._fetch_failed(domain, record.id, now, result_type, outcome.detail)
 
-    def _fetch_failed(self, domain: str, policy_id: str, now: float, result_type: str, detail: str) -> Verdict:
-        self.fetch_outcomes[result_type] += 1
+    def _fetch_failed(self, domain: str, policy_id: str, now: float, result_type: ResultType, detail: str) -> Verdict:
+        self.fetch_outcomes[result_type.value] += 1
         failures = self.failures
         if failures.pop(domain, None) is None and len(failures) >= self.settings.table_limit:
             del failures[next(iter(failures))]
@@ -667,7 +668,7 @@ class PolicyService:
         failures[domain] = FailureMark(policy_id, now, result_type, detail)
         cached = self.entries.get(domain)
         keep = after_failed_fetch(_times(cached), now)
-        extra = {"domain": domain, "policy_id": policy_id, "result_type": result_type, "detail": detail}
+        extra = {"domain": domain, "policy_id": policy_id, "result_type": result_type.value, "detail": detail}
         if keep:
             assert cached is not None
             extra["expires_in"] = round(cached.entry.expires_at - now)
@@ -682,7 +683,8 @@ class PolicyService:
                               failure=result_type)
 
     # -- helpers ------------------------------------------------------------------------------------------
-    def _verdict(self, cached: Cached, source: str, *, note: str | None = None, failure: str | None = None) -> Verdict:
+    def _verdict(self, cached: Cached, source: VerdictSource, *, note: str | None = None,
+                 failure: ResultType | None = None) -> Verdict:
         e = cached.entry
         notes = [f"MTA-STS policy id {e.policy_id}, mode {cached.policy.mode}, "
                  f"fetched {time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(e.fetched_at))}"]
@@ -698,7 +700,7 @@ class PolicyService:
             notes=tuple(notes),
         )
 
-    def _negative(self, domain: str, now: float, ttl: float, note: str, failure: str | None = None) -> Verdict:
+    def _negative(self, domain: str, now: float, ttl: float, note: str, failure: ResultType | None = None) -> Verdict:
         until = now + max(ttl, 0.0)
         verdict = Verdict(domain, source="none", expires_at=until, failure=failure, notes=(note,))
         negatives = self.negatives

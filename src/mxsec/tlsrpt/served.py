@@ -97,7 +97,7 @@ def served_from_verdict(verdict: Any) -> ServedPolicy:
     if policy is not None and policy.mode in ("enforce", "testing"):
         sts = Policy(PolicyType.STS, domain, tuple(policy.lines), tuple(policy.mx))
         mode = policy.mode
-    failure = verdict.failure if sts is None and verdict.failure else None
+    failure = verdict.failure.value if sts is None and verdict.failure is not None else None
     tlsa: dict[str, Policy] = {}
     level = "none"
     decision = verdict.dane
