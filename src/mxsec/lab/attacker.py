@@ -220,9 +220,13 @@ def attack(topo: Topology, kind: str, targets: Iterable[str | Target] = (), *, s
                 raise LabError(f"attack forged-cert: give IP=NAME, the name to impersonate ({', '.join(unnamed)})")
             if len({t.name for t in tgts}) != len(tgts):
                 raise LabError("attack forged-cert: one target per name")
+
+        def impersonated(t: Target) -> str:  # every forged-cert target has a name (checked above)
+            return t.name if kind == "forged-cert" and t.name else ROGUE_MX
+
         # one impostor per name, each on its own local port
-        names = [t.name for t in tgts] if kind == "forged-cert" else [ROGUE_MX]
-        ports = {n: (port if i == 0 else _next_port(topo)) for i, n in enumerate(names)}
+        impostors = [impersonated(t) for t in tgts] if kind == "forged-cert" else [ROGUE_MX]
+        ports = {n: (port if i == 0 else _next_port(topo)) for i, n in enumerate(impostors)}
         kind_of_cert = cert if kind == "forged-cert" else "valid"
         specs = [{"name": n, "address": "0.0.0.0", "cert_kind": kind_of_cert, "port": p} for n, p in ports.items()]
         spec_file = work / f"rogue-{port}.json"
@@ -232,9 +236,9 @@ def attack(topo: Topology, kind: str, targets: Iterable[str | Target] = (), *, s
         pid = _spawn(topo, f"attack:{kind}:{port}",
                      [sys.executable, "-m", "mxsec.lab.mx", "--spec", str(spec_file), "--mail-dir", str(rogue),
                       "--ca-dir", str(LabPaths.of(topo).ca_dir), "--ready-file", str(ready)], ready)
-        rules = [f"add rule ip {TABLE} prerouting ip daddr {t.address} tcp dport {t.port or 25} "
-                 f"redirect to :{ports[t.name if kind == 'forged-cert' else ROGUE_MX]}" for t in tgts]
-        _nft(topo, "\n".join(rules) + "\n")
+        redirects = [f"add rule ip {TABLE} prerouting ip daddr {t.address} tcp dport {t.port or 25} "
+                     f"redirect to :{ports[impersonated(t)]}" for t in tgts]
+        _nft(topo, "\n".join(redirects) + "\n")
         rec.update(pid=pid, ports=ports, cert=kind_of_cert)
         _record(topo, rec)
         return rec
@@ -334,7 +338,7 @@ def dns_log(topo: Topology) -> list[dict[str, Any]]:
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     try:
         text = path.read_text(errors="replace")
     except OSError:

@@ -298,6 +298,7 @@ class LabDns:
             for rds in node.rdatasets:
                 if rds.rdtype in (dns.rdatatype.SOA, dns.rdatatype.DS) and node_name != zone.origin:
                     raise ValueError(f"zone {z.name}: {dns.rdatatype.to_text(rds.rdtype)} at {node_name}")
+        assert zone.origin is not None  # from_text() with an origin keeps it
         soa = zone.get_rdataset(zone.origin, "SOA")
         if soa is None or len(soa) != 1:
             raise ValueError(f"zone {z.name}: do not give a SOA record")

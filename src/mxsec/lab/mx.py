@@ -310,7 +310,7 @@ def _make_server_classes() -> tuple[type, type]:
                 _log.warning("%s: SMTP session exception", self.spec.name, exc_info=error)
             return f"500 Error: ({type(error).__name__}) {error}"
 
-        async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        async def handle_DATA(self, server: LabSMTP, session: Session, envelope: Envelope) -> str:
             tls, version, cipher, sni = _tls_facts(session.ssl)
             peer = session.peer if isinstance(session.peer, tuple) else None
             local = server.transport.get_extra_info("sockname") if server.transport else None

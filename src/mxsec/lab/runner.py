@@ -419,7 +419,10 @@ def ask_daemon(topo: Topology, keys: Sequence[str], map_name: str = "postfix", t
             data = sock.recv(65536)
             if not data:
                 raise ConnectionError(f"daemon closed after {len(replies)} of {len(keys)} replies")
-            replies += decoder.feed(data)
+            for item in decoder.feed(data):
+                if not isinstance(item, bytes):
+                    raise ConnectionError(f"the daemon's replies break the netstring framing: {item.reason}")
+                replies.append(item)
         return [bytes(r).decode() for r in replies[: len(keys)]]
     finally:
         sock.close()
@@ -624,7 +627,7 @@ def run(topo: Topology, names: Iterable[str] | None = None, *, timeout: float = 
     notes = _daemon_notes(paths)
     rows = []
     for sc in scenarios:
-        msgs = [rcpt[sc.name]]
+        msgs: list[str | None] = [rcpt[sc.name]]
         reply = _short_reply(replies[sc.domain], sc.domain)
         if sc.name in second:
             r2, before, after = second[sc.name]

@@ -16,6 +16,7 @@ the caller computes them from the certificates it made (``tlsa_rdatas(kind, curr
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
@@ -181,7 +182,7 @@ class Scenario:
 # ------------------------------------------------------------------------------------------------ loading
 
 
-def load_scenarios(path: str | Path | None = None) -> list[Scenario]:
+def load_scenarios(path: str | os.PathLike[str] | None = None) -> list[Scenario]:
     """Read and validate the scenario file (default: the packaged ``scenarios.toml``)."""
     if path is None:
         text = resources.files("mxsec.lab").joinpath("scenarios.toml").read_text(encoding="utf-8")

@@ -50,7 +50,10 @@ class Client:
             data = self.sock.recv(65536)
             if not data:
                 raise ConnectionError(f"closed after {len(self.pending)} of {n} replies")
-            self.pending += self.decoder.feed(data)
+            for item in self.decoder.feed(data):
+                if not isinstance(item, bytes):
+                    raise ConnectionError(f"the daemon's replies break the netstring framing: {item.reason}")
+                self.pending.append(item)
         out, self.pending = self.pending[:n], self.pending[n:]
         return [p.decode() for p in out]
 
@@ -145,6 +148,7 @@ class DaemonProcess:
 
     def kill9(self) -> None:
         self.signal(signal.SIGKILL)
+        assert self.proc is not None
         self.proc.wait(10)
         self.log.close()
 

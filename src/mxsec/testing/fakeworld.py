@@ -110,6 +110,8 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.ANY.TXT
 import dns.rrset
+from dns.name import Name
+from dns.rrset import RRset
 
 from mxsec.fsutil import make_dirs
 from mxsec.testing.pki import TestCA, self_signed, write_pem
@@ -364,11 +366,12 @@ class FakeWorld:
         self._other_ca: TestCA | None = None
         self.stats = WorldStats()
         self._lock = threading.RLock()
-        self._records: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
-        self._domains: dict[dns.name.Name, None] = {}  # insertion-ordered set
+        # (the ``dns`` argument hides the dnspython package here: the types are imported by name)
+        self._records: dict[Name, dict[int, RRset]] = {}
+        self._domains: dict[Name, None] = {}  # insertion-ordered set
         self._policies: dict[str, PolicySpec] = {}
-        self._failures: dict[tuple[dns.name.Name, int | None], str] = {}
-        self._secure: set[dns.name.Name] = set()
+        self._failures: dict[tuple[Name, int | None], str] = {}
+        self._secure: set[Name] = set()
         self._contexts: dict[tuple[str, str], ssl.SSLContext] = {}
         self._key_files: dict[str, Path] = {}
         self._udp_transport: asyncio.DatagramTransport | None = None
@@ -606,7 +609,7 @@ class FakeWorld:
             if cname is None:
                 break  # NODATA
             response.answer.append(cname)
-            name = cname[0].target.canonicalize()  # type: ignore[attr-defined]
+            name = cname[0].target.canonicalize()
             secure = secure and name in self._secure
             failure = self._failure(name, qtype)
             if failure == "drop":
@@ -803,6 +806,7 @@ class FakeWorld:
             self.stats._count_request(RequestRecord(sni, host, method, target, headers))
             spec = self._policies.get(host)
             extra: list[tuple[str, str]] = []
+            content_type: str | None
             if method != "GET":
                 status, content_type, body = 405, "text/plain", b"method not allowed\n"
                 extra.append(("Allow", "GET"))
@@ -904,7 +908,7 @@ class FakeWorld:
                 if port != 0:
                     raise
                 continue
-            self._udp_transport = udp_transport  # type: ignore[assignment]
+            self._udp_transport = udp_transport
             self._servers.append(tcp_server)
             self.dns_address = (host, bound)
             break
@@ -1120,11 +1124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not ipaddress.ip_address(host).is_loopback:
             parser.error(f"--{option}: only loopback addresses are allowed")
     try:
-        import uvloop  # type: ignore[import-not-found]
+        import uvloop
     except ImportError:  # pragma: no cover
         runner = asyncio.run
     else:
-        runner = uvloop.run  # type: ignore[assignment]
+        runner = uvloop.run
     try:
         return runner(_serve(args))
     except (OSError, ValueError) as exc:

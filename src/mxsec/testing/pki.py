@@ -237,7 +237,7 @@ class TestCA:
         public = child.key.public_key()
         start = not_before if not_before is not None else _now() - _ONE_DAY
         end = not_after if not_after is not None else max(start, _now()) + _dt.timedelta(days=5 * 365)
-        child.cert = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(_subject(common_name))
             .issuer_name(self.cert.subject)
@@ -251,10 +251,10 @@ class TestCA:
             .add_extension(self._aki, critical=False)
         )
         if permitted is not None or excluded is not None:
-            child.cert = child.cert.add_extension(x509.NameConstraints(
+            builder = builder.add_extension(x509.NameConstraints(
                 [x509.DNSName(n) for n in permitted] if permitted is not None else None,
                 [x509.DNSName(n) for n in excluded] if excluded is not None else None), critical=True)
-        child.cert = child.cert.sign(self.key, hashes.SHA256())
+        child.cert = builder.sign(self.key, hashes.SHA256())
         child.parent = self
         child._finish()
         return child

@@ -29,11 +29,12 @@ STS_POLICY = ["version: STSv1", "mode: enforce", "mx: mx1.example.com", "mx: mx2
 TLSA = ["3 1 1 " + "5f" * 32]
 
 
-def _day_report(day: date, reporter: tuple[str, str, int], domain: str, incident: dict[str, int],
+def _day_report(day: date, reporter: tuple[str, str, int], domain: str, incident: dict[tuple[str, str, str], int],
                 rng: random.Random, index: int) -> dict:
     organization, contact, volume = reporter
     sessions = int(volume * rng.uniform(0.7, 1.3))
-    details = []
+    details: list[dict[str, str | int]] = []
+    failed = 0
     for (result_type, host, ip), count in incident.items():
         if count:
             details.append({
@@ -41,7 +42,7 @@ def _day_report(day: date, reporter: tuple[str, str, int], domain: str, incident
                 "receiving-ip": "198.51.100.25" if host.startswith("mx2") else "198.51.100.24",
                 "failed-session-count": count,
             })
-    failed = sum(d["failed-session-count"] for d in details)
+            failed += count
     if domain == "example.com":
         policy = {"policy-type": "sts", "policy-string": STS_POLICY, "policy-domain": domain,
                   "mx-host": ["mx1.example.com", "mx2.example.com"]}
