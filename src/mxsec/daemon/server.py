@@ -50,6 +50,8 @@ log = logging.getLogger("mxsec.daemon")
 ReplyKind = Literal["ok", "notfound", "temp", "perm"]
 KINDS: tuple[ReplyKind, ...] = ("ok", "notfound", "temp", "perm")
 _KIND_INDEX = {k: i for i, k in enumerate(KINDS)}
+#: the index of each kind in ``reply_counts`` and in a memo entry (plain ints: the fast path indexes a list)
+OK_AT, NOTFOUND_AT, TEMP_AT, PERM_AT = (_KIND_INDEX[k] for k in ("ok", "notfound", "temp", "perm"))
 #: latency histogram bucket bounds, seconds
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
            10.0, 30.0, 60.0)
@@ -239,7 +241,7 @@ class SocketmapServer:
 
     # -- answers --------------------------------------------------------------------------------------------
     def _perm(self, reason: str) -> bytes:
-        self.reply_counts[3] += 1
+        self.reply_counts[PERM_AT] += 1
         return encode(b"PERM " + reason.encode("utf-8", "replace"))
 
     async def answer(self, payload: bytes, client: object = None) -> bytes:
@@ -256,8 +258,8 @@ class SocketmapServer:
             domain = policy_domain_from_key(request.key)
         except NotApplicable:
             reply = encode(not_applicable_reply(zone).encode())
-            self._remember(payload, reply, STATIC_MEMO_SECONDS, 1, None)
-            self.reply_counts[1] += 1
+            self._remember(payload, reply, STATIC_MEMO_SECONDS, NOTFOUND_AT, None)
+            self.reply_counts[NOTFOUND_AT] += 1
             return reply
         except (ParseError, RequestError) as exc:
             return self._perm(f"invalid domain: {exc}")
@@ -266,7 +268,7 @@ class SocketmapServer:
             # (a TEMP from our own time budget says nothing about the domain: not recorded as served)
             self.observer(verdict)
         text = format_reply(verdict, zone)
-        kind = _KIND_INDEX.get(reply_kind(text), 3)
+        kind = _KIND_INDEX.get(reply_kind(text), PERM_AT)
         reply = encode(text.encode("utf-8"))
         if verdict.expires_at is not None and verdict.temp_reason is None:
             self._remember(payload, reply, verdict.expires_at - self.service.clock(), kind, domain)
@@ -560,7 +562,7 @@ class SocketmapProtocol(asyncio.Protocol):
                     continue
                 if self.outstanding >= server.max_pending:  # answered TEMP at once, in its place
                     server.pending_cap_hits += 1
-                    counts[2] += 1
+                    counts[TEMP_AT] += 1
                     reply = server.busy_reply(item)
                     if queue:
                         queue.append(reply)
