@@ -396,7 +396,7 @@ def _translate_peer(cfg: dict) -> tuple[dict, list[str]]:
 
 
 def _redact(url: str) -> str:
-    from ..storage.postgres import redact  # local import: the storage package is an adapter
+    from ..storage.urls import redact  # local import: the storage package is an adapter
 
     return redact(url)
 

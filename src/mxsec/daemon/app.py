@@ -22,7 +22,7 @@ from mxsec.errors import ConfigError
 from mxsec.logs import setup_logging
 from mxsec.net.dns import remote_validators
 from mxsec.storage import PolicyStore, open_store
-from mxsec.storage.postgres import redact
+from mxsec.storage.urls import redact
 from mxsec.sts.cache import RefreshTiming
 
 log = logging.getLogger("mxsec.daemon")
