@@ -366,7 +366,7 @@ def _subject(cert: x509.Certificate) -> str:
     try:
         names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
         if names:
-            return f"CN={names[0].value}"
+            return f"CN={str(names[0].value)}"  # str() as format() would: the value may be bytes
         return cert.subject.rfc4514_string() or "empty subject"
     except Exception:  # noqa: BLE001 - odd encodings
         return "unreadable subject"

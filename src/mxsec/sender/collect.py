@@ -28,6 +28,7 @@ are counted per error code and logged at most once per :data:`LOG_EVERY` seconds
 from __future__ import annotations
 
 import errno
+import functools
 import gc
 import grp
 import logging
@@ -196,6 +197,7 @@ class _Writer(threading.Thread):
                     self._cond.wait(wait)
                     continue
                 work, self._pending = self._pending, None
+                assert work is not None  # the waits above end with counts pending, or return
                 done, self._on_stored = self._on_stored, []
             try:
                 self.db.add(with_fetch_failures(work, self._served))
@@ -291,7 +293,7 @@ class Collector:
         if self.spill_dir is not None:
             for path, kept in load_spills(self.spill_dir):
                 log.info("storing %d session(s) kept in %s by an earlier stop", kept.sessions, path)
-                self._writer.hand(kept, on_stored=lambda path=path: os.unlink(path))
+                self._writer.hand(kept, on_stored=functools.partial(os.unlink, path))
         sock, parser, stats = self.sock, self.parser, self.stats
         poller = select.poll()
         poller.register(sock.fileno(), select.POLLIN)

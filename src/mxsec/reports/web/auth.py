@@ -345,7 +345,8 @@ class LoginGate:
         from starlette.concurrency import run_in_threadpool
 
         assert self.settings.password_hash is not None
-        if password and await run_in_threadpool(verify_password, password, self.settings.password_hash):
+        verified = bool(password) and await run_in_threadpool(verify_password, password, self.settings.password_hash)
+        if verified:
             self.failures.pop(client, None)
             await _redirect(send, target, cookie=self.make_cookie(), secure=_secure(scope),
                             lifetime=int(self.settings.session_lifetime))

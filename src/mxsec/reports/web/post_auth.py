@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import re
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,11 +136,13 @@ def _subject(cert: dict[str, Any]) -> str:
     return ",".join(parts) or "(empty subject)"
 
 
-def tls_client_protocol(base: type) -> type:
+def tls_client_protocol(base: type[Any]) -> type:
     """A subclass of uvicorn's HTTP protocol class *base* that adds the verified client certificate's subject
     to the scope of each request on the connection (see the module docstring)."""
 
-    class TlsClientProtocol(base):  # type: ignore[misc, valid-type]
+    class TlsClientProtocol(base):
+        app: Callable[[dict[str, Any], Any, Any], Awaitable[None]]  # the ASGI app (set by uvicorn's base class)
+
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             ssl_object = transport.get_extra_info("ssl_object")
