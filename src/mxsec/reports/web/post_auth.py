@@ -25,7 +25,7 @@ import hashlib
 import hmac
 import re
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,7 +103,7 @@ class PostAuth:
             "http": tls_client_protocol(import_from_string(HTTP_PROTOCOLS["auto"])),
         }
 
-    def authenticate(self, scope: dict[str, Any], authorization: str | None) -> tuple[str, str | None]:
+    def authenticate(self, scope: Mapping[str, Any], authorization: str | None) -> tuple[str, str | None]:
         """``(auth, auth_name)`` of one request: ``token``, ``mtls`` or ``none``; :class:`Unauthorized` for a
         wrong token, or for no credential at all when authentication is required."""
         if self.token_digests and authorization is not None:
