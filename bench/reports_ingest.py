@@ -16,7 +16,7 @@
    is stopped and removed at the end, also on an error or Ctrl-C.
 3. A gzip bomb (1 GiB of JSON text, about 1 MB compressed) given to ``parse_report`` in a fresh process: the
    time to refuse it and the growth of peak memory (ru_maxrss) above the process's baseline.
-4. Parse only, in-process, over the same gzip bytes: ``mxsec.tlsrpt.report.parse_report``, and the peer
+4. Parse only, in-process, over the same gzip bytes: ``mxsec.tlsrpt.parse.parse_report``, and the peer
    parsedmarc's ``parse_report_file`` (what its CLI runs per file: detect, gunzip, parse) and its bare
    ``parse_smtp_tls_report_json`` (JSON in, no validation) in parsedmarc's own virtualenv
    (``bench/.parsedmarc-venv``, made with pip on first use; ``--parsedmarc PYTHON`` to use another).
@@ -258,7 +258,7 @@ def ensure_peer() -> str:
 
 
 def parse_rate_mxsec(payloads: list[bytes]) -> float:
-    from mxsec.tlsrpt.report import parse_report
+    from mxsec.tlsrpt.parse import parse_report
 
     best = float("inf")
     for _ in range(3):
@@ -310,7 +310,8 @@ def parse_rate_parsedmarc(python: str, payloads: list[bytes], directory: Path) -
 
 BOMB_SCRIPT = r"""
 import json, resource, sys, time, zlib
-from mxsec.tlsrpt.report import ReportError, parse_report
+from mxsec.tlsrpt.parse import parse_report
+from mxsec.tlsrpt.report import ReportError
 nominal = 1 << 30
 packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip container
 chunk = b" " * (1 << 20)

@@ -370,7 +370,7 @@ def test_integrity_conflicting_copy_is_reported_and_exits_3(dovecot, user, db_ur
     """Report integrity: a forged report stored first (an open POST, say), then the real one fetched over IMAP:
     both kept, a CONFLICT line on stderr, exit 3; the message is still handled (seen)."""
     from mxsec.storage.reportdb import Incoming
-    from mxsec.tlsrpt.report import parse_report
+    from mxsec.tlsrpt.parse import parse_report
     from tests.unit.test_reports_store import forged_and_genuine
 
     forged, genuine = forged_and_genuine(rid="imap-conflict")

@@ -58,7 +58,7 @@ def test_pg_integrity_v1_database_upgrades_in_place(postgres_server):  # noqa: F
 def test_pg_integrity_concurrent_conflicting_copies_count_one(postgres_server):  # noqa: F811
     """Writers storing different copies of one report at once still leave exactly one counted copy."""
     from mxsec.storage.reportdb import Incoming
-    from mxsec.tlsrpt.report import parse_report
+    from mxsec.tlsrpt.parse import parse_report
 
     url = postgres_server.create_database("mxsec_reports_copies")
     ReportDB(url).close()

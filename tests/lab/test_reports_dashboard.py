@@ -27,7 +27,7 @@ import pytest
 
 from mxsec.reports.web.server import bind, build_server
 from mxsec.storage.reportdb import Filters, Incoming, ReportDB
-from mxsec.tlsrpt.report import parse_report
+from mxsec.tlsrpt.parse import parse_report
 from tests import tlsrpt_corpus as tc
 
 pytestmark = pytest.mark.lab

@@ -105,7 +105,8 @@ import zlib  # noqa: E402
 
 from mxsec.fsutil import make_dirs  # noqa: E402
 from mxsec.reports.inputs import report_input  # noqa: E402
-from mxsec.tlsrpt.report import Limits, ReportError, parse_report  # noqa: E402
+from mxsec.tlsrpt.parse import parse_report  # noqa: E402
+from mxsec.tlsrpt.report import Limits, ReportError  # noqa: E402
 
 
 def _cpu(fn):

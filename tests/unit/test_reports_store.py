@@ -14,7 +14,7 @@ import pytest
 from mxsec.errors import ConfigError
 from mxsec.storage.base import StoreError
 from mxsec.storage.reportdb import NO_DOMAIN, Filters, Incoming, ReportDB
-from mxsec.tlsrpt.report import parse_report
+from mxsec.tlsrpt.parse import parse_report
 from tests import tlsrpt_corpus as tc
 
 

@@ -24,7 +24,7 @@ from mxsec.reports.web.app import CSP, create_app
 from mxsec.reports.web.server import check_tls, parse_listen
 from mxsec.storage.base import StoreError
 from mxsec.storage.reportdb import Filters, Incoming, ReportDB
-from mxsec.tlsrpt.report import parse_report
+from mxsec.tlsrpt.parse import parse_report
 from tests import tlsrpt_corpus as tc
 
 with warnings.catch_warnings():

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from mxsec.tlsrpt import message as receiver
 from mxsec.tlsrpt.message import cross_check, extract_reports, parse_subject
 from mxsec.tlsrpt.outgoing import ComposeError, compose_message, report_subject
-from mxsec.tlsrpt.report import filename_parts, parse_report
+from mxsec.tlsrpt.filenames import filename_parts
+from mxsec.tlsrpt.parse import parse_report
 from tests import tlsrpt_corpus as tc
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,4 +1,5 @@
-"""mxsec.tlsrpt.report: parsing TLSRPT aggregate reports (RFC 8460 §4, §5.1, §5.2; RPT-I-26..45, EC-35..40).
+"""mxsec.tlsrpt.parse (with .report, .unpack, .ijson, .filenames): parsing TLSRPT aggregate reports
+(RFC 8460 §4, §5.1, §5.2; RPT-I-26..45, EC-35..40).
 
 The reports come from tests/tlsrpt_corpus.py (built from the facts in docs/reports.md).
 """
@@ -15,6 +16,8 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from mxsec.errors import ParseError
+from mxsec.tlsrpt.filenames import ReportFilename, filename_parts
+from mxsec.tlsrpt.parse import parse_report
 from mxsec.tlsrpt.report import (
     ERROR_CODES,
     RESULT_TYPES,
@@ -24,9 +27,6 @@ from mxsec.tlsrpt.report import (
     PolicyResult,
     Report,
     ReportError,
-    ReportFilename,
-    filename_parts,
-    parse_report,
 )
 from tests import tlsrpt_corpus as tc
 

@@ -29,7 +29,8 @@ from mxsec.tlsrpt.message import (
     looks_like_mbox,
     parse_subject,
 )
-from mxsec.tlsrpt.report import ReportError, parse_report
+from mxsec.tlsrpt.parse import parse_report
+from mxsec.tlsrpt.report import ReportError
 from tests import tlsrpt_corpus as tc
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,4 +1,4 @@
-"""Property tests for mxsec.tlsrpt.report (RPT-I-45, EC-40: untrusted input).
+"""Property tests for mxsec.tlsrpt.parse and the modules it reads reports with (RPT-I-45, EC-40: untrusted input).
 
 * Robustness: on any bytes — random, random JSON, valid reports mutated at the JSON level or byte by byte,
   raw or gzip-compressed — parse_report returns a Report or raises its own ReportError with a documented code;
@@ -16,6 +16,8 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mxsec.tlsrpt.filenames import filename_parts
+from mxsec.tlsrpt.parse import parse_report
 from mxsec.tlsrpt.report import (
     DEFAULT_LIMITS,
     ERROR_CODES,
@@ -23,8 +25,7 @@ from mxsec.tlsrpt.report import (
     Limits,
     Report,
     ReportError,
-    filename_parts,
-    parse_report,
+    Warnings,
 )
 from tests import tlsrpt_corpus as tc
 
@@ -229,16 +230,16 @@ def _decided(call):
 @FAST
 @given(_JSON_PIECES)
 def test_fast_json_path_decides_exactly_like_the_full_path(value):
-    from mxsec.tlsrpt import report as module
+    from mxsec.tlsrpt import ijson
 
     text = _write(value)
-    limits = module.DEFAULT_LIMITS
-    fast = _decided(lambda: module._load_json(text.encode(), limits, module._Warnings(10)))
+    limits = DEFAULT_LIMITS
+    fast = _decided(lambda: ijson.load_json(text.encode(), limits, Warnings(10)))
 
     def full_path():
-        document = module._load_json_checked(text, limits)
+        document = ijson._load_json_checked(text, limits)
         if isinstance(document, str):
-            module._check_string(document, limits.max_string_chars)
+            ijson._check_string(document, limits.max_string_chars)
         if not isinstance(document, dict):
             raise ReportError("not-an-object", "")
         return document
@@ -248,8 +249,8 @@ def test_fast_json_path_decides_exactly_like_the_full_path(value):
 
 # ------------------------------------------------------ typed fast path == full path, on whole reports (RPT-I-45)
 #
-# parse_report first tries a typed decode of the plain RFC 8460 shape (msgspec Structs, report._fast_report) and
-# gives anything else to the full path (_load_json + _Builder). Whatever it answers must be exactly what the full
+# parse_report first tries a typed decode of the plain RFC 8460 shape (msgspec Structs, parse._fast_report) and
+# gives anything else to the full path (ijson.load_json + _Builder). Whatever it answers must be exactly what the full
 # path answers: the same Report (fields, warnings with their codes and order, unknown members, JSON form) or the
 # same refusal. The documents below are near the RFC shape, with the quirks each tolerance covers mixed in.
 
@@ -353,9 +354,9 @@ def _dump(value, ensure_ascii: bool) -> str:
 def _full_path_only(data, limits, fallback):
     from unittest import mock
 
-    from mxsec.tlsrpt import report as module
+    from mxsec.tlsrpt import parse
 
-    with mock.patch.object(module, "_fast_report", lambda *args: None):
+    with mock.patch.object(parse, "_fast_report", lambda *args: None):
         return _result(lambda: parse_report(data, limits=limits, fallback_domain=fallback))
 
 
@@ -386,10 +387,10 @@ def test_typed_fast_path_decides_exactly_like_the_full_path(doc, ensure_ascii, c
 
 def test_typed_fast_path_takes_plain_reports_and_leaves_the_rest():
     """The fast path does run (the property test above would pass vacuously otherwise) and gives up where it must."""
-    from mxsec.tlsrpt import report as module
+    from mxsec.tlsrpt import parse
 
     def fast(data: bytes, limits: Limits = DEFAULT_LIMITS):
-        return module._fast_report(data, limits, module._Warnings(limits.max_warnings), None, "json")
+        return parse._fast_report(data, limits, Warnings(limits.max_warnings), None, "json")
 
     plain = tc.report(policies=[tc.sts_entry(), tc.entry(tc.tlsa_policy(), details=[tc.detail("validation-failure", 3)],
                                                           failed=3)])

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from mxsec.tlsrpt.build import I_JSON_MAX, build_report, day_range, report_filename, report_id, submitter_of
 from mxsec.tlsrpt.datagram import ERROR_CODES, DatagramError, DatagramLimits, DatagramParser, parse_datagram
-from mxsec.tlsrpt.report import filename_parts, parse_report
+from mxsec.tlsrpt.filenames import filename_parts
+from mxsec.tlsrpt.parse import parse_report
 from mxsec.tlsrpt.schedule import RetryPolicy, due_time, next_attempt
 from mxsec.tlsrpt.session import (
     Failure,

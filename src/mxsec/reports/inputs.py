@@ -24,7 +24,10 @@ from typing import Callable, Iterable, Iterator, Sequence
 from ..errors import ParseError
 from ..fsutil import make_dirs
 from ..storage.reportdb import Incoming, IngestResult, ReportDB
-from ..tlsrpt.report import GZIP_MAGIC, ZIP_MAGIC, ReportWarning, filename_parts, parse_report
+from ..tlsrpt.filenames import filename_parts
+from ..tlsrpt.parse import parse_report
+from ..tlsrpt.report import ReportWarning
+from ..tlsrpt.unpack import GZIP_MAGIC, ZIP_MAGIC
 
 #: Largest input file read (an mbox may hold many reports; a single report is limited by the parser).
 MAX_FILE_BYTES = 256 * 1024 * 1024
@@ -130,7 +133,8 @@ def message_input(data: bytes, name: str, source: str, options: Options, kind: s
     if not message.attachments:
         item.error = "message holds no TLSRPT report"
         return item
-    dkim, domains = (None, ())
+    dkim: str | None = None
+    domains: tuple[str, ...] = ()
     if options.dkim is not None:
         dkim, domains = options.dkim(data)
         if options.require_dkim and dkim != "pass":

@@ -13,7 +13,7 @@
 * forwarded or wrapped messages (``message/rfc822`` parts, nested).
 
 The attachment bytes are returned as sent (gzip, zip or JSON): :meth:`ReportAttachment.parse` hands them to
-:func:`mxsec.tlsrpt.report.parse_report` with the fallback domain EC-36 asks for. Verifying the DKIM
+:func:`mxsec.tlsrpt.parse.parse_report` with the fallback domain EC-36 asks for. Verifying the DKIM
 signature (RPT-I-14) needs DNS and belongs to the caller.
 
 Hostile input (RPT-I-45): the message size, the number of MIME parts, their nesting and the number of
@@ -40,16 +40,10 @@ from typing import Any, NamedTuple
 
 from mxsec.errors import ParseError
 from mxsec.names import normalize_domain
-from mxsec.tlsrpt.report import (
-    DEFAULT_LIMITS,
-    GZIP_MAGIC,
-    ZIP_MAGIC,
-    Limits,
-    Report,
-    ReportWarning,
-    filename_parts,
-    parse_report,
-)
+from mxsec.tlsrpt.filenames import filename_parts
+from mxsec.tlsrpt.parse import parse_report
+from mxsec.tlsrpt.report import DEFAULT_LIMITS, Limits, Report, ReportWarning
+from mxsec.tlsrpt.unpack import GZIP_MAGIC, ZIP_MAGIC
 
 __all__ = [
     "ERROR_CODES",

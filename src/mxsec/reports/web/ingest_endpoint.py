@@ -3,7 +3,7 @@
 The body is one report, ``application/tlsrpt+gzip`` or ``application/tlsrpt+json`` (RFC 8460 §6.4, §6.5;
 ``application/gzip``, ``application/x-gzip`` and ``application/json`` are accepted too). The body is read as a
 stream and refused (413) as soon as it passes the size cap, whatever ``Content-Length`` claimed; it is then
-parsed by :func:`~mxsec.tlsrpt.report.parse_report` (which finds gzip, zip or JSON by the bytes themselves)
+parsed by :func:`~mxsec.tlsrpt.parse.parse_report` (which finds gzip, zip or JSON by the bytes themselves)
 and stored with source ``https``, the client address, and how the client authenticated (:mod:`.post_auth`:
 a bearer token, a verified client certificate, or ``none``).
 
@@ -30,7 +30,8 @@ from starlette.responses import JSONResponse, Response
 
 from mxsec.storage.base import StoreError
 from mxsec.storage.reportdb import Incoming, ReportDB
-from mxsec.tlsrpt.report import DEFAULT_LIMITS, ReportError, parse_report
+from mxsec.tlsrpt.parse import parse_report
+from mxsec.tlsrpt.report import DEFAULT_LIMITS, ReportError
 
 from .post_auth import PostAuth, Unauthorized
 
@@ -118,8 +119,8 @@ async def receive(request: Request) -> Response:
                     report.report_id, report.organization_name, client, auth,
                     ", ".join(map(str, result.others)), result.counted_id)
     status = 201 if result.outcome == "stored" else 200
-    body: dict[str, object] = {"outcome": result.outcome, "id": result.id, "auth": result.auth,
-                               "counted": result.counted}
+    answer: dict[str, object] = {"outcome": result.outcome, "id": result.id, "auth": result.auth,
+                                 "counted": result.counted}
     if result.others:
-        body["other_copies"] = list(result.others)
-    return JSONResponse(body, status_code=status)
+        answer["other_copies"] = list(result.others)
+    return JSONResponse(answer, status_code=status)
