@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import time
 
-import pytest
 
 from mxsec.testing.fakeworld import FakeWorld, PolicySpec
-from mxsec.net.dns import DnsClient, DnsSettings, parse_nameserver
+from mxsec.net.dns import DnsClient, DnsSettings
 from tests.integration.conftest import UNUSED_IP, dns_settings_for, unique_domain
 
 
@@ -211,27 +210,6 @@ async def test_policy_host_address_is_the_https_server(fake_world: FakeWorld, dn
     fake_world.add_domain(domain, policy=PolicySpec(body="x"))
     answer = await dns_client.addresses(f"mta-sts.{domain}")
     assert answer.addresses == (fake_world.https_address[0],)
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("127.0.0.53", ("127.0.0.53", 53)),
-        ("127.0.0.53:5353", ("127.0.0.53", 5353)),
-        ("::1", ("::1", 53)),
-        ("[::1]:5353", ("::1", 5353)),
-        ("[2001:db8::1]", ("2001:db8::1", 53)),
-    ],
-)
-def test_parse_nameserver(text: str, expected: tuple[str, int]) -> None:
-    assert parse_nameserver(text) == expected
-
-
-@pytest.mark.parametrize("text", ["", "dns.example", "127.0.0.1:0", "127.0.0.1:70000", "127.0.0.1:x", "[::1", "[127.0.0.1]:53"])
-def test_parse_nameserver_rejects(text: str) -> None:
-    with pytest.raises(ValueError) as info:
-        parse_nameserver(text)
-    assert "\n" not in str(info.value)
 
 
 async def test_dane_h_1_mx_sorted_with_dnssec_state(fake_world: FakeWorld, dns_client: DnsClient) -> None:

@@ -369,7 +369,8 @@ async def test_fakeworld_cli_generate_spec_control_and_sigterm(tmp_path: Any) ->
     import sys
     import urllib.request
 
-    from mxsec.net.dns import DnsSettings, parse_nameserver
+    from mxsec.config.values import parse_nameserver
+    from mxsec.net.dns import DnsSettings
 
     spec = {"domains": {"spec.test": {"txt": ["v=STSv1; id=s1"],
                                       "policy": {"body": {"mode": "testing", "mx": ["mx.spec.test"]}}}}}

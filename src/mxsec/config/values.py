@@ -89,8 +89,8 @@ def parse_listen(addr: str) -> ListenAddress:
 def parse_nameserver(text: str) -> tuple[str, int]:
     """Parse ``IP``, ``IP:PORT``, ``IPv6`` or ``[IPv6]:PORT`` into ``(ip, port)``; the default port is 53.
 
-    The one parser of nameserver addresses: the configuration, the command line (``--nameserver``) and the
-    daemon all use it (``mxsec.net.dns.parse_nameserver`` raises ValueError instead of ConfigError)."""
+    The one parser of nameserver addresses: the configuration, the command line (``--nameserver``), the daemon
+    and the DKIM resolver of ``mxsec reports`` all use it."""
     if not isinstance(text, str) or not text:
         raise ConfigError(f"bad nameserver {text!r}: expected IP[:PORT]")
     if text.startswith("["):

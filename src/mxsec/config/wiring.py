@@ -7,7 +7,8 @@ Shared by the daemon (``mxsec.daemon.app``) and the command-line tools (``mxsec 
 from __future__ import annotations
 
 from ..errors import ConfigError
-from ..net.dns import DnsClient, DnsSettings, parse_nameserver
+from ..net.dns import DnsClient, DnsSettings
+from .values import parse_nameserver
 from ..net.guard import AddressGuard
 from ..net.https import HttpsSettings, PolicyFetcher
 from .schema import Config

@@ -57,23 +57,8 @@ __all__ = [
     "DnsClient",
     "DnsSettings",
     "TxtAnswer",
-    "parse_nameserver",
     "remote_validators",
 ]
-
-
-def parse_nameserver(text: str) -> tuple[str, int]:
-    """``"192.0.2.1"``, ``"192.0.2.1:5353"``, ``"2001:db8::1"`` or ``"[2001:db8::1]:5353"`` -> ``(ip, port)``.
-
-    The configuration's parser (one parser for the config file, the command line and the daemon); raises
-    ``ValueError`` with a one-line message.
-    """
-    from mxsec.config import parse_nameserver as parse  # on use: the daemon's imports stay as they are
-
-    try:
-        return parse(text)
-    except ConfigError as exc:
-        raise ValueError(str(exc)) from None
 
 
 def remote_validators(addresses) -> list[str]:
@@ -228,7 +213,7 @@ class DnsClient:
         ttls: list[int] = []
         for result in (a, aaaa):
             if result.status == OK:
-                ttls.append(result.ttl)  # type: ignore[arg-type]
+                ttls.append(result.ttl)  # type: ignore[arg-type]  # an "ok" result has records, so a TTL
                 for text in result.records:
                     if text not in addresses:
                         addresses.append(text)

@@ -30,7 +30,7 @@ import dns.rdatatype
 import dns.resolver
 
 from ..errors import ConfigError
-from ..net.dns import parse_nameserver
+from ..config.values import parse_nameserver
 
 #: Signatures checked per message at most (a hostile message can carry thousands).
 MAX_SIGNATURES = 5
@@ -51,10 +51,7 @@ def make_resolver(nameservers: Sequence[str], timeout: float = 5.0) -> dns.resol
         addresses: list[str] = []
         ports: set[int] = set()
         for text in nameservers:
-            try:
-                address, port = parse_nameserver(text)
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
+            address, port = parse_nameserver(text)
             addresses.append(address)
             ports.add(port)
         if len(ports) > 1:
