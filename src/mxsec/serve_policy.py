@@ -416,7 +416,7 @@ class _Handler(RequestHandler):
         response = _plain(status, _REASONS.get(status, "bad request"))
         response.force_close()
         if status < 500:  # a request aiohttp could not parse: its stand-in request has no real method or path
-            response._mxsec_bad_request = True  # type: ignore[attr-defined]
+            response._mxsec_bad_request = True  # type: ignore[attr-defined]  # our own mark, read by the access log
         return response
 
     def log_exception(self, *args: Any, **kwargs: Any) -> None:

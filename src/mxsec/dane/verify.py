@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -386,7 +386,7 @@ def _find_path(
     anchors: dict[int, TlsaRecord],
     dns_anchors: list[_DnsAnchor],
     edges: _Edges,
-    may_pass: object,
+    may_pass: Callable[[_Cert], bool],
 ) -> tuple[list[int], TlsaRecord, int] | None:
     """Shortest path from the leaf to an anchor, through presented certificates accepted by *may_pass*.
 
@@ -411,7 +411,7 @@ def _find_path(
         for index in range(1, len(certs)):
             if index in parents or index in anchors:
                 continue
-            if may_pass(certs[index]) and edges.issued(node, index):  # type: ignore[operator]
+            if may_pass(certs[index]) and edges.issued(node, index):
                 parents[index] = node
                 queue.append(index)
     return None

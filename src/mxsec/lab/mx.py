@@ -194,11 +194,11 @@ def load_ca(directory: str | os.PathLike[str], *, create: bool = True) -> TestCA
     ca = TestCA.__new__(TestCA)
     attrs = cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
     ca.common_name = str(attrs[0].value) if attrs else ""
-    ca.key = key  # type: ignore[assignment]
+    ca.key = key  # type: ignore[assignment]  # the lab CA key is one TestCA made (EC), whatever PEM says
     ca.cert = cert
     ca.cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    ca.key_pem = key_to_pem(key)  # type: ignore[arg-type]
-    ca._aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key())  # type: ignore[arg-type]
+    ca.key_pem = key_to_pem(key)  # type: ignore[arg-type]  # as above
+    ca._aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key())  # type: ignore[arg-type]  # as above
     ca.leaf_key = new_key()
     ca.leaf_key_pem = key_to_pem(ca.leaf_key)
     return ca

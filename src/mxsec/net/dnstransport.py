@@ -251,7 +251,7 @@ class DnsTransport:
         # one timer per try (cheaper than a timeout context: this runs for every query of a cold start)
         timer = loop.call_later(wait, _expire, future)
         try:
-            sock.transport.sendto(encode_query(qid, qname, rdtype))  # type: ignore[union-attr]
+            sock.transport.sendto(encode_query(qid, qname, rdtype))  # type: ignore[union-attr]  # set on connection
             return await future
         finally:
             timer.cancel()

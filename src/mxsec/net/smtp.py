@@ -340,7 +340,7 @@ def peer_chain(ssl_object: object) -> tuple[tuple[bytes, ...], str | None]:
     """
     leaf: bytes | None = None
     with contextlib.suppress(Exception):
-        got = ssl_object.getpeercert(binary_form=True)  # type: ignore[attr-defined]
+        got = ssl_object.getpeercert(binary_form=True)  # type: ignore[attr-defined]  # SSLObject or SSLSocket
         leaf = bytes(got) if got else None
     chain: list[bytes] = []
     for owner in (ssl_object, getattr(ssl_object, "_sslobj", None)):
@@ -369,7 +369,7 @@ def _der_of(item: object) -> bytes:
         return bytes(item)
     import _ssl  # the constant lives only in the C module
 
-    return bytes(item.public_bytes(_ssl.ENCODING_DER))  # type: ignore[attr-defined]
+    return bytes(item.public_bytes(_ssl.ENCODING_DER))  # type: ignore[attr-defined]  # _ssl.Certificate, untyped
 
 
 # --------------------------------------------------------------------------------------------- PKIX (no I/O)

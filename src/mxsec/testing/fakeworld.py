@@ -978,7 +978,7 @@ class _DnsUdp(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a datagram endpoint gets a DatagramTransport
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         try:

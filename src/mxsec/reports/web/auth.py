@@ -264,7 +264,7 @@ class LoginGate:
             address = None
         if address is None or not any(address in net for net in self.proxies):
             return False
-        value = _header(scope, self.settings.proxy_header.lower().encode("latin-1"))  # type: ignore[union-attr]
+        value = _header(scope, self.settings.proxy_header.lower().encode("latin-1"))  # type: ignore[union-attr]  # proxy mode only
         return bool(value and value.strip())
 
     def _bearer_ok(self, scope: dict[str, Any]) -> bool:
@@ -272,7 +272,7 @@ class LoginGate:
         header = _header(scope, b"authorization") or ""
         scheme, _, value = header.partition(" ")
         return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(),
-                                                                                  token.encode())  # type: ignore[union-attr]
+                                                                                  token.encode())  # type: ignore[union-attr]  # bool(token) first
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or self.mode == "none":

@@ -99,7 +99,7 @@ class GuardedH11Protocol(H11Protocol):
     def peer_address(self) -> Any:
         return self.client[0] if self.client else None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # a stream server
         super().connection_made(transport)
         if not self.guard.admit(self):
             log.warning("%s: refused: %d connections open, all busy", _peer(self.client), len(self.guard.open))

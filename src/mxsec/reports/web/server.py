@@ -133,7 +133,7 @@ class _Server(uvicorn.Server):
                 kwargs.setdefault("ssl_handshake_timeout", timeout)
             return await create_server(*args, **kwargs)
 
-        loop.create_server = with_timeout  # type: ignore[method-assign]
+        loop.create_server = with_timeout  # type: ignore[method-assign]  # restored below
         try:
             await super().startup(sockets)
         finally:
