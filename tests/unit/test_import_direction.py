@@ -63,3 +63,95 @@ def test_the_checker_rules_judge_facts_without_any_adapter():
         forbidden = ADAPTERS + ASYNC + ("mxsec.net", "mxsec.check.gather", "mxsec.daemon", "mxsec.storage")
         found = sorted(name for name in loaded for bad in forbidden if name == bad or name.startswith(bad + "."))
         assert not found, f"{module} pulls in {found}"
+
+
+# -- the layers above the core (docs/architecture.md, "Layers"): a static reading of every import -----------------
+
+import ast  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+SRC = Path(mxsec.sts.__file__).resolve().parents[1]
+LAYERS = {
+    "core": {"sts", "dane", "tlsrpt", "names", "verdict", "errors", "dnsanswers"},
+    "utility": {"display", "fsutil", "logs"},
+    "adapter": {"net", "storage"},
+    "shared": {"config"},
+    "front-end": {"daemon", "check", "reports", "sender", "serve_policy", "generate"},
+    "composition": {"cli", "lab", "testing", "__main__"},
+}
+#: what each layer may import besides itself
+MAY_IMPORT = {
+    "core": {"core"},
+    "utility": {"core", "utility"},
+    "adapter": {"core", "utility"},
+    "shared": {"core", "utility", "adapter"},
+    "front-end": {"core", "utility", "adapter", "shared"},
+    "composition": set(LAYERS),
+}
+#: the known exceptions, each with its reason
+EXCEPTIONS = {
+    # the config checks the dashboard's and the POST endpoint's settings when it loads (stdlib-only validators
+    # that live beside the code using them)
+    ("mxsec.config.schema", "reports"),
+}
+
+
+def layer_of(package: str) -> str:
+    return next(name for name, members in LAYERS.items() if package in members)
+
+
+def imports_of(path: Path) -> list[str]:
+    """Every mxsec module ``path`` imports (absolute or relative, at any depth of the file)."""
+    module_parts = list(path.relative_to(SRC.parent).with_suffix("").parts)
+    package = module_parts if path.name == "__init__.py" else module_parts[:-1]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                found.append(".".join(base + ([node.module] if node.module else [])))
+            else:
+                found.append(node.module or "")
+    return [name for name in found if name.startswith("mxsec.")]
+
+
+def violations() -> list[str]:
+    wrong = []
+    for path in sorted(SRC.rglob("*.py")):
+        parts = path.relative_to(SRC).with_suffix("").parts
+        if parts == ("__init__",):
+            continue
+        source = parts[0]
+        module = "mxsec." + ".".join(p for p in parts if p != "__init__")
+        for name in imports_of(path):
+            target = name.split(".")[1]
+            if target == source or (module, target) in EXCEPTIONS:
+                continue
+            if layer_of(target) not in MAY_IMPORT[layer_of(source)] or (
+                    layer_of(source) == "front-end" and layer_of(target) == "front-end"):
+                wrong.append(f"{module} ({layer_of(source)}) imports {name} ({layer_of(target)})")
+    return wrong
+
+
+def test_every_package_has_a_layer():
+    packages = {p.stem if p.is_file() else p.name for p in SRC.iterdir()
+                if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").exists()}
+    assert packages == set().union(*LAYERS.values())
+
+
+def test_layers_import_only_downwards_and_front_ends_never_import_each_other():
+    assert violations() == []
+
+
+def test_the_layer_check_sees_a_front_end_importing_another(tmp_path, monkeypatch):
+    """The check can fail: a check module importing the daemon is reported."""
+    fake = tmp_path / "mxsec"
+    (fake / "check").mkdir(parents=True)
+    (fake / "daemon").mkdir()
+    for package in ("", "check", "daemon"):
+        (fake / package / "__init__.py").write_text("")
+    (fake / "check" / "x.py").write_text("from ..daemon import app\nfrom mxsec.sts import policy\n")
+    monkeypatch.setitem(globals(), "SRC", fake)
+    assert violations() == ["mxsec.check.x (front-end) imports mxsec.daemon (front-end)"]
