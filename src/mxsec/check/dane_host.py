@@ -89,6 +89,7 @@ def assess(lookup: HostLookup) -> tuple[dict[str, Any], list[TlsaRecord], list[s
         ],
         "usable": len(usable),
     }
+    addr_part: dict[str, object]
     if addr_answer is None:
         addr_part = {"source": "command line", "status": "ok", "secure": None, "error": None,
                      "addresses": list(lookup.overrides)}
