@@ -6,10 +6,12 @@ of adapters (HTTP, DNS resolvers, databases, SMTP, web servers, the CLI) and of 
 socket itself), so it may load asyncio and what asyncio loads (ssl, subprocess), and nothing else on the list.
 """
 
+import ast
 import json
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -66,9 +68,6 @@ def test_the_checker_rules_judge_facts_without_any_adapter():
 
 
 # -- the layers above the core (docs/architecture.md, "Layers"): a static reading of every import -----------------
-
-import ast  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 SRC = Path(mxsec.sts.__file__).resolve().parents[1]
 LAYERS = {
