@@ -187,7 +187,7 @@ class DatagramParser:
         self.limits = limits
         self.cache_limit = cache_limit
         self.domains: dict[str, str] = {}
-        self.policies: dict[tuple, Policy] = {}
+        self.policies: dict[tuple[PolicyType, str, tuple[str, ...], tuple[str, ...]], Policy] = {}
         self.seen: dict[bytes, Parsed] = {}
 
     def parse(self, data: bytes) -> Parsed:

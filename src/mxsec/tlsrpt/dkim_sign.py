@@ -185,7 +185,7 @@ def generate_key(algorithm: str = "rsa", bits: int = DEFAULT_RSA_BITS) -> bytes:
     Ed25519 (*bits* is ignored)."""
     kind = algorithm.lower().strip() if isinstance(algorithm, str) else algorithm
     if kind in ("ed25519", "ed25519-sha256"):
-        key: Any = ed25519.Ed25519PrivateKey.generate()
+        key: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey = ed25519.Ed25519PrivateKey.generate()
     elif kind in ("rsa", "rsa-sha256"):
         if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_RSA_BITS <= bits <= MAX_RSA_BITS:
             raise DkimError(
@@ -390,7 +390,7 @@ def _signature_field(data: bytes, key: SigningKey, selector: bytes, domain: byte
         (b"b", b"0" * 60),  # a placeholder as in dkim.DKIM.sign: puts b= on its own folded line
     ]
     try:
-        value = signer.gen_header(fields, include, policy, b"DKIM-Signature", _dkimpy_key(key))
+        value: bytes = signer.gen_header(fields, include, policy, b"DKIM-Signature", _dkimpy_key(key))
     except dkim.DKIMException as exc:  # pragma: no cover - a key dkimpy cannot use after cryptography read it
         raise DkimError(f"signing failed: {exc}", code="bad-key") from None
     return b"DKIM-Signature: " + value

@@ -167,7 +167,7 @@ class ReportAttachment:
         the file name (RPT-I-26), else the Subject (RPT-I-21). Lower-case A-labels, or ``None``."""
         for candidate in (
             self.report_domain,
-            (filename_parts(self.filename).policy_domain if self.filename and filename_parts(self.filename) else None),
+            (parts.policy_domain if self.filename and (parts := filename_parts(self.filename)) else None),
             (subject.policy_domain if self.subject and (subject := parse_subject(self.subject)) else None),
         ):
             domain = _try_domain(candidate)
@@ -354,7 +354,7 @@ class _Walker:
         self.top_warnings: list[ReportWarning] = []
 
     def headers(self, message: EmailMessage, outer: _Headers | None) -> _Headers:
-        values = []
+        values: list[str | None] = []
         for name in ("Subject", "Message-ID", "TLS-Report-Domain", "TLS-Report-Submitter"):
             value = self.header(message, name)
             if value is None and outer is not None:
@@ -385,19 +385,15 @@ class _Walker:
                 raise MessageError("too-deep", f"message MIME structure is nested deeper than {self.limits.max_depth}")
             content_type = part.get_content_type()
             if part.is_multipart():
-                children = part.get_payload()
+                payload = part.get_payload()  # a multipart part's payload is the list of its parts
+                children = [child for child in payload if isinstance(child, EmailMessage)] \
+                    if isinstance(payload, list) else []
                 if content_type == "message/rfc822" or content_type.startswith("message/"):
                     inner_nesting = nesting + 1
-                    children = [
-                        (child, self.headers(child, context)) for child in children if isinstance(child, EmailMessage)
-                    ]
-                    stack.extend((child, depth + 1, inner_nesting, ctx) for child, ctx in reversed(children))
+                    nested = [(child, self.headers(child, context)) for child in children]
+                    stack.extend((child, depth + 1, inner_nesting, ctx) for child, ctx in reversed(nested))
                 else:
-                    stack.extend(
-                        (child, depth + 1, nesting, context)
-                        for child in reversed(children)
-                        if isinstance(child, EmailMessage)
-                    )
+                    stack.extend((child, depth + 1, nesting, context) for child in reversed(children))
                 continue
             self.leaf(part, nesting, context)
 

@@ -326,7 +326,7 @@ def _encoded_words(text: str) -> list[str]:
     """RFC 2047 ``=?utf-8?b?…?=`` words of at most 72 characters, split between characters (never inside
     one); a decoder joins adjacent encoded words and drops the folding between them (RFC 2047 §6.2; this is
     what :mod:`email`'s own generator writes too, although its address parser reads a space there)."""
-    words: list[str] = []
+    words: list[bytes] = []
     chunk = b""
     for ch in text:
         encoded = ch.encode("utf-8")

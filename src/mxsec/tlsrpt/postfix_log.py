@@ -538,8 +538,8 @@ class PostfixLogParser(LogParser):
         time = self._time(match)
         if proc.status_key == key and _close_in_time(proc.status_time, time) \
                 and proc.status_act == self._activations.get(qid):  # another recipient of the burst
-            for collecting in proc.collecting:
-                draft = self.sessions.get(collecting)
+            for open_key in proc.collecting:
+                draft = self.sessions.get(open_key)
                 if draft is not None:
                     draft.add_recipient(rcpt)
             return

@@ -359,6 +359,7 @@ def _parse_rua(value: str) -> tuple[tuple[str, ...], tuple[str, ...], list[Tlsrp
     for entry in entries:
         code, message, fatal = check_uri(entry)
         if fatal:
+            assert code is not None  # a fatal entry always has a code
             warning = TlsrptWarning(code, f"rua entry ignored: {message}", breaks_grammar=True)
             warnings.append(warning)
             first_error = first_error or TlsrptWarning(code, message, True)

@@ -39,7 +39,7 @@ def next_attempt(first_attempt: float, attempts: int, now: float, policy: RetryP
     give up."""
     if now - first_attempt >= policy.give_up_after:
         return None
-    wait = min(policy.max_retry, policy.first_retry * 2 ** max(0, attempts - 1))
+    wait: float = min(policy.max_retry, policy.first_retry * 2 ** max(0, attempts - 1))
     when = now + wait
     deadline = first_attempt + policy.give_up_after
     # one last try at the end of the window rather than none at all

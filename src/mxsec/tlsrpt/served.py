@@ -140,7 +140,7 @@ def session_for_attempt(attempt: Attempt, served: ServedPolicy | None, *, sendin
                         judged: tuple[str | None, str | None] | None = None) -> Session:
     """The TLSRPT session of one logged attempt under the policy served for its domain (see the module notes)."""
     domain = attempt.domain
-    result = attempt.result_type
+    result: ResultType | str | None = attempt.result_type
     host = attempt.mx_host
     policy: Policy
     if served is not None and host is not None and host in served.tlsa:
