@@ -10,6 +10,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass
+from typing import cast
 
 from mxsec.config import Config, load_config, parse_listen
 from mxsec.config.wiring import make_adapters
@@ -20,7 +21,7 @@ from mxsec.daemon.server import SocketmapServer, _listen_key, connection_cap
 from mxsec.daemon.service import PolicyService, ServiceSettings
 from mxsec.errors import ConfigError
 from mxsec.logs import setup_logging
-from mxsec.net.dns import remote_validators
+from mxsec.net.dns import DnsClient, remote_validators
 from mxsec.storage import PolicyStore, open_store
 from mxsec.storage.urls import redact
 from mxsec.sts.cache import RefreshTiming
@@ -122,6 +123,7 @@ class Daemon:
             m = parse_listen(config.metrics.listen)
             if m.kind != "tcp":
                 raise ConfigError("metrics.listen must be HOST:PORT")
+            assert m.host is not None and m.port is not None  # a tcp address has both
             self.server.timing = True
             try:
                 self.metrics = start_metrics(self.server, m.host, m.port)
@@ -149,16 +151,18 @@ class Daemon:
             return
         old = self.config
         setup_logging(new.log.level, new.log.format)
-        old_fetcher = self.service.fetcher
-        self.service.reconfigure(dns=dns, fetcher=fetcher, settings=service_settings(new))
-        warn_remote_validators(self.service)
+        service, server = self.service, self.server
+        assert service is not None and server is not None  # reload follows start
+        old_fetcher = service.fetcher
+        service.reconfigure(dns=dns, fetcher=fetcher, settings=service_settings(new))
+        warn_remote_validators(service)
         await old_fetcher.aclose()
-        self.server.zones = make_zones(new)
-        self.server.max_connections = self._connection_cap(new)
-        self.server.max_pending = new.daemon.max_pending
-        self.server.idle_timeout = new.daemon.idle_timeout
-        self.server.partial_timeout = new.daemon.partial_timeout
-        self.server.clear_memo()
+        server.zones = make_zones(new)
+        server.max_connections = self._connection_cap(new)
+        server.max_pending = new.daemon.max_pending
+        server.idle_timeout = new.daemon.idle_timeout
+        server.partial_timeout = new.daemon.partial_timeout
+        server.clear_memo()
         wanted = {}
         for addr in new.daemon.listen:
             try:
@@ -167,13 +171,13 @@ class Daemon:
                 log.error("reload: bad listen address", extra={"error": str(exc)})
                 continue
             wanted[_listen_key(parsed)] = parsed
-        for key in list(self.server.servers):
+        for key in list(server.servers):
             if key not in wanted:
-                await self.server.unlisten(key)
+                await server.unlisten(key)
         for key, parsed in wanted.items():
-            if key not in self.server.servers:
+            if key not in server.servers:
                 try:
-                    await self.server.listen(parsed)
+                    await server.listen(parsed)
                 except OSError as exc:
                     log.error("reload: cannot listen", extra={"listen": key, "error": str(exc)})
         if new.cache.url != old.cache.url:
@@ -203,7 +207,8 @@ def warn_remote_validators(service: PolicyService) -> None:
     """DANE-H-2: DANE trusts the resolver's AD bit; say so loudly when that bit crosses a network."""
     if not service.settings.dane:
         return
-    remote = remote_validators(service.dns.nameserver_addresses)
+    dns = cast(DnsClient, service.dns)  # the daemon's resolver comes from make_adapters (build_service)
+    remote = remote_validators(dns.nameserver_addresses)
     if remote:
         log.warning("DANE trusts the AD bit of a resolver that is not on loopback; use a local validating "
                     "resolver (or TSIG/IPsec to it)", extra={"nameservers": remote, "alert": True})
@@ -222,6 +227,7 @@ async def run_daemon(config: Config, config_path: str | None, overrides: dict) -
     except BaseException:
         await daemon.stop(quiet=True)  # the caller prints the one-line error
         raise
+    assert daemon.server is not None  # set by start
     log.info("ready", extra={"listen": list(daemon.server.servers)})
     try:
         await stop.wait()

@@ -70,8 +70,8 @@ class DaemonCollector:
                                   "Connections the system refused at accept (out of file descriptors)",
                                   value=server.rejected_connections)
         timeouts = CounterMetricFamily("mxsec_socketmap_timeouts", "Connections closed by a timeout", labels=["kind"])
-        for kind in ("partial", "idle"):
-            timeouts.add_metric([kind], server.timeouts[kind])
+        for why in ("partial", "idle"):
+            timeouts.add_metric([why], server.timeouts[why])
         yield timeouts
         yield CounterMetricFamily("mxsec_socketmap_pending_cap_hits",
                                   "Requests answered TEMP because their connection had max_pending unanswered",
@@ -99,8 +99,8 @@ class DaemonCollector:
             dns_counts = CounterMetricFamily("mxsec_dns_queries", "DNS traffic to the resolvers: datagrams sent, of "
                                              "which sent again after a silent try, queries asked again over TCP, "
                                              "queries that failed", labels=["kind"])
-            for kind in ("sent", "resent", "tcp", "failed"):
-                dns_counts.add_metric([kind], stats[kind])
+            for what in ("sent", "resent", "tcp", "failed"):
+                dns_counts.add_metric([what], stats[what])
             yield dns_counts
         pool = service._pool
         slots = GaugeMetricFamily("mxsec_resolution_slots", "Resolution slots busy and resolutions waiting",

@@ -49,7 +49,8 @@ log = logging.getLogger("mxsec.daemon")
 #: reply kinds, in the order of ``SocketmapServer.reply_counts`` (and of the replies metric's ``kind`` label)
 ReplyKind = Literal["ok", "notfound", "temp", "perm"]
 KINDS: tuple[ReplyKind, ...] = ("ok", "notfound", "temp", "perm")
-_KIND_INDEX = {k: i for i, k in enumerate(KINDS)}
+#: (keyed by any text: ``reply_kind`` returns a plain string, unknown kinds count as ``perm``)
+_KIND_INDEX: dict[str, int] = {k: i for i, k in enumerate(KINDS)}
 #: the index of each kind in ``reply_counts`` and in a memo entry (plain ints: the fast path indexes a list)
 OK_AT, NOTFOUND_AT, TEMP_AT, PERM_AT = (_KIND_INDEX[k] for k in ("ok", "notfound", "temp", "perm"))
 #: latency histogram bucket bounds, seconds
@@ -304,8 +305,8 @@ class SocketmapServer:
     def admit(self, newcomer: "SocketmapProtocol") -> None:
         """Make room for a new connection when the cap is reached: close the least useful one."""
         while len(self.connections) >= self.max_connections and self.connections:
-            victim = None
-            victim_key = None
+            victim: SocketmapProtocol | None = None
+            victim_key: tuple[int, float] | None = None
             for conn in self.connections:
                 if conn.partial_since is not None and not (conn.backlogged or conn.write_paused):
                     key = (0, conn.partial_since)
@@ -315,6 +316,7 @@ class SocketmapServer:
                     key = (2, -conn.outstanding)
                 if victim_key is None or key < victim_key:
                     victim, victim_key = conn, key
+            assert victim is not None and victim_key is not None  # the set was not empty
             reason = ("partial", "idle", "busy")[victim_key[0]]
             self.evictions[reason] += 1
             self.quiet.log(logging.WARNING, "evict", "connection limit reached; closed a connection to make room",
@@ -500,7 +502,9 @@ class SocketmapProtocol(asyncio.Protocol):
     def _resume_reading(self) -> None:
         if self.partial_since is not None:  # the time we were not reading does not count against the client
             self.partial_since = self.server.loop.time()
-        self.transport.resume_reading()
+        transport = self.transport
+        assert transport is not None  # called only while connected (resume_writing, _flush check it)
+        transport.resume_reading()
 
     def eof_received(self) -> bool | None:
         """The client half-closed its side (Exim's ``${readsocket}`` with ``shutdown=yes``): answer what it
@@ -512,7 +516,7 @@ class SocketmapProtocol(asyncio.Protocol):
         if self.queue:
             if self.outstanding > HALF_CLOSE_PENDING:
                 self.server.abandoned += 1
-                self.transport.abort()
+                self.abort()
                 return None
             self.close_after = True
             return True
@@ -531,6 +535,8 @@ class SocketmapProtocol(asyncio.Protocol):
                 transport.close()
 
     def data_received(self, data: bytes) -> None:
+        # Data arrives only while connected, so self.transport is set here; the hot path does not check it
+        # (the "type: ignore[union-attr]  # connected" comments below tell mypy so at no cost).
         server = self.server
         started = time.perf_counter() if server.timing else 0.0
         decoder = self.decoder
@@ -573,7 +579,7 @@ class SocketmapProtocol(asyncio.Protocol):
                 task = server.loop.create_task(server.answer(item, self))
                 if not queue:
                     if out:
-                        self.transport.write(b"".join(out))
+                        self.transport.write(b"".join(out))  # type: ignore[union-attr]  # connected
                         out = []
                     queue = self.queue = deque()
                 queue.append(task)
@@ -589,15 +595,15 @@ class SocketmapProtocol(asyncio.Protocol):
                     self.close_after = True
                 else:
                     out.append(reply)
-                    self.transport.write(b"".join(out))
-                    self.transport.close()
+                    self.transport.write(b"".join(out))  # type: ignore[union-attr]  # connected
+                    self.transport.close()  # type: ignore[union-attr]  # connected
                     return
         if out:
-            self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+            self.transport.write(b"".join(out) if len(out) > 1 else out[0])  # type: ignore[union-attr]  # connected
         if queue and len(queue) >= server.max_pending and not self.backlogged:
             self.backlogged = True  # read no more until the answers it waits for have gone out
             if not self.write_paused:
-                self.transport.pause_reading()
+                self.transport.pause_reading()  # type: ignore[union-attr]  # connected
         if fast:
             server.memo_hits += fast
             if started:

@@ -605,8 +605,8 @@ class PolicyService:
             if selection is None:
                 note = f"TXT lookup for _mta-sts.{domain} failed: {txt.error}"
                 return self._negative(domain, now, self.settings.error_ttl, note)
-            note = {"no-record": "no _mta-sts TXT record"}.get(selection.problem or "", selection.problem)
-            return self._negative(domain, now, self.settings.negative_ttl, f"no MTA-STS policy: {note}")
+            what = {"no-record": "no _mta-sts TXT record"}.get(selection.problem or "", selection.problem)
+            return self._negative(domain, now, self.settings.negative_ttl, f"no MTA-STS policy: {what}")
 
         if step is Step.FETCH_HELD_BACK:
             mark = self.failures[domain]
@@ -625,15 +625,17 @@ class PolicyService:
         outcome = await self.fetcher.fetch(domain)
         now = self.clock()
         if outcome.ok:
+            body = outcome.body
+            assert body is not None  # ok: the fetch gave a body
             try:
-                policy = parse_policy(outcome.body)
+                policy = parse_policy(body)
             except ParseError as exc:
                 return self._fetch_failed(domain, record.id, now, ResultType.STS_POLICY_INVALID,
                                           f"policy invalid: {exc}")
             entry = CacheEntry(
                 domain=domain,
                 policy_id=record.id,
-                body=outcome.body.decode("utf-8"),
+                body=body.decode("utf-8"),
                 fetched_at=now,
                 expires_at=now + policy.max_age,
                 checked_at=now,
@@ -668,7 +670,8 @@ class PolicyService:
         failures[domain] = FailureMark(policy_id, now, result_type, detail)
         cached = self.entries.get(domain)
         keep = after_failed_fetch(_times(cached), now)
-        extra = {"domain": domain, "policy_id": policy_id, "result_type": result_type.value, "detail": detail}
+        extra: dict[str, object] = {"domain": domain, "policy_id": policy_id, "result_type": result_type.value,
+                                    "detail": detail}
         if keep:
             assert cached is not None
             extra["expires_in"] = round(cached.entry.expires_at - now)
@@ -745,7 +748,7 @@ class PolicyService:
     # -- proactive refresh (STS-D-5..D-7) -----------------------------------------------------------------
     def due_for_refresh(self, now: float | None = None) -> list[tuple[str, Refresh]]:
         now = self.clock() if now is None else now
-        due = []
+        due: list[tuple[str, Refresh]] = []
         for domain, cached in self.entries.items():
             if domain in self.inflight:
                 continue
