@@ -68,9 +68,11 @@ def open_store(url: str) -> PolicyStore:
 def __getattr__(name: str) -> object:
     # The client libraries are imported only when a remote store is used.
     if name == "RedisStore":
-        from .redis import RedisStore as cls
-    elif name == "PostgresStore":
-        from .postgres import PostgresStore as cls
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return cls
+        from .redis import RedisStore
+
+        return RedisStore
+    if name == "PostgresStore":
+        from .postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ..errors import ConfigError, one_line
 from .base import CacheEntry, StoreError
 from .urls import redact
+
+if TYPE_CHECKING:
+    from redis.typing import EncodableT, FieldT
 
 log = logging.getLogger("mxsec.storage.redis")
 
@@ -151,7 +154,7 @@ class RedisStore:
         return (self._redis.RedisError, OSError)
 
     @staticmethod
-    def _mapping(entry: CacheEntry) -> dict[str, bytes]:
+    def _mapping(entry: CacheEntry) -> dict[FieldT, EncodableT]:
         return {
             "v": LAYOUT_VERSION,
             "policy_id": entry.policy_id.encode("utf-8"),
@@ -210,8 +213,9 @@ class RedisStore:
             cursor = 0
             # SCAN ends when the cursor returns to 0; the bound only guards against a misbehaving server.
             for _ in range(10_000_000):
-                cursor, keys = self._client.scan(cursor=cursor, match=match, count=BATCH)
-                keys = [k for k in keys if k not in seen]  # SCAN may return a key twice
+                cursor, found = self._client.scan(cursor=cursor, match=match, count=BATCH)
+                # keys come back as bytes (decode_responses=False); SCAN may return a key twice
+                keys = [k for k in cast("list[bytes]", found) if k not in seen]
                 if keys:
                     seen.update(keys)
                     pipe = self._client.pipeline(transaction=False)
@@ -236,7 +240,7 @@ class RedisStore:
         self._check_open()
         key = self._key(domain)
         try:
-            data = self._client.hgetall(key)
+            data = cast("dict[bytes, bytes]", self._client.hgetall(key))  # decode_responses=False: bytes
         except self._redis.ResponseError as exc:
             if "WRONGTYPE" in str(exc):
                 return None

@@ -259,7 +259,8 @@ class SenderDB(SqlDatabase):
     def _add_counts(self, tally: Tally) -> None:
         """Two ``executemany`` upserts in the common case; the per-row path only for a policy that would pass
         :attr:`max_failure_rows` distinct failure details (its new details are then folded)."""
-        policies, failures = [], []
+        policies: list[tuple[object, ...]] = []
+        failures: list[tuple[object, ...]] = []
         slow: list[tuple[tuple[str, str, str], Mapping[Failure, int]]] = []
         for key, count in tally.items():
             policy = key.policy
@@ -466,7 +467,8 @@ class SenderDB(SqlDatabase):
 
     def deliveries(self, *, report: ReportRow | None = None, states: Iterable[str] | None = None,
                    due_before: float | None = None) -> list[DeliveryRow]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[object] = []
         if report is not None:
             where.append("d.report = ?")
             params.append(report.pk)

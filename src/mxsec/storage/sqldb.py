@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from ..errors import ConfigError, one_line
 from ..fsutil import make_dirs
@@ -101,7 +101,7 @@ class SqlDatabase:
             def __enter__(self) -> None:
                 db._begin()
 
-            def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+            def __exit__(self, kind: Any, exc: Any, tb: Any) -> Literal[False]:
                 db._conn.execute("ROLLBACK" if kind else "COMMIT")
                 return False
 
