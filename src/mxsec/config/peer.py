@@ -229,6 +229,7 @@ def _translate_peer(cfg: dict) -> tuple[dict, list[str]]:
                 notes.append(f"mode: {mode} read as octal 0o{mode} (YAML gave a decimal number)")
                 mode = int(str(mode), 8)
             mode = _unix_mode(mode, "mode")
+            assert mode is not None  # None only for a missing mode, and this one is set
             daemon["unix_mode"] = mode
             notes.append(f"mode: socket permissions -> daemon.unix_mode = {oct(mode)}")
     else:
@@ -372,10 +373,10 @@ def _translate_peer(cfg: dict) -> tuple[dict, list[str]]:
         for key in sorted(set(options) - {"filename", "threads", "timeout"}):
             notes.append(f"cache.options.{key}: unknown for the sqlite cache; ignored")
     elif ctype == "redis":
-        url = _peer_redis_url(options, notes)
-        if url is not None:
-            data["cache"] = {"url": url}
-            notes.append(f"cache.type redis: cache.url = \"{_redact(url)}\"")
+        redis_url = _peer_redis_url(options, notes)
+        if redis_url is not None:
+            data["cache"] = {"url": redis_url}
+            notes.append(f"cache.type redis: cache.url = \"{_redact(redis_url)}\"")
     elif ctype == "postgres":
         url = _peer_postgres_url(options, notes)
         data["cache"] = {"url": url}
