@@ -211,9 +211,8 @@ def mx_host(text: str | None) -> str | None:
         return _host_cache[text]
     except KeyError:
         pass
-    name: str | None = text.lower().rstrip(".")
-    if len(text) > 254 or name == "unknown" or not _HOST_RE.fullmatch(name):  # type: ignore[arg-type]
-        name = None
+    lowered = text.lower().rstrip(".")
+    name = None if len(text) > 254 or lowered == "unknown" or not _HOST_RE.fullmatch(lowered) else lowered
     _remember(_host_cache, text, name)
     return name
 

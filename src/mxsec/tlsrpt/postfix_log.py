@@ -414,7 +414,8 @@ class PostfixLogParser(LogParser):
             if reason is None:
                 return  # a broken policy table or a lookup error of the sender's own: not the domain's failure
             draft = Draft(MTA, time=self._time(match), mx_host=mx_host(policy["host"]))
-            draft.fail(reason.result_type, reason.code)  # type: ignore[arg-type]
+            assert reason.result_type is not None  # every DANE policy reason names its result type
+            draft.fail(reason.result_type, reason.code)
             self._conclude(proc, draft, qid=None, tls_tried=False)
             return
         note = _HOST_NOTE.match(msg)
@@ -464,7 +465,8 @@ class PostfixLogParser(LogParser):
                 draft.fail(ResultType.VALIDATION_FAILURE, reason.code)
         elif reason.kind in (_STARTTLS, _DANE_POLICY):
             draft.tls = TlsOutcome.NONE
-            draft.fail(reason.result_type, reason.code)  # type: ignore[arg-type]
+            assert reason.result_type is not None  # every STARTTLS and DANE policy reason names its result type
+            draft.fail(reason.result_type, reason.code)
         return draft
 
     def _conclude(self, proc: _Process, draft: Draft, *, qid: str | None, tls_tried: bool) -> None:
