@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import replace
-from typing import Any, Iterable
+from typing import Any, Iterable, TypeGuard, TypeVar
 
 from ..errors import ConfigError
 from .schema import Config
 
 
-def _given(value: Any) -> bool:
+_T = TypeVar("_T")
+
+
+def _given(value: _T | None) -> TypeGuard[_T]:
     return value is not None and not (isinstance(value, (list, tuple)) and len(value) == 0)
 
 
@@ -51,7 +54,7 @@ def apply_overrides(
             raise ConfigError(f"{option}: {message}") from None
 
     if _given(nameservers):
-        dns = checked("--nameserver", lambda: replace(dns, nameservers=list(nameservers)))  # type: ignore[arg-type]
+        dns = checked("--nameserver", lambda: replace(dns, nameservers=list(nameservers)))
     if timeout is not None:
         t = checked("--timeout", lambda: _number_flag(timeout))
         dns = checked("--timeout", lambda: replace(dns, timeout=t))
@@ -59,11 +62,11 @@ def apply_overrides(
     if ca_file is not None:
         tls = checked("--ca-file", lambda: replace(tls, ca_file=ca_file))
     if _given(allow_addresses):
-        net = checked("--allow-address", lambda: replace(net, allow_addresses=list(allow_addresses)))  # type: ignore[arg-type]
+        net = checked("--allow-address", lambda: replace(net, allow_addresses=list(allow_addresses)))
     if cache is not None:
         store = checked("--cache", lambda: replace(config.cache, url=cache))
     if _given(listen):
-        daemon = checked("--listen", lambda: replace(daemon, listen=list(listen)))  # type: ignore[arg-type]
+        daemon = checked("--listen", lambda: replace(daemon, listen=list(listen)))
     if lookup_timeout is not None:
         lt = checked("--lookup-timeout", lambda: _number_flag(lookup_timeout))
         daemon = checked("--lookup-timeout", lambda: replace(daemon, lookup_timeout=lt))
