@@ -122,7 +122,7 @@ def _tolerant_stdout() -> None:
     """A terminal or pipe that cannot encode a character gets an escape instead of a crash."""
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.reconfigure(errors="backslashreplace")  # type: ignore[attr-defined]
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]  # not on typing.TextIO
         except (AttributeError, ValueError):  # pragma: no cover - replaced streams
             pass
 

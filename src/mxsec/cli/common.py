@@ -9,18 +9,22 @@ import functools
 import importlib
 import sys
 from collections.abc import Callable, Iterator, MutableMapping
-from typing import Any
+from typing import Any, NoReturn, overload
 
 import click
 
 from mxsec.errors import MxsecError
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     click.echo(f"mxsec: {message}", err=True)
     sys.exit(code)
 
 
+@overload
+def error_line(exc: MxsecError | OSError) -> str: ...
+@overload
+def error_line(exc: BaseException) -> str | None: ...
 def error_line(exc: BaseException) -> str | None:
     """The one line said for one of our own errors or a stray OS error; ``None`` for anything else."""
     if isinstance(exc, MxsecError):

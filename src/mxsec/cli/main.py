@@ -85,7 +85,7 @@ def query(domain, map_name, as_json, cache, no_cache, config_path, nameservers, 
     from mxsec.daemon.replies import format_reply, not_applicable_reply
     from mxsec.daemon.server import NotApplicable, policy_domain_from_key
     from mxsec.errors import ParseError
-    from mxsec.storage import MemoryStore, open_store
+    from mxsec.storage import MemoryStore, PolicyStore, open_store
 
     config, _ = _load(config_path, cache=cache, nameservers=nameservers, ca_file=ca_file, timeout=timeout,
                       allow_addresses=allow_addresses)
@@ -105,7 +105,7 @@ def query(domain, map_name, as_json, cache, no_cache, config_path, nameservers, 
     if policy_domain is None:
         reply, verdict = not_applicable_reply(zone), None
     else:
-        store = MemoryStore()
+        store: PolicyStore = MemoryStore()
         if not no_cache:
             try:
                 store = open_store(config.cache.url)

@@ -14,6 +14,7 @@ import json
 import sys
 from datetime import date
 from pathlib import Path
+from typing import overload
 
 import click
 
@@ -39,6 +40,10 @@ def open_db(db_url: str | None):
     return ReportDB(default_reports_db_url())
 
 
+@overload
+def _day(option: str, value: str) -> date: ...
+@overload
+def _day(option: str, value: str | None) -> date | None: ...
 def _day(option: str, value: str | None) -> date | None:
     if value is None:
         return None
@@ -124,8 +129,8 @@ def exit_code(counts: dict[str, int], items=(), *, in_conflict: bool = False) ->
     (or *in_conflict* says one is), else 0."""
     if counts["rejected"]:
         return 1
-    in_conflict = in_conflict or counts["conflict"] or any(r.others for item in items for r in item.results)
-    return EXIT_CONFLICT if in_conflict else 0
+    conflicting = in_conflict or counts["conflict"] or any(r.others for item in items for r in item.results)
+    return EXIT_CONFLICT if conflicting else 0
 
 
 def conflict_line(name: str, result) -> str:

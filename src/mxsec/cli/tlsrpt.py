@@ -13,6 +13,7 @@ import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -106,6 +107,7 @@ def collect(socket_path, socket_mode, socket_group, flush_interval, metrics_list
         where = parse_listen(metrics_listen)
         if where.kind == "unix":
             raise ConfigError("--metrics-listen must be HOST:PORT")
+        assert where.host is not None and where.port is not None  # a tcp address has both
         try:
             metrics = start_collector_metrics(stats, where.host, where.port)
         except OSError as exc:
@@ -340,6 +342,7 @@ def send(day, unfinished, dry_run, out_dir, smtp, smtp_starttls, smtp_user, from
 
         async def one_pass():
             if unfinished:
+                assert the_day is not None  # checked above: --unfinished needs --day
                 return await sender.send_unfinished(the_day)
             lines = await sender.run_once(the_day)
             if dry_run:
@@ -406,7 +409,7 @@ def status(as_json, config_path, tlsrpt_db, organization_name, contact_info):
     by_report: dict[int, list] = {}
     for d in deliveries:
         by_report.setdefault(d.report.pk, []).append(d)
-    doc = {
+    doc: dict[str, Any] = {  # the --json document
         "today": {"day": today.isoformat(),
                   "sessions": {dom: {"successful": ok, "failed": bad} for dom, (ok, bad) in counted.items()}},
         "reports": [
