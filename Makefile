@@ -23,14 +23,14 @@ system-deps:
 demo: $(STAMP) system-deps
 	$(BIN)/python -m mxsec.cli.demo
 
-## Run every test: ruff (lint) first, then unit, integration (local servers), lab (namespaces).
-test: $(STAMP) system-deps
-	$(BIN)/ruff check src tests bench
+## Run every test: ruff and mypy first, then unit, integration (local servers), lab (namespaces).
+test: $(STAMP) system-deps lint
 	$(BIN)/python -m pytest -p no:cacheprovider tests
 
-## Lint only: ruff with the rules in pyproject.toml ([tool.ruff]).
+## Lint only: ruff and mypy with the rules in pyproject.toml ([tool.ruff], [tool.mypy]; strict on the core).
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
+	$(BIN)/python -m mypy
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider tests/unit
