@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from mxsec.sts.policy import StsPolicy
-from mxsec.sts.results import ResultType
+from mxsec.results import ResultType
 
 if TYPE_CHECKING:
     from mxsec.dane.destination import DaneDecision

@@ -20,7 +20,7 @@ from mxsec.check.findings import CATALOGUE
 from mxsec.dane.tlsa import tlsa_for_certificate
 from mxsec.testing.fakeworld import FakeWorld, PolicySpec, policy_text
 from mxsec.testing.pki import TestCA
-from mxsec.sts.results import ResultType
+from mxsec.results import ResultType
 from tests.integration.conftest import running_world
 from tests.integration.test_dane_tools import FakeMx
 

@@ -16,7 +16,7 @@ from mxsec.testing.pki import TestCA, write_pem
 from mxsec.net.dns import DnsClient
 from mxsec.net.guard import AddressGuard
 from mxsec.net.https import POLICY_PATH, HttpsSettings, PolicyFetcher
-from mxsec.sts.results import FetchProblem
+from mxsec.sts.fetch import FetchProblem
 from tests.integration.conftest import UNUSED_IP, dns_settings_for, unique_domain
 
 BODY = policy_text(["mx1.example.test", "*.mx.example.test"], max_age=86400)

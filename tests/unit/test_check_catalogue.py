@@ -2,7 +2,7 @@
 
 * every code of ``mxsec.check.findings.CATALOGUE`` has a row in the table of docs/check.md and every row a code;
 * the row's severity, RFC 8460 result type and requirement equal the catalogue's;
-* every result type is an RFC 8460 name (``mxsec.sts.results.ResultType``);
+* every result type is an RFC 8460 name (``mxsec.results.ResultType``);
 * every requirement ID exists in the requirement catalogue, ``docs/reference/requirements.md``.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mxsec.check.findings import CATALOGUE, ERROR, INFO, WARNING, finding
-from mxsec.sts.results import ResultType
+from mxsec.results import ResultType
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "check.md"

@@ -28,7 +28,7 @@ from mxsec.sts.fetch import FetchOutcome
 from mxsec.net.smtp import PkixResult, SmtpProbe, check_pkix
 from mxsec.sts.policy import PolicyError, parse_policy
 from mxsec.sts.record import select_record
-from mxsec.sts.results import FetchProblem, result_type_for
+from mxsec.sts.fetch import FetchProblem, result_type_for
 from mxsec.tlsrpt.record import select_record as select_tlsrpt
 
 NOW = dt.datetime.now(dt.UTC)

@@ -21,7 +21,7 @@ import mxsec.tlsrpt
 
 CORE = sorted(
     [f"{pkg.__name__}.{m.name}" for pkg in (mxsec.sts, mxsec.dane, mxsec.tlsrpt) for m in pkgutil.iter_modules(pkg.__path__)]
-    + ["mxsec.names", "mxsec.verdict", "mxsec.errors", "mxsec.dnsanswers"]
+    + ["mxsec.names", "mxsec.verdict", "mxsec.errors", "mxsec.dnsanswers", "mxsec.results"]
 )
 ADAPTERS = ("aiohttp", "httpx", "dns.resolver", "dns.asyncresolver", "dns.query", "dns.asyncquery", "sqlite3",
             "psycopg", "redis", "smtplib", "urllib.request", "starlette", "uvicorn", "click")
@@ -71,7 +71,7 @@ def test_the_checker_rules_judge_facts_without_any_adapter():
 
 SRC = Path(mxsec.sts.__file__).resolve().parents[1]
 LAYERS = {
-    "core": {"sts", "dane", "tlsrpt", "names", "verdict", "errors", "dnsanswers"},
+    "core": {"sts", "dane", "tlsrpt", "names", "verdict", "errors", "dnsanswers", "results"},
     "utility": {"display", "fsutil", "logs"},
     "adapter": {"net", "storage"},
     "shared": {"config"},

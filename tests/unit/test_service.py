@@ -13,7 +13,7 @@ from mxsec.daemon.service import PolicyService, ServiceSettings
 from mxsec.dnsanswers import AddressAnswer, RRAnswer, TxtAnswer
 from mxsec.storage.memory import MemoryStore
 from mxsec.sts.cache import RefreshTiming
-from mxsec.sts.results import FetchProblem
+from mxsec.sts.fetch import FetchProblem
 
 ENFORCE = b"version: STSv1\nmode: enforce\nmx: mail.example.com\nmax_age: 86400\n"
 

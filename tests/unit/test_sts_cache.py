@@ -12,7 +12,7 @@ from mxsec.sts.cache import (
     usable,
 )
 from mxsec.sts.record import RecordSelection, parse_record
-from mxsec.sts.results import ResultType
+from mxsec.results import ResultType
 
 T0 = 1_700_000_000.0
 DAY = 86400.0

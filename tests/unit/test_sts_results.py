@@ -1,10 +1,11 @@
-"""mxsec.sts.results: RFC 8460 result types (RPT-I-38) and the fetch-problem mapping (STS-B-*, STS-C-15)."""
+"""mxsec.results and mxsec.sts.fetch: RFC 8460 result types (RPT-I-38) and the fetch-problem mapping (STS-B-*, STS-C-15)."""
 
 from __future__ import annotations
 
 import pytest
 
-from mxsec.sts.results import FetchProblem, ResultType, result_type_for
+from mxsec.results import ResultType
+from mxsec.sts.fetch import FetchProblem, result_type_for
 
 
 def test_rpt_i_38_all_eleven_result_types() -> None:
@@ -90,7 +91,7 @@ def test_sts_b_13_mapping_accepts_plain_string_values() -> None:
 
 
 def test_rpt_result_types_fall_in_the_rfc_8460_groups():
-    from mxsec.sts.results import ResultType
+    from mxsec.results import ResultType
 
     groups = {rt.value: rt.group for rt in ResultType}
     assert [k for k, g in groups.items() if g == "TLS negotiation"] == [

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mxsec.sts.results import ResultType
+from mxsec.results import ResultType
 from mxsec.tlsrpt import exim_log
 from mxsec.tlsrpt.attempt import Attempt, TlsOutcome, mx_ip
 from mxsec.tlsrpt.exim_log import EximLogParser

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mxsec.sts.results import ResultType
+from mxsec.results import ResultType
 from mxsec.tlsrpt import postfix_log
 from mxsec.tlsrpt.attempt import (
     MAX_LINE_CHARS,

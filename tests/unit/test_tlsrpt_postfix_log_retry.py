@@ -8,7 +8,7 @@ the new attempt.
 
 from __future__ import annotations
 
-from mxsec.sts.results import ResultType
+from mxsec.results import ResultType
 from mxsec.tlsrpt.postfix_log import PostfixLogParser
 
 DEFER = ("Dec 02 19:22:{s} sender postfix/smtp[32542]: A8BC816E2C2: to=<x@nostarttls.test>, "

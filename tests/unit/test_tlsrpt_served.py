@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from mxsec.dane.destination import DaneDecision, HostState
 from mxsec.sts.policy import parse_policy
-from mxsec.sts.results import ResultType
+from mxsec.results import ResultType
 from mxsec.tlsrpt.attempt import Attempt, TlsOutcome
 from mxsec.tlsrpt.served import ServedPolicy, served_from_verdict, session_for_attempt
 from mxsec.tlsrpt.session import Failure, Policy, PolicyType

@@ -50,7 +50,8 @@ from mxsec.sts.cache import (
 )
 from mxsec.sts.policy import StsPolicy, parse_policy
 from mxsec.sts.record import RecordSelection, select_record
-from mxsec.sts.results import ResultType, result_type_for
+from mxsec.results import ResultType
+from mxsec.sts.fetch import result_type_for
 from mxsec.verdict import Verdict, VerdictSource
 
 log = logging.getLogger("mxsec.daemon")

@@ -14,7 +14,7 @@
 5. no redirects (3xx -> ``redirect``), 200 only, ``text/plain``, body streamed and capped, one total deadline
    for DNS + connect + TLS + response, no HTTP cache, no cookies, no proxies from the environment.
 
-Every failure is a :class:`FetchOutcome` with a :class:`~mxsec.sts.results.FetchProblem` and a one-line detail;
+Every failure is a :class:`FetchOutcome` with a :class:`~mxsec.sts.fetch.FetchProblem` and a one-line detail;
 ``fetch`` itself raises nothing but cancellation.
 """
 
@@ -38,7 +38,7 @@ from mxsec.net.dns import DnsClient
 from mxsec.net.guard import AddressGuard
 from mxsec.sts.policy import media_type_ok
 from mxsec.sts.fetch import FetchOutcome
-from mxsec.sts.results import FetchProblem
+from mxsec.sts.fetch import FetchProblem
 
 __all__ = ["FetchOutcome", "HttpsSettings", "PolicyFetcher", "POLICY_PATH", "policy_url"]
 

@@ -19,7 +19,7 @@ import enum
 from dataclasses import dataclass
 
 from mxsec.sts.record import RecordSelection
-from mxsec.sts.results import ResultType
+from mxsec.results import ResultType
 
 #: STS-B-11: after a failed fetch, no new attempt for the same domain and id for this long.
 FETCH_RETRY_AFTER = 300.0

@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 
 from mxsec.names import DomainError, normalize_domain
-from mxsec.sts.results import ResultType
+from mxsec.results import ResultType
 
 __all__ = [
     "LINGER_LINES",

@@ -97,7 +97,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from mxsec.sts.results import ResultType
+from mxsec.results import ResultType
 from mxsec.tlsrpt.attempt import (
     Draft,
     LogParser,

@@ -28,7 +28,7 @@ from types import MappingProxyType
 from typing import Any, Self
 
 from mxsec.errors import ParseError
-from mxsec.sts.results import ResultType
+from mxsec.results import ResultType
 from mxsec.tlsrpt.values import format_datetime, try_domain
 
 __all__ = [

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mxsec.sts.match import matching_pattern
-from mxsec.sts.results import ResultType
+from mxsec.results import ResultType
 from mxsec.tlsrpt.attempt import Attempt, TlsOutcome
 from mxsec.tlsrpt.session import Failure, Policy, PolicyCount, PolicyOutcome, PolicyType, Session, Tally, TallyKey
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 
-from mxsec.sts.results import ResultType
+from mxsec.results import ResultType
 
 __all__ = [
     "MAX_FAILURE_ROWS",

@@ -10,7 +10,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from mxsec.storage.reportdb import NO_DOMAIN, Filters, ReportDB, Totals
-from mxsec.sts.results import ResultType
+from mxsec.results import ResultType
 
 from .params import DateRange
 

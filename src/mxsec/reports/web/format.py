@@ -11,7 +11,7 @@ import math
 from datetime import date, datetime
 from typing import Any
 
-from mxsec.sts.results import ResultType
+from mxsec.results import ResultType
 
 #: A success rate at or above this is shown as good (green); at or above WARN_RATE as a warning (amber);
 #: below as bad (red). TLS failures are rare on a healthy domain, so the bar is high.
