@@ -14,7 +14,8 @@ import json
 import sys
 from datetime import date
 from pathlib import Path
-from typing import overload
+from collections.abc import Callable
+from typing import Any, overload
 
 import click
 
@@ -28,6 +29,26 @@ def db_option(fn):
         help="Report database: sqlite:///PATH or postgresql://USER@HOST/DB "
              "(default: reports.sqlite3 in the user's data directory; env MXSEC_REPORTS_DB).",
     )(fn)
+
+
+def dkim_options(signed: str, rejected: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--dkim/--no-dkim``, ``--require-dkim`` and ``--nameserver`` (for the key lookups), as ``ingest`` and
+    ``fetch-imap`` both take them; ``signed``/``rejected`` name what is verified and what is rejected."""
+    options = (
+        click.option("--dkim/--no-dkim", default=True, show_default=True,
+                     help=f"Verify DKIM signatures of {signed} (DNS lookups of the signing keys)."),
+        click.option("--require-dkim", is_flag=True,
+                     help=f"Reject {rejected} without a valid DKIM signature (RFC 8460 §3)."),
+        click.option("--nameserver", "nameservers", multiple=True, metavar="IP[:PORT]",
+                     help="Resolver for DKIM key lookups instead of /etc/resolv.conf (repeatable)."),
+    )
+
+    def add(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return add
 
 
 def open_db(db_url: str | None):
@@ -61,12 +82,7 @@ def reports() -> None:
 @reports.command("ingest")
 @click.argument("paths", nargs=-1, required=True)
 @db_option
-@click.option("--dkim/--no-dkim", default=True, show_default=True,
-              help="Verify DKIM signatures of mailed reports (DNS lookups of the signing keys).")
-@click.option("--require-dkim", is_flag=True,
-              help="Reject mailed reports without a valid DKIM signature (RFC 8460 §3).")
-@click.option("--nameserver", "nameservers", multiple=True, metavar="IP[:PORT]",
-              help="Resolver for DKIM key lookups instead of /etc/resolv.conf (repeatable).")
+@dkim_options("mailed reports", "mailed reports")
 @click.option("--move-processed", type=click.Path(file_okay=False), metavar="MAILDIR",
               help="Move Maildir messages into this Maildir once stored.")
 @click.option("--move-rejected", type=click.Path(file_okay=False), metavar="MAILDIR",

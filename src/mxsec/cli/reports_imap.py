@@ -17,7 +17,7 @@ import sys
 import click
 
 from mxsec.cli.common import _fail, _guarded
-from mxsec.cli.reports import db_option, echo_input, exit_code, open_db, totals_line
+from mxsec.cli.reports import db_option, dkim_options, echo_input, exit_code, open_db, totals_line
 from mxsec.reports.imap import (
     DEFAULT_LIMIT,
     DEFAULT_TIMEOUT,
@@ -83,12 +83,7 @@ def read_password(password_file: str | None) -> str:
 @click.option("--timeout", type=click.FloatRange(0.1, 3600), default=DEFAULT_TIMEOUT, show_default=True,
               help="Time limit of each network operation, seconds.")
 @db_option
-@click.option("--dkim/--no-dkim", default=True, show_default=True,
-              help="Verify DKIM signatures of the report messages (DNS lookups of the signing keys).")
-@click.option("--require-dkim", is_flag=True,
-              help="Reject messages without a valid DKIM signature (RFC 8460 §3).")
-@click.option("--nameserver", "nameservers", multiple=True, metavar="IP[:PORT]",
-              help="Resolver for DKIM key lookups instead of /etc/resolv.conf (repeatable).")
+@dkim_options("the report messages", "messages")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message per line.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only rejected messages and the total.")
 @_guarded
