@@ -129,3 +129,52 @@ def lazy_commands(group: Any) -> LazyCommands:
     if not isinstance(group.commands, LazyCommands):
         group.commands = LazyCommands(group.commands)
     return group.commands
+
+
+class OneLineUsageError(click.UsageError):
+    """A usage error shown as one line, ``mxsec: generate tlsa: missing option '--cert' (see --help)`` (exit 2,
+    no usage block)."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"mxsec: {self.format_message()}", err=True)
+
+
+def one_line_usage(ctx: click.Context, exc: click.UsageError) -> OneLineUsageError:
+    """``exc`` as a :class:`OneLineUsageError` that names the command path below ``mxsec``."""
+    names: list[str] = []
+    context: click.Context | None = ctx
+    while context is not None:
+        names.append(context.info_name or "")
+        context = context.parent
+    if len(names) > 1:
+        names.pop()  # the root, "mxsec", is said once at the front
+    message = exc.format_message().rstrip(".")
+    message = message[:1].lower() + message[1:]
+    return OneLineUsageError(f"{' '.join(reversed(names))}: {message} (see --help)", ctx)
+
+
+class OneLineCommand(click.Command):
+    """A command whose usage errors are one line (:func:`one_line_usage`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except OneLineUsageError:
+            raise
+        except click.UsageError as exc:
+            raise one_line_usage(ctx, exc) from None
+
+
+class OneLineGroup(click.Group):
+    """A group whose unknown sub-commands, and whose commands' usage errors, are one line."""
+
+    command_class = OneLineCommand
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None,
+                                                                            list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except OneLineUsageError:
+            raise
+        except click.UsageError as exc:
+            raise one_line_usage(ctx, exc) from None

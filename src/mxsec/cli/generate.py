@@ -23,7 +23,7 @@ import time
 
 import click
 
-from mxsec.cli.common import _guarded
+from mxsec.cli.common import OneLineGroup, _guarded
 
 __all__ = ["generate"]
 
@@ -34,43 +34,7 @@ def _warn(warnings) -> None:
         click.echo(f"mxsec: warning: {warning}", err=True)
 
 
-class _OneLineUsageError(click.UsageError):
-    """A usage error shown as one line (docs/generate.md: exit 2, one-line message, no traceback)."""
-
-    def show(self, file=None) -> None:
-        click.echo(f"mxsec: {self.format_message()}", err=True)
-
-
-def _one_line(ctx: click.Context, exc: click.UsageError) -> _OneLineUsageError:
-    path = "generate" if ctx.info_name == "generate" else f"generate {ctx.info_name}"
-    message = exc.format_message().rstrip(".")
-    message = message[:1].lower() + message[1:]
-    return _OneLineUsageError(f"{path}: {message} (see --help)", ctx)
-
-
-class _Command(click.Command):
-    def parse_args(self, ctx, args):
-        try:
-            return super().parse_args(ctx, args)
-        except _OneLineUsageError:
-            raise
-        except click.UsageError as exc:
-            raise _one_line(ctx, exc) from None
-
-
-class _Group(click.Group):
-    command_class = _Command
-
-    def resolve_command(self, ctx, args):
-        try:
-            return super().resolve_command(ctx, args)
-        except _OneLineUsageError:
-            raise
-        except click.UsageError as exc:
-            raise _one_line(ctx, exc) from None
-
-
-@click.group(cls=_Group)
+@click.group(cls=OneLineGroup)
 def generate() -> None:
     """Generate MTA-STS, TLSA, TLSRPT and DKIM records and policies, and policy-host web server configuration.
 

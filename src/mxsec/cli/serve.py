@@ -15,32 +15,12 @@ import signal
 
 import click
 
-from mxsec.cli.common import _guarded
+from mxsec.cli.common import OneLineCommand, _guarded
 
 __all__ = ["serve_policy"]
 
 
-class _OneLine(click.UsageError):
-    def show(self, file=None) -> None:
-        click.echo(f"mxsec: {self.format_message()}", err=True)
-
-
-class _Command(click.Command):
-    """Usage errors as one line: ``mxsec: serve-policy: missing option '--policy' (see --help)``."""
-
-    def parse_args(self, ctx, args):
-        try:
-            return super().parse_args(ctx, args)
-        except _OneLine:
-            raise
-        except click.UsageError as exc:
-            message = exc.format_message().rstrip(".")
-            message = message[:1].lower() + message[1:]
-            raise _OneLine(f"serve-policy: {message} (see --help)", ctx) from None
-
-
-
-@click.command("serve-policy", cls=_Command)
+@click.command("serve-policy", cls=OneLineCommand)
 @click.option("--policy", "policy_path", required=True, metavar="FILE",
               help="The policy file, served byte for byte as /.well-known/mta-sts.txt (checked at start).")
 @click.option("--cert", "cert_path", required=True, metavar="PEM",
