@@ -111,9 +111,18 @@ class CacheConfig:
         kind="str", factory=default_cache_url,
         doc="policy cache: sqlite:///PATH (survives restarts), memory://, redis://..., postgresql://...",
     )
+    fleet_lease: float = _opt(
+        20.0, kind="number",
+        doc="on a Redis or PostgreSQL cache, the daemons resolve each domain once: seconds a lease lives (the "
+            "longest another daemon waits for the holder); 0 = every daemon resolves on its own",
+    )
 
     def __post_init__(self) -> None:
         _check_cache_url(self.url, "cache.url")
+        _set(self, "fleet_lease", float(self.fleet_lease))
+        _check_duration(self.fleet_lease, "cache.fleet_lease", allow_zero=True)
+        if self.fleet_lease > 600:
+            raise ConfigError(f"cache.fleet_lease: at most 600 seconds, got {self.fleet_lease:g}")
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,7 @@ def service_settings(config: Config) -> ServiceSettings:
         dane_disabled=tuple(config.dane.disabled),
         per_client=config.daemon.client_resolutions,
         table_limit=config.daemon.table_limit,
+        fleet_lease=config.cache.fleet_lease,
     )
 
 

@@ -32,11 +32,12 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from mxsec.dane.destination import DaneDecision, disabled_decision, listed, mandatory
+from mxsec.daemon.fleet import FIRST_PAUSE, LONGEST_PAUSE, Fleet, Outcome
 from mxsec.daemon.lograte import RateLimitedLog
 from mxsec.daemon.ports import PolicySource, ServiceDns
 from mxsec.dane.gather import SharedHostFacts, destination_decision
 from mxsec.errors import ParseError
-from mxsec.storage.base import CacheEntry, PolicyStore
+from mxsec.storage.base import CacheEntry, FleetStore, PolicyStore
 from mxsec.sts.cache import (
     CacheTimes,
     after_failed_fetch,
@@ -83,6 +84,9 @@ class ServiceSettings:
     #: a DANE decision is renewed in the background only if its destination was asked within this many seconds
     #: (a memoised answer reaches the service at least once per DNS TTL, which is at most an hour)
     asked_ttl: float = 7200.0
+    #: seconds a fleet lease lives (docs/fleet.md): on a shared Redis or PostgreSQL store the daemons resolve
+    #: each domain once, the others wait at most this long; 0 switches coordination off
+    fleet_lease: float = 20.0
 
 
 @dataclass(slots=True)
@@ -225,6 +229,18 @@ class PolicyService:
         self.listeners: list[Callable[[str], None]] = []
         self.counters: Counter[str] = Counter()
         self.fetch_outcomes: Counter[str] = Counter()
+        self.fleet: Fleet | None = None
+        self._set_fleet(settings)
+
+    def _set_fleet(self, settings: ServiceSettings) -> None:
+        """Leases on a shared store (Redis, PostgreSQL) when ``fleet_lease`` is on; a local store has none."""
+        store = self.store
+        if settings.fleet_lease <= 0 or not getattr(store, "remote", False) or not isinstance(store, FleetStore):
+            self.fleet = None
+        elif self.fleet is None:
+            self.fleet = Fleet(store, lease=settings.fleet_lease)
+        else:
+            self.fleet.lease = settings.fleet_lease
 
     # -- start-up -------------------------------------------------------------------------------------------
     def load(self) -> int:
@@ -268,6 +284,7 @@ class PolicyService:
             if (settings.concurrency, settings.per_client) != (self.settings.concurrency, self.settings.per_client):
                 self._pool = FairPool(settings.concurrency, settings.per_client)
             self.settings = settings
+            self._set_fleet(settings)
         self.negatives.clear()
         for domain in list(self.entries):
             self._changed(domain)
@@ -558,7 +575,125 @@ class PolicyService:
                 "inflight": len(self.inflight)}
 
     async def _resolve_now(self, domain: str, force_fetch: bool) -> Verdict:
-        if domain not in self.entries:
+        fleet = self.fleet
+        if fleet is None:
+            return await self._resolve_here(domain, force_fetch)
+        return await self._resolve_in_fleet(fleet, domain, force_fetch)
+
+    # -- a fleet on one shared store (daemon/fleet.py, docs/fleet.md) ----------------------------------------
+    async def _resolve_in_fleet(self, fleet: Fleet, domain: str, force_fetch: bool) -> Verdict:
+        """Resolve ``domain`` once for the whole fleet: take over what another daemon stored or published, or
+        take the lease and resolve; when waiting takes longer than a lease lives, resolve here anyway."""
+        known = self.entries.get(domain)
+        verdict = await self._adopt_stored(domain, known, force_fetch)
+        if verdict is not None:
+            return verdict
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + fleet.lease
+        pause = FIRST_PAUSE
+        while True:
+            claim = await fleet.claim(domain)
+            if claim is None:  # the store does not answer: every daemon on its own
+                self.counters["fleet_store_errors"] += 1
+                break
+            if claim.held:
+                shared = False
+                try:
+                    # the previous holder may have stored its result and released the lease just now
+                    verdict = await self._adopt_stored(domain, known, force_fetch)
+                    if verdict is not None:
+                        self.counters["fleet_follows"] += 1
+                        await fleet.release(domain)
+                        shared = True
+                        return verdict
+                    self.counters["fleet_leads"] += 1
+                    verdict = await self._resolve_here(domain, force_fetch, read_store=False)
+                    await self._share(fleet, domain, verdict)
+                    shared = True
+                    return verdict
+                finally:
+                    if not shared:  # cancelled or failed: let the next daemon take over at once
+                        asyncio.ensure_future(fleet.release(domain))
+            outcome = Outcome.decode(claim.outcome) if claim.outcome is not None else None
+            if outcome is not None:
+                self.counters["fleet_follows"] += 1
+                return self._follow(domain, outcome)
+            if loop.time() >= deadline:
+                self.counters["fleet_wait_timeouts"] += 1
+                break
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, LONGEST_PAUSE)
+            verdict = await self._adopt_stored(domain, known, force_fetch)
+            if verdict is not None:
+                self.counters["fleet_follows"] += 1
+                return verdict
+        return await self._resolve_here(domain, force_fetch, read_store=False)
+
+    async def _adopt_stored(self, domain: str, known: Cached | None, force_fetch: bool) -> Verdict | None:
+        """The verdict from the shared store's entry when it is newer than what this daemon knows (checked
+        later, and for a refetch fetched later); ``None`` when there is nothing newer to take."""
+        stored = await self._store_async(self.store.get, domain)
+        if stored is None:
+            return None
+        now = self.clock()
+        candidate = self._admit(stored, now)
+        if candidate is None:
+            return None
+        if known is not None:
+            old = known.entry
+            if stored.checked_at <= old.checked_at or stored.fetched_at < old.fetched_at:
+                return None
+            if force_fetch and stored.fetched_at <= old.fetched_at:
+                return None
+        self.entries[domain] = candidate
+        self.negatives.pop(domain, None)
+        self.failures.pop(domain, None)
+        self._changed(domain)
+        if known is None and force_fetch:
+            return None
+        self.counters["store_hits"] += 1
+        note = "found in the shared cache store" if known is None else "refreshed by another daemon of the fleet"
+        return self._verdict(candidate, "cache", note=note)
+
+    async def _share(self, fleet: Fleet, domain: str, verdict: Verdict) -> None:
+        """Leave what this resolution found to the other daemons: a policy entry is already in the store (the
+        lease is released); "no policy" and a failed fetch are published in the lease's place while they hold."""
+        now = self.clock()
+        mark = self.failures.get(domain) if verdict.failure is not None else None
+        policy_id = mark.policy_id if mark is not None else None
+        outcome: Outcome | None = None
+        if verdict.temp_reason is None and verdict.source == "none" and verdict.expires_at is not None:
+            outcome = Outcome("none", verdict.expires_at, verdict.notes[0] if verdict.notes else "",
+                              verdict.failure, policy_id)
+        elif verdict.source == "cache" and mark is not None:
+            outcome = Outcome("kept", mark.failed_at + self.settings.fail_retry, verdict.notes[-1],
+                              verdict.failure, policy_id)
+        if outcome is not None and outcome.until > now:
+            await fleet.publish(domain, outcome, outcome.until - now)
+        else:
+            await fleet.release(domain)
+
+    def _follow(self, domain: str, outcome: Outcome) -> Verdict:
+        """The verdict for an outcome another daemon of the fleet published."""
+        now = self.clock()
+        note = f"{outcome.note} (found by another daemon of the fleet)"
+        if outcome.failure is not None and outcome.policy_id is not None:
+            self._mark_failure(domain, FailureMark(outcome.policy_id, outcome.until - self.settings.fail_retry,
+                                                   outcome.failure, outcome.note))
+        cached = self.entries.get(domain)
+        if outcome.kind == "kept" and cached is not None and usable(cached.times, now):
+            return self._verdict(cached, "cache", note=note, failure=outcome.failure)
+        return self._negative(domain, now, outcome.until - now, note, failure=outcome.failure)
+
+    def _mark_failure(self, domain: str, mark: FailureMark) -> None:
+        failures = self.failures
+        if failures.pop(domain, None) is None and len(failures) >= self.settings.table_limit:
+            del failures[next(iter(failures))]
+            self.counters["table_evictions"] += 1
+        failures[domain] = mark
+
+    async def _resolve_here(self, domain: str, force_fetch: bool, *, read_store: bool = True) -> Verdict:
+        if read_store and domain not in self.entries:
             # Another daemon sharing this store (a fleet) may have fetched the policy already.
             stored = await self._store_async(self.store.get, domain)
             cached = self._admit(stored, self.clock()) if stored is not None else None
@@ -664,11 +799,7 @@ class PolicyService:
 
     def _fetch_failed(self, domain: str, policy_id: str, now: float, result_type: ResultType, detail: str) -> Verdict:
         self.fetch_outcomes[result_type.value] += 1
-        failures = self.failures
-        if failures.pop(domain, None) is None and len(failures) >= self.settings.table_limit:
-            del failures[next(iter(failures))]
-            self.counters["table_evictions"] += 1
-        failures[domain] = FailureMark(policy_id, now, result_type, detail)
+        self._mark_failure(domain, FailureMark(policy_id, now, result_type, detail))
         cached = self.entries.get(domain)
         keep = after_failed_fetch(_times(cached), now)
         extra: dict[str, object] = {"domain": domain, "policy_id": policy_id, "result_type": result_type.value,

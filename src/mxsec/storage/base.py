@@ -71,7 +71,9 @@ class PolicyStore(Protocol):
         ...
 
     def put(self, entry: CacheEntry) -> None:
-        """Insert or replace the entry for ``entry.domain``; durable when this returns."""
+        """Insert or replace the entry for ``entry.domain``; durable when this returns. A shared store (Redis,
+        PostgreSQL) keeps a stored entry that was fetched later than ``entry`` (compare-and-set on
+        ``fetched_at``), so an older fetch never overwrites a newer policy."""
         ...
 
     def put_many(self, entries: Iterable[CacheEntry]) -> None:
@@ -84,4 +86,33 @@ class PolicyStore(Protocol):
 
     def close(self) -> None:
         """Release the backend; calling it twice is harmless."""
+        ...
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The answer to :meth:`FleetStore.claim`: ``held`` when the caller now holds the lease; otherwise
+    ``outcome`` is what the last holder published (``None`` while another daemon still works on it)."""
+
+    held: bool
+    outcome: str | None = None
+
+
+@runtime_checkable
+class FleetStore(Protocol):
+    """Leases that let the daemons of a fleet resolve each domain once (docs/fleet.md). Redis and PostgreSQL
+    stores have them; a lease expires by itself after ``ttl`` seconds, so a daemon that dies while holding one
+    delays the others by at most that long."""
+
+    def claim(self, domain: str, owner: str, ttl: float) -> Claim:
+        """Take the lease on ``domain`` for ``owner`` unless another daemon holds it or a published outcome is
+        still valid."""
+        ...
+
+    def publish(self, domain: str, owner: str, outcome: str, ttl: float) -> None:
+        """Replace ``owner``'s lease by ``outcome`` (text), which later claims return for ``ttl`` seconds."""
+        ...
+
+    def release(self, domain: str, owner: str) -> None:
+        """Give the lease up (when the outcome is in the store itself, as a policy entry)."""
         ...

@@ -14,10 +14,10 @@ __all__ = ["COLUMNS", "POLICY_SCHEMA"]
 
 #: the columns of ``mxsec_policy``, comma-separated
 COLUMNS = ", ".join(CacheEntry.COLUMNS)
-#: Version 1: the table of policies.
+#: Version 1: the table of policies; version 2: the leases of a fleet (PostgreSQL only).
 POLICY_SCHEMA = Schema(
     what="cache database",
-    version=1,
+    version=2,
     migrations={
         0: [{
             "sqlite": "CREATE TABLE IF NOT EXISTS mxsec_policy (domain TEXT PRIMARY KEY NOT NULL, policy_id TEXT "
@@ -26,6 +26,12 @@ POLICY_SCHEMA = Schema(
             "postgresql": "CREATE TABLE IF NOT EXISTS mxsec_policy (domain TEXT PRIMARY KEY NOT NULL, policy_id "
                           "TEXT NOT NULL, body TEXT NOT NULL, fetched_at DOUBLE PRECISION NOT NULL, expires_at "
                           "DOUBLE PRECISION NOT NULL, checked_at DOUBLE PRECISION NOT NULL, mode TEXT NOT NULL)",
+        }],
+        # Version 2: the leases a fleet of daemons on one PostgreSQL database resolves each domain under
+        # (docs/fleet.md); SQLite caches belong to one daemon and have none.
+        1: [{
+            "postgresql": "CREATE TABLE IF NOT EXISTS mxsec_lease (domain TEXT PRIMARY KEY NOT NULL, owner TEXT NOT "
+                          "NULL, outcome TEXT, until DOUBLE PRECISION NOT NULL)",
         }],
     },
     version_table="mxsec_schema_version",

@@ -22,10 +22,11 @@ One connection behind a lock: the store is safe to use from several threads, cal
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Callable, Iterable, TypeVar
 
 from ..errors import ConfigError, one_line
-from .base import CacheEntry, StoreError
+from .base import CacheEntry, Claim, StoreError
 from .migrations import migrate
 from .policy_tables import COLUMNS, POLICY_SCHEMA
 from .urls import redact
@@ -36,8 +37,19 @@ _UPSERT = (
     f"INSERT INTO mxsec_policy ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s) "
     "ON CONFLICT (domain) DO UPDATE SET policy_id = EXCLUDED.policy_id, body = EXCLUDED.body, "
     "fetched_at = EXCLUDED.fetched_at, expires_at = EXCLUDED.expires_at, checked_at = EXCLUDED.checked_at, "
-    "mode = EXCLUDED.mode"
+    "mode = EXCLUDED.mode "
+    # compare-and-set: an older fetch never overwrites a newer policy (another daemon of the fleet)
+    "WHERE mxsec_policy.fetched_at <= EXCLUDED.fetched_at"
 )
+_NOW = "extract(epoch from clock_timestamp())"
+#: take the lease unless it is held or its published outcome still holds (the database's clock decides)
+_CLAIM = (
+    f"INSERT INTO mxsec_lease (domain, owner, outcome, until) VALUES (%s, %s, NULL, {_NOW} + %s) "
+    "ON CONFLICT (domain) DO UPDATE SET owner = EXCLUDED.owner, outcome = NULL, until = EXCLUDED.until "
+    f"WHERE mxsec_lease.until < {_NOW} RETURNING owner"
+)
+#: leases and outcomes past their time are deleted at most this often (seconds) by each store object
+LEASE_SWEEP_INTERVAL = 60.0
 
 # Defaults added to the URL's parameters unless it sets them.
 _DEFAULT_PARAMS = {
@@ -102,6 +114,7 @@ class PostgresStore:
         self._lock = threading.Lock()
         self._conn: Any = None
         self._closed = False
+        self._leases_swept = time.monotonic()
 
     # -- connection ----------------------------------------------------------------------------------------
 
@@ -200,6 +213,36 @@ class PostgresStore:
         with self._lock:
             self._closed = True
             self._drop()
+
+    # -- FleetStore ---------------------------------------------------------------------------------------
+
+    def claim(self, domain: str, owner: str, ttl: float) -> Claim:
+        def take(conn: Any) -> Claim:
+            if conn.execute(_CLAIM, (domain, owner, float(ttl))).fetchone() is not None:
+                return Claim(True)
+            row = conn.execute(f"SELECT outcome FROM mxsec_lease WHERE domain = %s AND until >= {_NOW}",
+                               (domain,)).fetchone()
+            return Claim(False, row[0] if row is not None else None)
+
+        return self._run("lease", take)
+
+    def publish(self, domain: str, owner: str, outcome: str, ttl: float) -> None:
+        self._run("lease", lambda conn: conn.execute(
+            f"UPDATE mxsec_lease SET outcome = %s, owner = '', until = {_NOW} + %s "
+            "WHERE domain = %s AND owner = %s AND outcome IS NULL", (outcome, float(ttl), domain, owner)))
+        self._sweep_leases()
+
+    def release(self, domain: str, owner: str) -> None:
+        self._run("lease", lambda conn: conn.execute(
+            "DELETE FROM mxsec_lease WHERE domain = %s AND owner = %s AND outcome IS NULL", (domain, owner)))
+        self._sweep_leases()
+
+    def _sweep_leases(self) -> None:
+        now = time.monotonic()
+        if now - self._leases_swept < LEASE_SWEEP_INTERVAL:
+            return
+        self._leases_swept = now
+        self._run("lease", lambda conn: conn.execute(f"DELETE FROM mxsec_lease WHERE until < {_NOW} - 60"))
 
     # -- extras ------------------------------------------------------------------------------------------
 

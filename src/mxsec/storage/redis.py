@@ -12,7 +12,12 @@ deployments can share one Redis database.
 Layout: one hash per domain, ``<prefix><domain>``, with the fields ``policy_id``, ``body``, ``fetched_at``,
 ``expires_at``, ``checked_at``, ``mode`` (times as decimal strings) and ``v`` (the layout version, 1).
 ``redis-cli HGETALL mxsec:policy:example.com`` shows an entry. Keys have no TTL: what is fresh is decided by the
-daemon, and an expired entry is deleted by it.
+daemon, and an expired entry is deleted by it. A write keeps a stored entry fetched later than the one written
+(a script compares ``fetched_at``), so an older fetch never overwrites a newer policy.
+
+Fleet leases (docs/fleet.md): ``<prefix><domain>\\0lease``, a string with a TTL: the holder's name while a
+daemon resolves the domain (``SET NX PX``), then ``=`` and the published outcome. Scripts compare the holder
+before replacing or deleting it, so a daemon never touches a lease another daemon took after its own expired.
 
 Availability: opening never contacts the server. A fleet cache must not stop the daemon from starting or
 serving: when Redis is down, every operation fails quickly (connect timeout 2 s, one immediate retry) with a
@@ -28,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Iterable, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ..errors import ConfigError, one_line
-from .base import CacheEntry, StoreError
+from .base import CacheEntry, Claim, StoreError
 from .urls import redact
 
 if TYPE_CHECKING:
@@ -51,6 +56,31 @@ _QUERY_KEYS = frozenset({
     "prefix", "db", "username", "password", "client_name", "socket_timeout", "socket_connect_timeout",
     "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname",
 })
+
+
+#: KEYS[1] the entry, ARGV[1] its fetched_at, ARGV[2..] the hash's fields and values: replace the entry unless
+#: the stored one was fetched later (returns 1 when written).
+_PUT_NEWER = """
+local stored = redis.call('HGET', KEYS[1], 'fetched_at')
+if stored and tonumber(stored) and tonumber(stored) > tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
+"""
+#: KEYS[1] the lease, ARGV[1] the holder, ARGV[2] the outcome, ARGV[3] its lifetime in ms.
+_PUBLISH = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], '=' .. ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
+#: KEYS[1] the lease, ARGV[1] the holder.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_LEASE_SUFFIX = b"\x00lease"
 
 
 def _glob_escape(text: str) -> str:
@@ -137,6 +167,10 @@ class RedisStore:
             self._client = redis.Redis(connection_pool=pool)
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"cache URL {self.url!r}: {one_line(exc)}") from None
+        # Scripts are registered locally; redis-py loads them on the server at their first use.
+        self._put_newer = self._client.register_script(_PUT_NEWER)
+        self._publish = self._client.register_script(_PUBLISH)
+        self._release = self._client.register_script(_RELEASE)
 
     # -- helpers -----------------------------------------------------------------------------------------
 
@@ -192,9 +226,10 @@ class RedisStore:
                 for op, arg in ops[start : start + BATCH]:
                     if op == "put":
                         assert isinstance(arg, CacheEntry)
-                        key = self._key(arg.domain)
-                        pipe.delete(key)  # replace, not merge: no stale fields survive
-                        pipe.hset(key, mapping=self._mapping(arg))
+                        fields = [item for pair in self._mapping(arg).items() for item in pair]
+                        # replace, not merge (no stale field survives), unless the stored entry is newer
+                        self._put_newer(keys=[self._key(arg.domain)],
+                                        args=[repr(float(arg.fetched_at)), *fields], client=pipe)
                     else:
                         assert isinstance(arg, str)
                         pipe.delete(self._key(arg))
@@ -215,7 +250,7 @@ class RedisStore:
             for _ in range(10_000_000):
                 cursor, found = self._client.scan(cursor=cursor, match=match, count=BATCH)
                 # keys come back as bytes (decode_responses=False); SCAN may return a key twice
-                keys = [k for k in cast("list[bytes]", found) if k not in seen]
+                keys = [k for k in cast("list[bytes]", found) if k not in seen and not k.endswith(_LEASE_SUFFIX)]
                 if keys:
                     seen.update(keys)
                     pipe = self._client.pipeline(transaction=False)
@@ -270,6 +305,36 @@ class RedisStore:
             self._client.connection_pool.disconnect()
         except self._errors():
             pass
+
+    # -- FleetStore ---------------------------------------------------------------------------------------
+
+    def claim(self, domain: str, owner: str, ttl: float) -> Claim:
+        self._check_open()
+        key = self._key(domain) + _LEASE_SUFFIX
+        try:
+            if self._client.set(key, owner.encode("utf-8"), nx=True, px=max(1, int(ttl * 1000))):
+                return Claim(True)
+            value = cast("bytes | None", self._client.get(key))
+        except self._errors() as exc:
+            raise self._fail("lease", exc) from exc
+        if value is not None and value.startswith(b"="):
+            return Claim(False, value[1:].decode("utf-8", "replace"))
+        return Claim(False)
+
+    def publish(self, domain: str, owner: str, outcome: str, ttl: float) -> None:
+        self._check_open()
+        try:
+            self._publish(keys=[self._key(domain) + _LEASE_SUFFIX],
+                          args=[owner.encode("utf-8"), outcome.encode("utf-8"), max(1, int(ttl * 1000))])
+        except self._errors() as exc:
+            raise self._fail("lease", exc) from exc
+
+    def release(self, domain: str, owner: str) -> None:
+        self._check_open()
+        try:
+            self._release(keys=[self._key(domain) + _LEASE_SUFFIX], args=[owner.encode("utf-8")])
+        except self._errors() as exc:
+            raise self._fail("lease", exc) from exc
 
     # -- extras ------------------------------------------------------------------------------------------
 

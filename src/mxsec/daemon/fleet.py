@@ -1,0 +1,118 @@
+"""One resolution per domain across a fleet of daemons sharing a Redis or PostgreSQL store (docs/fleet.md).
+
+Before a daemon looks a domain's ``_mta-sts`` record up (a miss, a re-check or a refetch), it claims the
+domain's lease in the shared store. The daemon that gets it resolves as usual and then either leaves its result
+in the store (a policy entry, written compare-and-set) or, when there is no entry to leave (no policy, a failed
+fetch), publishes an :class:`Outcome` in the lease's place for as long as that answer holds. The others wait
+for the entry or the outcome, polling with a growing pause (20 ms to 250 ms), at most as long as a lease lives;
+if the holder dies, its lease expires and the next claim takes it over. A store that fails makes each daemon
+resolve on its own: coordination saves work, it is never needed for a correct answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+from typing import Literal
+
+from mxsec.results import ResultType
+from mxsec.storage.base import Claim, FleetStore, StoreError
+
+log = logging.getLogger("mxsec.daemon")
+
+__all__ = ["Fleet", "Outcome", "owner_name"]
+
+#: the pauses between two looks at a lease someone else holds
+FIRST_PAUSE = 0.02
+LONGEST_PAUSE = 0.25
+#: the most characters of a note carried in an outcome
+MAX_NOTE = 500
+
+
+def owner_name() -> str:
+    """This daemon's name in leases: host, process and a random part (a restarted process is someone else)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the holder of a lease found when it left no policy entry in the store.
+
+    ``none``: no policy applies until ``until`` (no record, a failed look-up or fetch without a cached policy);
+    ``kept``: the fetch failed and the cached policy stays (RFC 8461 §5.1). ``failure`` is the RFC 8460 result
+    type of the problem and ``policy_id`` the record id it was met under, so that every daemon holds the next
+    fetch back as long as the holder does (STS-B-11)."""
+
+    kind: Literal["none", "kept"]
+    until: float
+    note: str
+    failure: ResultType | None = None
+    policy_id: str | None = None
+
+    def encode(self) -> str:
+        return json.dumps({"kind": self.kind, "until": self.until, "note": self.note[:MAX_NOTE],
+                           "failure": self.failure.value if self.failure is not None else None,
+                           "policy_id": self.policy_id}, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, text: str) -> Outcome | None:
+        """The outcome in ``text``, or ``None`` for anything this version does not understand."""
+        try:
+            doc = json.loads(text)
+            kind, until, note = doc["kind"], float(doc["until"]), str(doc["note"])[:MAX_NOTE]
+            failure = ResultType(doc["failure"]) if doc.get("failure") is not None else None
+            policy_id = doc.get("policy_id")
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None
+        if kind not in ("none", "kept") or (policy_id is not None and not isinstance(policy_id, str)):
+            return None
+        return cls(kind, until, note, failure, policy_id)
+
+
+class Fleet:
+    """The leases of one daemon on its shared store; every call runs in a thread and never raises a store
+    error: it is counted, and the caller resolves on its own. One log line says when the store stops answering
+    lease calls and one when it answers again."""
+
+    def __init__(self, store: FleetStore, *, lease: float, owner: str | None = None) -> None:
+        self.store = store
+        self.lease = lease
+        self.owner = owner or owner_name()
+        self.store_errors = 0
+        self.store_ok = True
+
+    async def claim(self, domain: str) -> Claim | None:
+        """The claim's answer, or ``None`` when the store could not be asked."""
+        try:
+            claim = await asyncio.to_thread(self.store.claim, domain, self.owner, self.lease)
+        except StoreError as exc:
+            self._failed("claim", exc)
+            return None
+        if not self.store_ok:
+            self.store_ok = True
+            log.warning("fleet leases work again")
+        return claim
+
+    async def publish(self, domain: str, outcome: Outcome, ttl: float) -> None:
+        try:
+            await asyncio.to_thread(self.store.publish, domain, self.owner, outcome.encode(), ttl)
+        except StoreError as exc:
+            self._failed("publish", exc)
+
+    async def release(self, domain: str) -> None:
+        try:
+            await asyncio.to_thread(self.store.release, domain, self.owner)
+        except StoreError as exc:
+            self._failed("release", exc)
+
+    def _failed(self, op: str, exc: StoreError) -> None:
+        self.store_errors += 1
+        if self.store_ok:
+            self.store_ok = False
+            log.error("fleet leases unavailable; each daemon resolves on its own until the store is back",
+                      extra={"op": op, "error": str(exc)})

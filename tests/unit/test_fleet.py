@@ -1,0 +1,211 @@
+"""Daemons of a fleet on one shared store resolve each domain once (mxsec.daemon.fleet, docs/fleet.md).
+
+Several PolicyService objects share one in-process store with the lease semantics of the Redis and PostgreSQL
+stores (those are tested against real servers in tests/integration/test_fleet_servers.py), and one counting DNS
+and HTTPS fake: exact counts of TXT look-ups and fetches show who did the work."""
+
+import asyncio
+import time
+
+import pytest
+
+from mxsec.daemon.fleet import Outcome
+from mxsec.daemon.service import PolicyService, ServiceSettings
+from mxsec.results import ResultType
+from mxsec.storage.base import Claim, FleetStore, StoreError
+from mxsec.storage.memory import MemoryStore
+from mxsec.sts.cache import RefreshTiming
+
+from .test_service import ENFORCE, Clock, FakeDns, FakeFetcher
+from .test_service import Outcome as Fetched
+
+
+class SharedStore(MemoryStore):
+    """A memory store with leases that expire, shared by the services of one test (a fleet's Redis)."""
+
+    remote = True
+
+    def __init__(self, clock):
+        super().__init__()
+        self.clock = clock
+        self.leases = {}  # domain -> (owner, published outcome or None, until on the real clock)
+        self.down = False
+
+    def _check(self):
+        if self.down:
+            raise StoreError("shared store: connection refused")
+
+    def get(self, domain):
+        self._check()
+        return super().get(domain)
+
+    def put(self, entry):
+        self._check()
+        stored = super().get(entry.domain)
+        if stored is None or stored.fetched_at <= entry.fetched_at:
+            super().put(entry)
+
+    def claim(self, domain, owner, ttl):
+        self._check()
+        now = time.monotonic()
+        held = self.leases.get(domain)
+        if held is None or held[2] < now:
+            self.leases[domain] = (owner, None, now + ttl)
+            return Claim(True)
+        return Claim(False, held[1])
+
+    def publish(self, domain, owner, outcome, ttl):
+        self._check()
+        held = self.leases.get(domain)
+        if held is not None and held[0] == owner and held[1] is None:
+            self.leases[domain] = ("", outcome, time.monotonic() + ttl)
+
+    def release(self, domain, owner):
+        self._check()
+        held = self.leases.get(domain)
+        if held is not None and held[0] == owner and held[1] is None:
+            del self.leases[domain]
+
+
+def fleet(n=3, lease=5.0, **settings):
+    clock, dns, fetcher = Clock(), FakeDns(), FakeFetcher()
+    store = SharedStore(clock)
+    dns.txt_records["_mta-sts.example.com"] = ["v=STSv1; id=one"]
+    fetcher.outcomes["example.com"] = Fetched(ENFORCE)
+    options = dict(lookup_timeout=10.0, dane=False, fleet_lease=lease,
+                   timing=RefreshTiming(recheck_after=3600, force_fetch_after=86400))
+    options.update(settings)
+    services = [PolicyService(dns=dns, fetcher=fetcher, store=store, clock=clock,
+                              settings=ServiceSettings(**options)) for _ in range(n)]
+    return services, store, dns, fetcher, clock
+
+
+def test_the_test_store_is_a_fleet_store():
+    services, store, *_ = fleet(1)
+    assert isinstance(store, FleetStore) and services[0].fleet is not None
+    assert PolicyService(dns=FakeDns(), fetcher=FakeFetcher(), store=MemoryStore()).fleet is None  # local store
+    assert fleet(1, lease=0)[0][0].fleet is None  # switched off
+
+
+async def test_a_fleet_resolves_a_domain_once():
+    services, store, dns, fetcher, _ = fleet()
+    fetcher.delay = 0.1
+    verdicts = await asyncio.gather(*(services[i % 3].lookup("example.com") for i in range(900)))
+    assert {(v.mode, v.policy_id) for v in verdicts} == {("enforce", "one")}
+    assert (dns.calls, fetcher.calls) == (1, 1)
+    assert sum(s.counters["fleet_leads"] for s in services) == 1
+    assert sum(s.counters["fleet_follows"] for s in services) == 2
+    assert store.leases == {}  # released: the entry in the store is the result
+
+
+async def test_no_policy_is_found_once_and_published():
+    services, store, dns, fetcher, clock = fleet()
+    dns.delay = 0.1
+    verdicts = await asyncio.gather(*(services[i % 3].lookup("nopolicy.example") for i in range(30)))
+    assert all(v.policy is None and v.source == "none" for v in verdicts)
+    assert dns.calls == 1 and fetcher.calls == 0
+    followers = [s for s in services if s.counters["fleet_follows"]]
+    assert len(followers) == 2
+    for service in followers:
+        verdict = service.cached_verdict("nopolicy.example", clock.now)
+        assert verdict is not None and "another daemon of the fleet" in verdict.notes[0]
+    (owner, outcome, _), = store.leases.values()
+    assert owner == "" and Outcome.decode(outcome).kind == "none"
+
+
+async def test_sts_b_11_a_failed_fetch_is_held_back_by_every_daemon():
+    services, store, dns, fetcher, clock = fleet()
+    fetcher.outcomes.clear()  # HTTP 404
+    fetcher.delay = 0.05
+    verdicts = await asyncio.gather(*(services[i % 3].lookup("example.com") for i in range(30)))
+    assert {v.failure for v in verdicts} == {ResultType.STS_POLICY_FETCH_ERROR}
+    assert fetcher.calls == 1
+    assert all(s.failures["example.com"].policy_id == "one" for s in services)
+    clock.now += 100  # within fail_retry: nobody fetches again, even asked afresh
+    for service in services:
+        service.negatives.clear()
+    await asyncio.gather(*(s.lookup("example.com") for s in services))
+    assert fetcher.calls == 1
+
+
+async def test_a_daemon_whose_lease_expires_unreleased_is_taken_over():
+    services, store, dns, fetcher, _ = fleet(2, lease=0.4)
+    store.claim("example.com", "a daemon that died", 0.3)  # held, never released nor published
+    started = time.monotonic()
+    verdict = await services[0].lookup("example.com")
+    waited = time.monotonic() - started
+    assert verdict.mode == "enforce" and fetcher.calls == 1
+    assert 0.25 <= waited < 2.0
+
+
+async def test_a_cancelled_leader_lets_the_next_daemon_take_over_at_once():
+    services, store, dns, fetcher, _ = fleet(2, lease=5.0)
+    fetcher.delay = 0.3
+    asker = asyncio.ensure_future(services[0].lookup("example.com"))
+    await asyncio.sleep(0.05)
+    assert fetcher.calls == 1
+    asker.cancel()  # its only asker gone, the leader's resolution is cancelled (not a refresh)
+    await asyncio.gather(asker, return_exceptions=True)
+    await asyncio.sleep(0.05)  # the release runs in the background
+    assert services[0].counters["resolutions_cancelled"] == 1 and store.leases == {}
+    started = time.monotonic()
+    verdict = await services[1].lookup("example.com")
+    assert verdict.mode == "enforce" and fetcher.calls == 2 and time.monotonic() - started < 2.0
+
+
+async def test_a_store_that_fails_leaves_every_daemon_resolving_on_its_own():
+    services, store, dns, fetcher, _ = fleet()
+    store.down = True
+    verdicts = await asyncio.gather(*(s.lookup("example.com") for s in services))
+    assert all(v.mode == "enforce" for v in verdicts)
+    assert fetcher.calls == 3 and all(s.counters["fleet_store_errors"] == 1 for s in services)
+
+
+async def test_sts_d_5_a_recheck_done_by_one_daemon_serves_them_all():
+    services, store, dns, fetcher, clock = fleet()
+    await asyncio.gather(*(s.lookup("example.com") for s in services))
+    assert (dns.calls, fetcher.calls) == (1, 1)
+    clock.now += 4000  # past recheck_after: every daemon's refresher finds the id re-check due
+    verdicts = await asyncio.gather(*(s.resolve("example.com") for s in services))
+    assert all(v.mode == "enforce" for v in verdicts)
+    assert (dns.calls, fetcher.calls) == (2, 1)
+    assert {s.entries["example.com"].entry.checked_at for s in services} == {clock.now}
+
+
+async def test_an_older_fetch_never_replaces_a_newer_policy_in_the_store():
+    services, store, dns, fetcher, clock = fleet(2)
+    await services[0].lookup("example.com")
+    old = store.get("example.com")
+    newer = old.__class__(**{**old.__dict__, "policy_id": "two", "fetched_at": old.fetched_at + 10})
+    store.put(newer)
+    store.put(old)
+    assert store.get("example.com").policy_id == "two"
+
+
+@pytest.mark.parametrize("text", ["", "{", "[]", '{"kind": "maybe", "until": 1, "note": ""}',
+                                  '{"kind": "none", "until": "x", "note": ""}',
+                                  '{"kind": "none", "until": 1, "note": "", "failure": "bogus"}',
+                                  '{"kind": "none", "until": 1, "note": "", "policy_id": 5}'])
+def test_an_outcome_this_version_cannot_read_is_ignored(text):
+    assert Outcome.decode(text) is None
+
+
+def test_outcomes_round_trip_and_bound_their_note():
+    outcome = Outcome("kept", 123.5, "x" * 2000, ResultType.STS_WEBPKI_INVALID, "id1")
+    back = Outcome.decode(outcome.encode())
+    assert back.kind == "kept" and back.until == 123.5 and len(back.note) == 500
+    assert back.failure is ResultType.STS_WEBPKI_INVALID and back.policy_id == "id1"
+
+
+async def test_sts_b_14_a_failed_refetch_keeps_the_cached_policy_on_every_daemon():
+    services, store, dns, fetcher, clock = fleet()
+    await asyncio.gather(*(s.lookup("example.com") for s in services))
+    dns.txt_records["_mta-sts.example.com"] = ["v=STSv1; id=two"]
+    fetcher.outcomes.clear()  # the new policy cannot be fetched
+    fetcher.delay = 0.05
+    clock.now += 4000
+    verdicts = await asyncio.gather(*(s.resolve("example.com") for s in services))
+    assert fetcher.calls == 2  # the first fetch, and one refetch for the fleet
+    assert {(v.policy_id, v.source, v.failure) for v in verdicts} == {
+        ("one", "cache", ResultType.STS_POLICY_FETCH_ERROR)}
+    assert {s.failures["example.com"].policy_id for s in services} == {"two"}
