@@ -61,8 +61,10 @@ _QUERY_KEYS = frozenset({
 #: KEYS[1] the entry, ARGV[1] its fetched_at, ARGV[2..] the hash's fields and values: replace the entry unless
 #: the stored one was fetched later (returns 1 when written).
 _PUT_NEWER = """
-local stored = redis.call('HGET', KEYS[1], 'fetched_at')
-if stored and tonumber(stored) and tonumber(stored) > tonumber(ARGV[1]) then return 0 end
+if redis.call('TYPE', KEYS[1]).ok == 'hash' then
+  local stored = redis.call('HGET', KEYS[1], 'fetched_at')
+  if stored and tonumber(stored) and tonumber(stored) > tonumber(ARGV[1]) then return 0 end
+end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 return 1
