@@ -209,3 +209,25 @@ async def test_sts_b_14_a_failed_refetch_keeps_the_cached_policy_on_every_daemon
     assert {(v.policy_id, v.source, v.failure) for v in verdicts} == {
         ("one", "cache", ResultType.STS_POLICY_FETCH_ERROR)}
     assert {s.failures["example.com"].policy_id for s in services} == {"two"}
+
+
+async def test_writes_that_fail_while_the_store_is_down_are_replayed_when_it_is_back(caplog):
+    from mxsec.daemon.refresh import Refresher
+
+    services, store, dns, fetcher, clock = fleet(1)
+    service = services[0]
+    store.down = True
+    dns.txt_records["_mta-sts.other.example"] = ["v=STSv1; id=o1"]
+    fetcher.outcomes["other.example"] = Fetched(ENFORCE)
+    with caplog.at_level("INFO", logger="mxsec.daemon"):
+        for domain in ("example.com", "other.example"):
+            assert (await service.lookup(domain)).mode == "enforce"  # served although nothing could be stored
+        assert list(service.unsaved) == ["example.com", "other.example"]
+        assert service.table_sizes()["unsaved"] == 2
+        store.down = False
+        await Refresher(service).run_once()
+    assert service.unsaved == {} and {e.domain for e in store.load_all()} == {"example.com", "other.example"}
+    changes = [r.getMessage() for r in caplog.records if "cache store" in r.getMessage()]
+    assert changes == ["cache store unavailable; serving from memory, writes kept for later",
+                       "cache store available again", "policy writes replayed to the cache store"]
+    assert service.counters["store_errors"] >= 4  # every failed call counted, one line said

@@ -666,7 +666,7 @@ async def test_sweep_alone_empties_the_tables_after_the_negative_ttl():
     clock.now += 2
     assert service.sweep() == 3000
     assert service.table_sizes() == {"policies": 0, "negatives": 0, "failures": 0, "dane": 0, "dane_hosts": 0,
-                                     "asked": 0, "inflight": 0}
+                                     "asked": 0, "inflight": 0, "unsaved": 0}
 
 
 async def test_sts_e_1_changed_mx_rrset_invalidates_strict_answer(world):

@@ -49,6 +49,8 @@ class Refresher:
     async def run_once(self) -> int:
         """One round: refresh what is due, then drop what expired. Returns the number of refreshes."""
         service = self.service
+        if service.unsaved:  # policy writes that failed while the cache store was down
+            await service.flush_unsaved()
         due = service.due_for_refresh()
         sem = asyncio.Semaphore(self.concurrency)
 

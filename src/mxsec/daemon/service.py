@@ -29,7 +29,7 @@ import logging
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Any, Callable
 
 from mxsec.dane.destination import DaneDecision, disabled_decision, listed, mandatory
 from mxsec.daemon.fleet import FIRST_PAUSE, LONGEST_PAUSE, Fleet, Outcome
@@ -229,6 +229,9 @@ class PolicyService:
         self.listeners: list[Callable[[str], None]] = []
         self.counters: Counter[str] = Counter()
         self.fetch_outcomes: Counter[str] = Counter()
+        #: domains whose last policy write failed (the store was down), in order; written again once it works
+        self.unsaved: dict[str, None] = {}
+        self.store_ok = True
         self.fleet: Fleet | None = None
         self._set_fleet(settings)
 
@@ -572,7 +575,7 @@ class PolicyService:
     def table_sizes(self) -> dict[str, int]:
         return {"policies": len(self.entries), "negatives": len(self.negatives), "failures": len(self.failures),
                 "dane": len(self.dane), "dane_hosts": len(self.dane_hosts), "asked": len(self.asked),
-                "inflight": len(self.inflight)}
+                "inflight": len(self.inflight), "unsaved": len(self.unsaved)}
 
     async def _resolve_now(self, domain: str, force_fetch: bool) -> Verdict:
         fleet = self.fleet
@@ -847,26 +850,72 @@ class PolicyService:
         return verdict
 
     def _store_sync(self, fn, *args):
-        try:
-            return fn(*args)
-        except Exception as exc:
-            log.error("cache store operation failed", extra={"op": fn.__name__, "error": str(exc)})
-            return None
+        return self._store_result(fn, *args)[1]
 
     async def _store_async(self, fn, *args):
         """Run a store call; remote stores (Redis, PostgreSQL) run in a thread so the loop never blocks."""
+        return (await self._store_call(fn, *args))[1]
+
+    async def _store_call(self, fn, *args) -> tuple[bool, Any]:
+        """``(True, result)`` of a store call, or ``(False, None)`` when it failed (logged once per outage)."""
         if getattr(self.store, "remote", False):
             try:
-                return await asyncio.to_thread(fn, *args)
+                result = await asyncio.to_thread(fn, *args)
             except Exception as exc:
-                log.error("cache store operation failed", extra={"op": fn.__name__, "error": str(exc)})
-                return None
-        return self._store_sync(fn, *args)
+                self._store_failed(fn, exc)
+                return False, None
+            self._store_worked()
+            return True, result
+        return self._store_result(fn, *args)
+
+    def _store_result(self, fn, *args) -> tuple[bool, Any]:
+        try:
+            result = fn(*args)
+        except Exception as exc:
+            self._store_failed(fn, exc)
+            return False, None
+        self._store_worked()
+        return True, result
+
+    def _store_failed(self, fn, exc: Exception) -> None:
+        self.counters["store_errors"] += 1
+        if self.store_ok:
+            self.store_ok = False
+            log.error("cache store unavailable; serving from memory, writes kept for later",
+                      extra={"op": getattr(fn, "__name__", "?"), "error": str(exc)})
+
+    def _store_worked(self) -> None:
+        if not self.store_ok:
+            self.store_ok = True
+            log.warning("cache store available again", extra={"unsaved": len(self.unsaved)})
+
+    async def flush_unsaved(self) -> int:
+        """Write the policies whose writes failed while the store was down (the refresher calls this every
+        round, and so does the next write that works); returns how many were written."""
+        domains = [d for d in self.unsaved if d in self.entries]
+        if not domains:
+            self.unsaved.clear()
+            return 0
+        ok, _ = await self._store_call(self.store.put_many, [self.entries[d].entry for d in domains])
+        if not ok:
+            return 0
+        for domain in domains:
+            self.unsaved.pop(domain, None)
+        log.info("policy writes replayed to the cache store", extra={"policies": len(domains)})
+        return len(domains)
 
     async def _persist(self, entry: CacheEntry) -> None:
         # Written before the answer is served: a crash right after serving loses nothing. A failing store is
         # logged; the policy stays cached in memory and keeps being served.
-        await self._store_async(self.store.put, entry)
+        ok, _ = await self._store_call(self.store.put, entry)
+        if not ok:
+            unsaved = self.unsaved
+            if unsaved.pop(entry.domain, None) is None and len(unsaved) >= self.settings.table_limit:
+                del unsaved[next(iter(unsaved))]
+                self.counters["table_evictions"] += 1
+            unsaved[entry.domain] = None
+        elif self.unsaved:
+            await self.flush_unsaved()
 
     async def _forget(self, domain: str) -> None:
         self.entries.pop(domain, None)
