@@ -113,8 +113,8 @@ class CacheConfig:
     )
     fleet_lease: float = _opt(
         20.0, kind="number",
-        doc="on a Redis or PostgreSQL cache, the daemons resolve each domain once: seconds a lease lives (the "
-            "longest another daemon waits for the holder); 0 = every daemon resolves on its own",
+        doc="on a Redis or PostgreSQL cache, the daemons resolve each domain once: seconds a lease lives (how "
+            "long the others wait for a holder that died); 0 = every daemon resolves on its own",
     )
 
     def __post_init__(self) -> None:

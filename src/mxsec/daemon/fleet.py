@@ -4,8 +4,9 @@ Before a daemon looks a domain's ``_mta-sts`` record up (a miss, a re-check or a
 domain's lease in the shared store. The daemon that gets it resolves as usual and then either leaves its result
 in the store (a policy entry, written compare-and-set) or, when there is no entry to leave (no policy, a failed
 fetch), publishes an :class:`Outcome` in the lease's place for as long as that answer holds. The others wait
-for the entry or the outcome, polling with a growing pause (20 ms to 250 ms), at most as long as a lease lives;
-if the holder dies, its lease expires and the next claim takes it over. A store that fails makes each daemon
+for the entry or the outcome, polling with a growing pause (20 ms to 250 ms); if the holder dies, its lease
+expires and the next claim takes it over. A daemon waits three lease lifetimes at most, then resolves on its
+own. A store that fails makes each daemon
 resolve on its own: coordination saves work, it is never needed for a correct answer.
 """
 
@@ -30,6 +31,8 @@ __all__ = ["Fleet", "Outcome", "owner_name"]
 #: the pauses between two looks at a lease someone else holds
 FIRST_PAUSE = 0.02
 LONGEST_PAUSE = 0.25
+#: a daemon waits for the others at most this many lease lifetimes in all, then resolves on its own
+WAIT_LEASES = 3
 #: the most characters of a note carried in an outcome
 MAX_NOTE = 500
 

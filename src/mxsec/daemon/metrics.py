@@ -89,7 +89,7 @@ class DaemonCollector:
             yield CounterMetricFamily(name, text, value=service.counters[key])
         fleet = CounterMetricFamily("mxsec_fleet_resolutions", "Resolutions coordinated with the other daemons on "
                                     "the shared store: led here, taken from another daemon, resolved here after "
-                                    "waiting a whole lease, resolved here because the store failed",
+                                    "waiting three leases, resolved here because the store failed",
                                     labels=["role"])
         for role, key in (("lead", "fleet_leads"), ("follow", "fleet_follows"), ("wait_timeout", "fleet_wait_timeouts"),
                           ("store_error", "fleet_store_errors")):

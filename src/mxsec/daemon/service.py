@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from mxsec.dane.destination import DaneDecision, disabled_decision, listed, mandatory
-from mxsec.daemon.fleet import FIRST_PAUSE, LONGEST_PAUSE, Fleet, Outcome
+from mxsec.daemon.fleet import FIRST_PAUSE, LONGEST_PAUSE, WAIT_LEASES, Fleet, Outcome
 from mxsec.daemon.lograte import RateLimitedLog
 from mxsec.daemon.ports import PolicySource, ServiceDns
 from mxsec.dane.gather import SharedHostFacts, destination_decision
@@ -586,13 +586,16 @@ class PolicyService:
     # -- a fleet on one shared store (daemon/fleet.py, docs/fleet.md) ----------------------------------------
     async def _resolve_in_fleet(self, fleet: Fleet, domain: str, force_fetch: bool) -> Verdict:
         """Resolve ``domain`` once for the whole fleet: take over what another daemon stored or published, or
-        take the lease and resolve; when waiting takes longer than a lease lives, resolve here anyway."""
+        take the lease and resolve; after waiting :data:`~mxsec.daemon.fleet.WAIT_LEASES` leases, resolve here
+        anyway."""
         known = self.entries.get(domain)
         verdict = await self._adopt_stored(domain, known, force_fetch)
         if verdict is not None:
             return verdict
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + fleet.lease
+        # A lease expires by itself, so a dead holder is replaced by the next claim (ours or another waiter's);
+        # waiting is still bounded, in case the store keeps answering "busy".
+        deadline = loop.time() + WAIT_LEASES * fleet.lease
         pause = FIRST_PAUSE
         while True:
             claim = await fleet.claim(domain)

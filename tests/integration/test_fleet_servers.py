@@ -1,0 +1,215 @@
+"""A fleet of `mxsec daemon` processes on one Redis or PostgreSQL store (docs/fleet.md), with real servers.
+
+Three daemons share a store started by the tests and one fake world whose DNS and HTTPS counters show who did
+the work: 1,000 concurrent queries for one uncached domain, spread over the three, cost exactly one TXT
+look-up and one policy fetch; a daemon killed while it fetches is taken over by another; a store stopped in
+the middle and started again costs no wrong answer, and the policies written meanwhile reach it afterwards.
+The lease operations themselves are checked on both servers too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from pathlib import Path
+
+import pytest
+
+from mxsec.daemon.socketmap import encode
+from mxsec.storage import open_store
+from mxsec.storage.base import CacheEntry
+from mxsec.testing.fakeworld import FakeWorld, PolicySpec, policy_text
+
+from .conftest import running_world, unique_domain
+from .daemonproc import Daemon
+from .servers import postgres_server, redis_server  # noqa: F401 - session fixtures used by name
+
+pytestmark = pytest.mark.integration
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture(params=["redis", "postgres"])
+def store(request):
+    """(kind, URL, server) of a fresh store on a running server."""
+    if request.param == "redis":
+        server = request.getfixturevalue("redis_server")
+        server.start()
+        server.flush()
+        return "redis", server.url, server
+    server = request.getfixturevalue("postgres_server")
+    server.start()
+    return "postgres", server.create_database(f"mxsec_fleet_{next(_databases)}"), server
+
+
+@pytest.fixture(scope="module")
+def world():
+    with running_world(https_port=443) as started:  # the daemons fetch policies on port 443
+        yield started
+
+
+def add_policy_domain(world: FakeWorld, prefix: str, delay: float = 0.0) -> str:
+    domain = unique_domain(prefix)
+    world.add_domain(domain, txt=["v=STSv1; id=1"], mx=[f"mx.{domain}"],
+                     policy=PolicySpec(body=policy_text([f"mx.{domain}"]), delay=delay))
+    return domain
+
+
+def start_fleet(tmp: Path, world: FakeWorld, url: str, n: int = 3, lease: float = 20.0) -> list:
+    config = tmp / "fleet.toml"
+    config.write_text(f"[cache]\nfleet_lease = {lease}\n")
+    daemons = []
+    for i in range(n):
+        state = tmp / f"d{i}"
+        state.mkdir()
+        daemons.append(Daemon(state, world=world, cache=url, config=config).start())
+    return daemons
+
+
+async def ask(port: int, domain: str) -> str:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(encode(f"postfix {domain}".encode()))
+        await writer.drain()
+        data = b""
+        while True:
+            chunk = await asyncio.wait_for(reader.read(4096), 40)
+            if not chunk:
+                raise ConnectionError(f"closed after {data!r}")
+            data += chunk
+            length, _, rest = data.partition(b":")
+            if length.isdigit() and len(rest) > int(length):
+                return rest[: int(length)].decode()
+    finally:
+        writer.close()
+
+
+def ask_all(pairs: list[tuple[int, str]]) -> list[str]:
+    async def run() -> list[str]:
+        return list(await asyncio.gather(*(ask(port, domain) for port, domain in pairs)))
+
+    return asyncio.run(run())
+
+
+def expected(domain: str) -> str:
+    return f"OK secure match=mx.{domain} servername=hostname"
+
+
+def stop_all(daemons: list) -> None:
+    for daemon in daemons:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.stop()
+
+
+def test_leases_on_a_real_server(store):
+    kind, url, _ = store
+    a, b = open_store(url), open_store(url)
+    try:
+        assert a.claim("lease.test", "a", 0.5).held
+        assert b.claim("lease.test", "b", 0.5) == b.claim("lease.test", "b", 0.5)  # busy, nothing published
+        assert not b.claim("lease.test", "b", 0.5).held
+        b.release("lease.test", "b")  # not the holder: nothing happens
+        b.publish("lease.test", "b", "by b", 5)
+        assert not b.claim("lease.test", "b", 0.5).held and b.claim("lease.test", "b", 0.5).outcome is None
+        a.publish("lease.test", "a", '{"kind": "none"}', 0.6)
+        assert b.claim("lease.test", "b", 0.5).outcome == '{"kind": "none"}'
+        time.sleep(0.8)  # the outcome expires: the lease can be taken again
+        assert b.claim("lease.test", "b", 0.3).held
+        b.release("lease.test", "b")
+        assert a.claim("lease.test", "a", 0.3).held  # released: free at once
+        time.sleep(0.5)
+        assert b.claim("lease.test", "b", 0.3).held  # a's lease expired unreleased
+        # leases never show up as policies
+        assert a.load_all() == [] and a.get("lease.test") is None
+    finally:
+        a.close()
+        b.close()
+
+
+def test_an_older_fetch_never_overwrites_a_newer_policy(store):
+    kind, url, _ = store
+    a = open_store(url)
+    try:
+        newer = CacheEntry("cas.test", "two", "version: STSv1\n", 2000.0, 90000.0, 2000.0, "enforce")
+        older = CacheEntry("cas.test", "one", "version: STSv1\n", 1000.0, 90000.0, 3000.0, "enforce")
+        a.put(newer)
+        a.put(older)
+        a.put_many([older])
+        assert a.get("cas.test").policy_id == "two"
+        rechecked = CacheEntry("cas.test", "two", "version: STSv1\n", 2000.0, 90000.0, 5000.0, "enforce")
+        a.put(rechecked)  # the same fetch, checked again: written
+        assert a.get("cas.test").checked_at == 5000.0
+    finally:
+        a.close()
+
+
+def test_three_daemons_1000_queries_one_txt_lookup_one_fetch(store, world, tmp_path):
+    kind, url, _ = store
+    domain = add_policy_domain(world, f"fleet-{kind}", delay=0.5)
+    daemons = start_fleet(tmp_path, world, url)
+    try:
+        replies = ask_all([(daemons[i % 3].port, domain) for i in range(1000)])
+        assert set(replies) == {expected(domain)}
+        assert world.stats.queries(f"_mta-sts.{domain}", "TXT") == 1
+        assert world.stats.requests_for(f"mta-sts.{domain}") == 1
+        # a domain without a policy: looked up once for the fleet too
+        nopolicy = unique_domain(f"fleet-none-{kind}")
+        world.add_domain(nopolicy, mx=[f"mx.{nopolicy}"])
+        assert set(ask_all([(daemons[i % 3].port, nopolicy) for i in range(300)])) == {"NOTFOUND "}
+        assert world.stats.queries(f"_mta-sts.{nopolicy}", "TXT") == 1
+    finally:
+        stop_all(daemons)
+
+
+def test_a_daemon_killed_while_fetching_is_taken_over(store, world, tmp_path):
+    kind, url, _ = store
+    domain = add_policy_domain(world, f"fleet-kill-{kind}", delay=2.0)
+    daemons = start_fleet(tmp_path, world, url, lease=2.0)
+    try:
+        async def leader_then_kill() -> None:
+            pending = asyncio.ensure_future(ask(daemons[0].port, domain))
+            for _ in range(200):
+                if world.stats.requests_for(f"mta-sts.{domain}") == 1:
+                    break
+                await asyncio.sleep(0.02)
+            daemons[0].kill9()  # holds the lease, never releases it
+            await asyncio.gather(pending, return_exceptions=True)
+
+        asyncio.run(leader_then_kill())
+        started = time.monotonic()
+        replies = ask_all([(daemons[1 + i % 2].port, domain) for i in range(100)])
+        assert set(replies) == {expected(domain)}
+        assert time.monotonic() - started < 15
+        assert world.stats.requests_for(f"mta-sts.{domain}") == 2  # the dead one's, and one for the others
+    finally:
+        stop_all(daemons)
+
+
+def test_a_store_stopped_and_started_again_costs_no_wrong_answer(store, world, tmp_path):
+    kind, url, server = store
+    before = add_policy_domain(world, f"fleet-out-a-{kind}")
+    during = add_policy_domain(world, f"fleet-out-b-{kind}")
+    after = add_policy_domain(world, f"fleet-out-c-{kind}")
+    daemons = start_fleet(tmp_path, world, url)
+    try:
+        assert set(ask_all([(d.port, before) for d in daemons])) == {expected(before)}
+        server.stop()
+        replies = ask_all([(d.port, name) for d in daemons for name in (before, during)])
+        assert replies == [expected(name) for _ in daemons for name in (before, during)]
+        server.start()
+        # the next write that works replays the one that failed ("during")
+        assert set(ask_all([(d.port, after) for d in daemons])) == {expected(after)}
+        reader = open_store(url)
+        try:
+            stored = {entry.domain for entry in reader.load_all()}
+        finally:
+            reader.close()
+        assert {during, after} <= stored
+        if kind == "postgres":  # PostgreSQL keeps its data over the restart (the test Redis has no persistence)
+            assert before in stored
+        assert any('"msg": "cache store unavailable' in d.log_text() for d in daemons)
+    finally:
+        stop_all(daemons)
+        if not server.running:
+            server.start()
