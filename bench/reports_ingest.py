@@ -36,7 +36,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -130,117 +129,22 @@ def warm_up(files: list[str], work: Path) -> None:
     run_ingest(files[:5], f"sqlite:///{work / 'warm-up.sqlite3'}")
 
 
-# ------------------------------------------------------------------------------------ PostgreSQL server
+def postgres_ingest(files: list[str], count: int, ok_sum: int, bad_sum: int) -> dict:
+    from mxsec.testing.servers import postgres_bindir, running_postgres
 
+    if postgres_bindir() is None:
+        raise SystemExit("--postgres: PostgreSQL is not installed (Debian package: postgresql)")
 
-def postgres_bindir() -> str | None:
-    found = [d for d in Path("/usr/lib/postgresql").glob("*/bin") if (d / "initdb").exists()]
-    found.sort(key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0)
-    return str(found[-1]) if found else None
-
-
-class ThrowAwayPostgres:
-    """A PostgreSQL cluster in a temporary directory on 127.0.0.1 (trust authentication, default durability:
-    fsync and synchronous commit on). As root, initdb and postgres run as the ``postgres`` user. Use it as a
-    context manager: the server is stopped and its directory removed on the way out, whatever happened."""
-
-    def __init__(self) -> None:
-        self.bindir = postgres_bindir()
-        if self.bindir is None:
-            raise SystemExit("--postgres: PostgreSQL is not installed (Debian package: postgresql)")
-        self.dir = Path(tempfile.mkdtemp(prefix="mxsec-bench-pg-"))
-        self.proc: subprocess.Popen | None = None
-        self.port = 0
-        self.run_as: dict = {}
-        home = os.path.expanduser("~")
-        if os.geteuid() == 0:
-            import pwd
-
-            user = pwd.getpwnam("postgres")
-            os.chown(self.dir, user.pw_uid, user.pw_gid)
-            self.run_as = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
-            home = user.pw_dir
-        self.env = {"PATH": f"{self.bindir}:/usr/bin:/bin", "HOME": home, "LC_ALL": "C.UTF-8", "TZ": "UTC"}
-
-    def __enter__(self) -> "ThrowAwayPostgres":
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def start(self) -> None:
-        data = self.dir / "data"
-        result = subprocess.run(
-            [f"{self.bindir}/initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C",
-             "--no-instructions"],
-            cwd=self.dir, env=self.env, capture_output=True, timeout=300, check=False, **self.run_as,
-        )
-        if result.returncode != 0:
-            raise SystemExit(f"initdb failed: {result.stderr.decode(errors='replace')[-1000:]}")
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        with open(self.dir / "postgres.log", "ab") as log:
-            if self.run_as:
-                os.chown(self.dir / "postgres.log", self.run_as["user"], self.run_as["group"])
-            self.proc = subprocess.Popen(
-                [f"{self.bindir}/postgres", "-D", str(data), "-k", str(self.dir), "-h", "127.0.0.1",
-                 "-p", str(self.port), "-c", "logging_collector=off"],
-                cwd=self.dir, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, **self.run_as,
-            )
-        import psycopg
-
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                tail = (self.dir / "postgres.log").read_text(errors="replace")[-1000:]
-                raise SystemExit(f"postgres did not start: {tail}")
-            try:
-                with psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres",
-                                     connect_timeout=2, autocommit=True) as conn:
-                    conn.execute("CREATE DATABASE bench")
-                return
-            except psycopg.OperationalError:
-                time.sleep(0.1)
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/bench"
-
-    def query(self, statement: str) -> list[tuple]:
-        import psycopg
-
-        with psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="bench") as conn:
+    def query(server, statement: str) -> list[tuple]:
+        with server.admin(server.dbname) as conn:
             return conn.execute(statement).fetchall()
 
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGINT)  # PostgreSQL's fast shutdown
-                self.proc.wait(timeout=30)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(timeout=30)
-        self.proc = None
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def postgres_ingest(files: list[str], count: int, ok_sum: int, bad_sum: int) -> dict:
-    with ThrowAwayPostgres() as server:
+    with running_postgres("bench", durable=True) as server:
         first = run_ingest(files, server.url)
-        ((stored, ok, bad),) = server.query(
-            "SELECT COUNT(*), COALESCE(SUM(successful), 0), COALESCE(SUM(failed), 0) FROM tlsrpt_report")
+        ((stored, ok, bad),) = query(
+            server, "SELECT COUNT(*), COALESCE(SUM(successful), 0), COALESCE(SUM(failed), 0) FROM tlsrpt_report")
         again = run_ingest(files, server.url)
-        version = server.query("SHOW server_version")[0][0]
+        version = query(server, "SHOW server_version")[0][0]
     return {"first": first, "again": again, "exact": (stored, ok, bad) == (count, ok_sum, bad_sum),
             "stored": (int(stored), int(ok), int(bad)), "version": version}
 
