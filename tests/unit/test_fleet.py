@@ -1,7 +1,7 @@
 """Daemons of a fleet on one shared store resolve each domain once (mxsec.daemon.fleet, docs/fleet.md).
 
 Several PolicyService objects share one in-process store with the lease semantics of the Redis and PostgreSQL
-stores (those are tested against real servers in tests/integration/test_fleet_servers.py), and one counting DNS
+stores (mxsec.testing.fleetstore; the real ones are tested in tests/integration/test_fleet_servers.py), and one counting DNS
 and HTTPS fake: exact counts of TXT look-ups and fetches show who did the work."""
 
 import asyncio
@@ -12,64 +12,18 @@ import pytest
 from mxsec.daemon.fleet import Outcome
 from mxsec.daemon.service import PolicyService, ServiceSettings
 from mxsec.results import ResultType
-from mxsec.storage.base import Claim, FleetStore, StoreError
+from mxsec.storage.base import FleetStore
 from mxsec.storage.memory import MemoryStore
+from mxsec.testing.fleetstore import SharedMemoryStore
 from mxsec.sts.cache import RefreshTiming
 
 from .test_service import ENFORCE, Clock, FakeDns, FakeFetcher
 from .test_service import Outcome as Fetched
 
 
-class SharedStore(MemoryStore):
-    """A memory store with leases that expire, shared by the services of one test (a fleet's Redis)."""
-
-    remote = True
-
-    def __init__(self, clock):
-        super().__init__()
-        self.clock = clock
-        self.leases = {}  # domain -> (owner, published outcome or None, until on the real clock)
-        self.down = False
-
-    def _check(self):
-        if self.down:
-            raise StoreError("shared store: connection refused")
-
-    def get(self, domain):
-        self._check()
-        return super().get(domain)
-
-    def put(self, entry):
-        self._check()
-        stored = super().get(entry.domain)
-        if stored is None or stored.fetched_at <= entry.fetched_at:
-            super().put(entry)
-
-    def claim(self, domain, owner, ttl):
-        self._check()
-        now = time.monotonic()
-        held = self.leases.get(domain)
-        if held is None or held[2] < now:
-            self.leases[domain] = (owner, None, now + ttl)
-            return Claim(True)
-        return Claim(False, held[1])
-
-    def publish(self, domain, owner, outcome, ttl):
-        self._check()
-        held = self.leases.get(domain)
-        if held is not None and held[0] == owner and held[1] is None:
-            self.leases[domain] = ("", outcome, time.monotonic() + ttl)
-
-    def release(self, domain, owner):
-        self._check()
-        held = self.leases.get(domain)
-        if held is not None and held[0] == owner and held[1] is None:
-            del self.leases[domain]
-
-
 def fleet(n=3, lease=5.0, **settings):
     clock, dns, fetcher = Clock(), FakeDns(), FakeFetcher()
-    store = SharedStore(clock)
+    store = SharedMemoryStore()
     dns.txt_records["_mta-sts.example.com"] = ["v=STSv1; id=one"]
     fetcher.outcomes["example.com"] = Fetched(ENFORCE)
     options = dict(lookup_timeout=10.0, dane=False, fleet_lease=lease,
