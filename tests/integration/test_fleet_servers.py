@@ -213,3 +213,17 @@ def test_a_store_stopped_and_started_again_costs_no_wrong_answer(store, world, t
         stop_all(daemons)
         if not server.running:
             server.start()
+
+
+def test_one_tlsrpt_reporter_per_postgresql_database(postgres_server):  # noqa: F811
+    from mxsec.storage.senderdb import SenderDB
+
+    url = postgres_server.create_database(f"mxsec_sender_{next(_databases)}")
+    first, second = SenderDB(url), SenderDB(url)
+    try:
+        assert first.take_sending_lease() and not second.take_sending_lease()
+        first.close()  # the session ends: the lease goes with it
+        assert second.take_sending_lease()
+    finally:
+        first.close()
+        second.close()

@@ -269,3 +269,28 @@ def test_unfinished_day_is_sent_now_once_without_state(tmp_path):
     assert (report.successful, report.failed) == expected["trial.test"]
     with SenderDB(db_url) as db:
         assert db.reports() == [] and db.deliveries() == []
+
+
+def test_one_reporter_per_database_a_second_send_does_nothing(tmp_path):
+    """Two `mxsec tlsrpt send` on one database (two hosts of a fleet): the second does nothing while the
+    first holds the sending lease, and takes over once it is gone."""
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    db_url = f"sqlite:///{tmp_path}/sender.sqlite3"
+    with SenderDB(db_url) as db:
+        count_day(db, yesterday, ["lease.test"])
+    with running_world() as world, smtp_relay() as (inbox, smtp_port):
+        world.set_record("_smtp._tls.lease.test", "TXT", ["v=TLSRPTv1; rua=mailto:r@lease.test"])
+        host, port = world.dns_address
+        args = [MXSEC, "tlsrpt", "send", "--db", db_url, "--organization-name", "Lease", "--contact-info",
+                f"tlsrpt@{SUBMITTER}", "--nameserver", f"{host}:{port}", "--smtp", f"{HOST}:{smtp_port}",
+                "--smtp-starttls", "none", "--max-delay", "0", "--json"]
+        with SenderDB(db_url) as reporter:
+            assert reporter.take_sending_lease()
+            second = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+            assert second.returncode == 0 and second.stdout == ""
+            assert "another `mxsec tlsrpt send` is sending from this database" in second.stderr
+            assert inbox.messages == [] and reporter.deliveries() == []
+        taken_over = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+        assert taken_over.returncode == 0, taken_over.stderr
+        assert "delivered" in [json.loads(x)["state"] for x in taken_over.stdout.splitlines()]
+        assert len(inbox.messages) == 1

@@ -105,3 +105,16 @@ def test_bad_urls_are_one_line_config_errors(tmp_path):
     for url in ("", "sqlite://relative", "mysql://x/y", "sqlite:///a\nb"):
         with pytest.raises(ConfigError):
             SenderDB(url)
+
+
+def test_one_sending_lease_per_sqlite_database(tmp_path):
+    url = f"sqlite:///{tmp_path}/sender.sqlite3"
+    first, second = SenderDB(url), SenderDB(url)
+    try:
+        assert first.take_sending_lease() and first.take_sending_lease()  # held: asking again is fine
+        assert not second.take_sending_lease()
+        first.close()
+        assert second.take_sending_lease()
+    finally:
+        first.close()
+        second.close()

@@ -339,6 +339,16 @@ def send(day, unfinished, dry_run, out_dir, smtp, smtp_starttls, smtp_user, from
 
         if unfinished and the_day is None:
             raise ConfigError("--unfinished needs --day")
+        # One reporter per database: a second `send` (another host of the fleet) waits as a stand-by with
+        # --loop, and otherwise leaves at once. A trial (--unfinished, --dry-run) changes nothing: no lease.
+        if not (unfinished or dry_run):
+            while not db.take_sending_lease():
+                if not loop:
+                    click.echo("mxsec: another `mxsec tlsrpt send` is sending from this database; nothing done",
+                               err=True)
+                    return
+                if _sleep(interval):
+                    return
 
         async def one_pass():
             if unfinished:

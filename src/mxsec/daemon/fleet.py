@@ -88,9 +88,12 @@ class Fleet:
         self.owner = owner or owner_name()
         self.store_errors = 0
         self.store_ok = True
+        #: lease operations asked of the store
+        self.calls = 0
 
     async def claim(self, domain: str) -> Claim | None:
         """The claim's answer, or ``None`` when the store could not be asked."""
+        self.calls += 1
         try:
             claim = await asyncio.to_thread(self.store.claim, domain, self.owner, self.lease)
         except StoreError as exc:
@@ -102,12 +105,14 @@ class Fleet:
         return claim
 
     async def publish(self, domain: str, outcome: Outcome, ttl: float) -> None:
+        self.calls += 1
         try:
             await asyncio.to_thread(self.store.publish, domain, self.owner, outcome.encode(), ttl)
         except StoreError as exc:
             self._failed("publish", exc)
 
     async def release(self, domain: str) -> None:
+        self.calls += 1
         try:
             await asyncio.to_thread(self.store.release, domain, self.owner)
         except StoreError as exc:

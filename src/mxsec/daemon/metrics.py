@@ -95,6 +95,9 @@ class DaemonCollector:
                           ("store_error", "fleet_store_errors")):
             fleet.add_metric([role], service.counters[key])
         yield fleet
+        yield CounterMetricFamily("mxsec_store_operations", "Operations asked of the cache store (reads, writes "
+                                  "and fleet leases)",
+                                  value=service.counters["store_calls"] + (service.fleet.calls if service.fleet else 0))
         yield CounterMetricFamily("mxsec_log_lines_suppressed", "Log lines left out by rate limiting",
                                   value=server.quiet.suppressed_total + service.quiet.suppressed_total)
         tables = GaugeMetricFamily("mxsec_table_entries", "Entries in the in-memory tables", labels=["table"])

@@ -862,6 +862,7 @@ class PolicyService:
     async def _store_call(self, fn, *args) -> tuple[bool, Any]:
         """``(True, result)`` of a store call, or ``(False, None)`` when it failed (logged once per outage)."""
         if getattr(self.store, "remote", False):
+            self.counters["store_calls"] += 1
             try:
                 result = await asyncio.to_thread(fn, *args)
             except Exception as exc:
@@ -872,6 +873,7 @@ class PolicyService:
         return self._store_result(fn, *args)
 
     def _store_result(self, fn, *args) -> tuple[bool, Any]:
+        self.counters["store_calls"] += 1
         try:
             result = fn(*args)
         except Exception as exc:

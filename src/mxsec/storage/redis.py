@@ -221,23 +221,30 @@ class RedisStore:
             return None
 
     def _write(self, what: str, ops: list[tuple[str, CacheEntry | str]]) -> None:
+        """Puts and deletes; one alone is one round trip, several go in pipelined batches of :data:`BATCH`."""
         self._check_open()
         try:
+            if len(ops) == 1:
+                self._apply(self._client, *ops[0])
+                return
             for start in range(0, len(ops), BATCH):
                 pipe = self._client.pipeline(transaction=True)
                 for op, arg in ops[start : start + BATCH]:
-                    if op == "put":
-                        assert isinstance(arg, CacheEntry)
-                        fields = [item for pair in self._mapping(arg).items() for item in pair]
-                        # replace, not merge (no stale field survives), unless the stored entry is newer
-                        self._put_newer(keys=[self._key(arg.domain)],
-                                        args=[repr(float(arg.fetched_at)), *fields], client=pipe)
-                    else:
-                        assert isinstance(arg, str)
-                        pipe.delete(self._key(arg))
+                    self._apply(pipe, op, arg)
                 pipe.execute()
         except self._errors() as exc:
             raise self._fail(what, exc) from exc
+
+    def _apply(self, client: Any, op: str, arg: CacheEntry | str) -> None:
+        if op == "put":
+            assert isinstance(arg, CacheEntry)
+            fields = [item for pair in self._mapping(arg).items() for item in pair]
+            # replace, not merge (no stale field survives), unless the stored entry is newer
+            self._put_newer(keys=[self._key(arg.domain)], args=[repr(float(arg.fetched_at)), *fields],
+                            client=client)
+        else:
+            assert isinstance(arg, str)
+            client.delete(self._key(arg))
 
     # -- PolicyStore ---------------------------------------------------------------------------------------
 

@@ -24,8 +24,10 @@ share the tables.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -203,6 +205,10 @@ def _report_row(values: tuple[Any, ...]) -> ReportRow:
     return ReportRow(int(pk), date.fromisoformat(day), domain, report_id, filename, int(ok), int(bad), int(built))
 
 
+#: PostgreSQL advisory lock held by the one reporter of a fleet's database (the bytes "mxsecSNL")
+SENDING_LOCK_KEY = 0x6D78736563534E4C
+
+
 class SenderDB(SqlDatabase):
     """Counted sessions and report delivery state in SQLite or PostgreSQL."""
 
@@ -217,6 +223,40 @@ class SenderDB(SqlDatabase):
         #: Distinct failure rows per (day, domain, policy key) as far as this process knows (an upper bound).
         self._rows: dict[tuple[str, str, str], int] = {}
         self._row_days: set[str] = set()
+        self._sending: int | bool | None = None  # the SQLite lock file's descriptor, or True on PostgreSQL
+
+    # ------------------------------------------------------------------------------------- one reporter
+
+    def take_sending_lease(self) -> bool:
+        """Become the one reporter of this database (``mxsec tlsrpt send``), so that two reporters of a fleet
+        never send the same report: ``False`` while another process is. The lease lasts as long as this object
+        is open (on PostgreSQL a session advisory lock, on SQLite an exclusive lock on ``<file>.send-lock``);
+        a process that dies gives it up at once."""
+        if self._sending:
+            return True
+        if self.dialect == "postgresql":
+            with self._lock:
+                try:
+                    row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (SENDING_LOCK_KEY,)).fetchone()
+                except self._errors() as exc:
+                    raise StoreError(f"{self.what}: {one_line(exc)}") from None
+            self._sending = bool(row[0])
+            return self._sending
+        path = self._target + ".send-lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._sending = fd
+        return True
+
+    def close(self) -> None:
+        sending, self._sending = self._sending, None
+        if isinstance(sending, int) and not isinstance(sending, bool):
+            os.close(sending)  # releases the SQLite lease; on PostgreSQL closing the session does
+        super().close()
 
     # -------------------------------------------------------------------------------------------- counts
 
