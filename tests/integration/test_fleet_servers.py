@@ -56,13 +56,15 @@ def add_policy_domain(world: FakeWorld, prefix: str, delay: float = 0.0) -> str:
     return domain
 
 
-def start_fleet(tmp: Path, world: FakeWorld, url: str, n: int = 3, lease: float = 20.0) -> list:
-    config = tmp / "fleet.toml"
-    config.write_text(f"[cache]\nfleet_lease = {lease}\n")
+def start_fleet(tmp: Path, world: FakeWorld, url: str, n: int = 3, lease: float = 20.0,
+                more: dict[int, str] | None = None) -> list:
+    """``n`` daemons on ``url``; ``more[i]`` is TOML added to daemon ``i``'s configuration."""
     daemons = []
     for i in range(n):
         state = tmp / f"d{i}"
         state.mkdir()
+        config = state / "fleet.toml"
+        config.write_text(f"[cache]\nfleet_lease = {lease}\n" + (more or {}).get(i, ""))
         daemons.append(Daemon(state, world=world, cache=url, config=config).start())
     return daemons
 
@@ -227,3 +229,24 @@ def test_one_tlsrpt_reporter_per_postgresql_database(postgres_server):  # noqa: 
     finally:
         first.close()
         second.close()
+
+
+def test_a_new_policy_one_daemon_fetched_reaches_the_others_at_once(store, world, tmp_path):
+    kind, url, _ = store
+    domain = add_policy_domain(world, f"fleet-news-{kind}")
+    # daemon 0 re-checks every second; the others would re-check only after an hour
+    daemons = start_fleet(tmp_path, world, url, more={0: "[refresh]\ninterval = 1\nrecheck_after = 1\n"})
+    try:
+        assert set(ask_all([(d.port, domain) for d in daemons])) == {expected(domain)}
+        world.set_txt(domain, ["v=STSv1; id=2"])
+        world.set_policy(domain, PolicySpec(body=policy_text([f"mx.{domain}"], mode="testing")))
+        new = "NOTFOUND "  # a testing policy: Postfix is told nothing (docs/daemon.md)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if ask_all([(d.port, domain) for d in daemons[1:]]) == [new, new]:
+                break
+            time.sleep(0.2)
+        assert ask_all([(d.port, domain) for d in daemons]) == [new, new, new]
+        assert world.stats.requests_for(f"mta-sts.{domain}") == 2  # the first fetch, daemon 0's refetch
+    finally:
+        stop_all(daemons)

@@ -185,3 +185,38 @@ async def test_writes_that_fail_while_the_store_is_down_are_replayed_when_it_is_
     assert changes == ["cache store unavailable; serving from memory, writes kept for later",
                        "cache store available again", "policy writes replayed to the cache store"]
     assert service.counters["store_errors"] >= 4  # every failed call counted, one line said
+
+
+async def test_a_new_policy_stored_by_one_daemon_reaches_the_others_at_once():
+    services, store, dns, fetcher, clock = fleet()
+    for service in services:
+        service.start_listening()
+    await asyncio.gather(*(s.lookup("example.com") for s in services))
+    # the domain publishes a new policy; one daemon's refresher finds it first
+    dns.txt_records["_mta-sts.example.com"] = ["v=STSv1; id=two"]
+    fetcher.outcomes["example.com"] = Fetched(ENFORCE.replace(b"mail.example.com", b"mx2.example.com"))
+    clock.now += 4000
+    assert (await services[0].resolve("example.com")).policy_id == "two"
+    await asyncio.sleep(0.05)  # the announcement is taken in the background
+    for service in services[1:]:
+        verdict = service.cached_verdict("example.com", clock.now)
+        assert verdict.policy_id == "two" and verdict.policy.mx == ("mx2.example.com",)
+        assert service.counters["fleet_announced"] == 1
+    assert services[0].counters["fleet_announced"] == 0  # its own announcement is not read back
+    assert fetcher.calls == 2
+    for service in services:
+        await service.aclose()
+    assert store._listeners == []
+
+
+async def test_an_announcement_for_a_domain_a_daemon_does_not_serve_costs_nothing():
+    services, store, dns, fetcher, clock = fleet(2)
+    for service in services:
+        service.start_listening()
+    before = store.calls
+    await services[0].lookup("example.com")
+    await asyncio.sleep(0.05)
+    assert services[1].entries == {} and services[1].counters["fleet_announced"] == 0
+    assert store.calls - before == 6  # read, claim, read, write, announce, release: nothing by the other daemon
+    for service in services:
+        await service.aclose()

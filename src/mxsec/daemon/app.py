@@ -94,6 +94,7 @@ class Daemon:
         loaded = self.service.load()
         log.info("cache loaded", extra={"policies": loaded, "cache": redact(config.cache.url)})
         self.service.warm_dane()
+        self.service.start_listening()
         warn_remote_validators(self.service)
         self.server = SocketmapServer(
             self.service,

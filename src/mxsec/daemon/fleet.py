@@ -8,6 +8,10 @@ for the entry or the outcome, polling with a growing pause (20 ms to 250 ms); if
 expires and the next claim takes it over. A daemon waits three lease lifetimes at most, then resolves on its
 own. A store that fails makes each daemon
 resolve on its own: coordination saves work, it is never needed for a correct answer.
+
+A daemon that stores a new policy announces it (Redis pub/sub, PostgreSQL ``NOTIFY``); the others take it from
+the store at once when they know the domain (a cached policy or a "no policy" answer), instead of at their next
+miss or re-check.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Literal
 
 from mxsec.results import ResultType
@@ -117,6 +122,25 @@ class Fleet:
             await asyncio.to_thread(self.store.release, domain, self.owner)
         except StoreError as exc:
             self._failed("release", exc)
+
+    async def announce(self, domain: str) -> None:
+        self.calls += 1
+        try:
+            await asyncio.to_thread(self.store.announce, domain, self.owner)
+        except StoreError as exc:
+            self._failed("announce", exc)
+
+    def listen(self, on_change: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``on_change(domain)`` in the event loop for every policy another daemon announces; returns the
+        function that stops listening."""
+        loop = asyncio.get_running_loop()
+        owner = self.owner
+
+        def heard(domain: str, by: str) -> None:  # in the store's listener thread
+            if by != owner:
+                loop.call_soon_threadsafe(on_change, domain)
+
+        return self.store.listen(heard)
 
     def _failed(self, op: str, exc: StoreError) -> None:
         self.store_errors += 1

@@ -87,12 +87,14 @@ class DaemonCollector:
             ("mxsec_table_evictions", "table_evictions", "Entries dropped because a table was full"),
         ):
             yield CounterMetricFamily(name, text, value=service.counters[key])
-        fleet = CounterMetricFamily("mxsec_fleet_resolutions", "Resolutions coordinated with the other daemons on "
-                                    "the shared store: led here, taken from another daemon, resolved here after "
-                                    "waiting three leases, resolved here because the store failed",
-                                    labels=["role"])
-        for role, key in (("lead", "fleet_leads"), ("follow", "fleet_follows"), ("wait_timeout", "fleet_wait_timeouts"),
-                          ("store_error", "fleet_store_errors")):
+        fleet = CounterMetricFamily(
+            "mxsec_fleet_resolutions",
+            "Resolutions coordinated with the other daemons on the shared store: led here, taken from another daemon "
+            "when asked, taken at once when another daemon announced a new policy, resolved here after waiting "
+            "three leases, resolved here because the store failed",
+            labels=["role"])
+        for role, key in (("lead", "fleet_leads"), ("follow", "fleet_follows"), ("announced", "fleet_announced"),
+                          ("wait_timeout", "fleet_wait_timeouts"), ("store_error", "fleet_store_errors")):
             fleet.add_metric([role], service.counters[key])
         yield fleet
         yield CounterMetricFamily("mxsec_store_operations", "Operations asked of the cache store (reads, writes "

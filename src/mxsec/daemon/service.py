@@ -234,6 +234,10 @@ class PolicyService:
         self.store_ok = True
         self.fleet: Fleet | None = None
         self._set_fleet(settings)
+        self._stop_listening: Callable[[], None] | None = None
+        #: domains another daemon announced a new policy for, to read from the store, in order
+        self._announcements: dict[str, None] = {}
+        self._announcement_task: asyncio.Future | None = None
 
     def _set_fleet(self, settings: ServiceSettings) -> None:
         """Leases on a shared store (Redis, PostgreSQL) when ``fleet_lease`` is on; a local store has none."""
@@ -691,6 +695,35 @@ class PolicyService:
             return self._verdict(cached, "cache", note=note, failure=outcome.failure)
         return self._negative(domain, now, outcome.until - now, note, failure=outcome.failure)
 
+    def start_listening(self) -> None:
+        """Take the policies other daemons of the fleet announce (call once the event loop runs)."""
+        if self.fleet is not None and self._stop_listening is None:
+            self._stop_listening = self.fleet.listen(self._announced)
+
+    def _announced(self, domain: str) -> None:
+        """Another daemon stored a new policy for ``domain``: read it now if this daemon serves the domain."""
+        if domain not in self.entries and domain not in self.negatives:
+            return  # unknown here: the store is read at its first miss anyway
+        changes = self._announcements
+        if domain not in changes and len(changes) >= self.settings.table_limit:
+            self.counters["table_evictions"] += 1
+            return
+        changes[domain] = None
+        if self._announcement_task is None:
+            self._announcement_task = asyncio.ensure_future(self._take_announced())
+
+    async def _take_announced(self) -> None:
+        try:
+            while self._announcements:
+                domain = next(iter(self._announcements))
+                del self._announcements[domain]
+                if domain in self.inflight:
+                    continue  # resolved here right now: it reads the store too
+                if await self._adopt_stored(domain, self.entries.get(domain), False) is not None:
+                    self.counters["fleet_announced"] += 1
+        finally:
+            self._announcement_task = None
+
     def _mark_failure(self, domain: str, mark: FailureMark) -> None:
         failures = self.failures
         if failures.pop(domain, None) is None and len(failures) >= self.settings.table_limit:
@@ -790,6 +823,8 @@ class PolicyService:
             self.negatives.pop(domain, None)
             await self._persist(entry)
             self.fetch_outcomes["ok"] += 1
+            if changed and self.fleet is not None:
+                await self.fleet.announce(domain)
             if changed:
                 log.info(
                     "policy fetched",
@@ -954,6 +989,11 @@ class PolicyService:
         return gone
 
     async def aclose(self) -> None:
+        if self._stop_listening is not None:
+            stop, self._stop_listening = self._stop_listening, None
+            await asyncio.to_thread(stop)
+        if self._announcement_task is not None:
+            self._announcement_task.cancel()
         pending = list(self.inflight.values())
         for fut in pending:
             fut.cancel()

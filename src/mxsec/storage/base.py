@@ -13,7 +13,7 @@ may block for seconds, so the daemon runs them with ``asyncio.to_thread``; read 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Protocol, runtime_checkable
+from typing import Callable, Iterable, Protocol, runtime_checkable
 
 from ..errors import MxsecError
 
@@ -115,4 +115,14 @@ class FleetStore(Protocol):
 
     def release(self, domain: str, owner: str) -> None:
         """Give the lease up (when the outcome is in the store itself, as a policy entry)."""
+        ...
+
+    def announce(self, domain: str, owner: str) -> None:
+        """Tell the other daemons that ``owner`` stored a new policy for ``domain`` (best effort)."""
+        ...
+
+    def listen(self, on_change: Callable[[str, str], None]) -> Callable[[], None]:
+        """Call ``on_change(domain, owner)`` for every announcement, from a thread of the store's own, until the
+        returned function is called; the listener connects again by itself after the store was away (what is
+        announced meanwhile is missed: each daemon still reads the store at its next miss or re-check)."""
         ...

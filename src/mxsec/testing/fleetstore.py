@@ -8,7 +8,7 @@ tested against real servers in ``tests/integration/test_fleet_servers.py``.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from mxsec.storage.base import CacheEntry, Claim, StoreError
 from mxsec.storage.memory import MemoryStore
@@ -29,6 +29,7 @@ class SharedMemoryStore(MemoryStore):
         self.leases: dict[str, tuple[str, str | None, float]] = {}
         self.down = False
         self.calls = 0
+        self._listeners: list[Callable[[str, str], None]] = []
 
     def _check(self) -> None:
         self.calls += 1
@@ -77,3 +78,12 @@ class SharedMemoryStore(MemoryStore):
         held = self.leases.get(domain)
         if held is not None and held[0] == owner and held[1] is None:
             del self.leases[domain]
+
+    def announce(self, domain: str, owner: str) -> None:
+        self._check()
+        for listener in list(self._listeners):
+            listener(domain, owner)
+
+    def listen(self, on_change: Callable[[str, str], None]) -> Callable[[], None]:
+        self._listeners.append(on_change)
+        return lambda: self._listeners.remove(on_change)
