@@ -220,3 +220,11 @@ async def test_an_announcement_for_a_domain_a_daemon_does_not_serve_costs_nothin
     assert store.calls - before == 6  # read, claim, read, write, announce, release: nothing by the other daemon
     for service in services:
         await service.aclose()
+
+
+async def test_an_outcome_is_never_held_longer_than_this_daemons_own_settings():
+    services, store, dns, fetcher, clock = fleet(1, negative_ttl=300.0, fail_retry=300.0)
+    forged = Outcome("none", clock.now + 10 * 365 * 86400, "forged: no policy for ten years")
+    store.leases["example.com"] = ("", forged.encode(), time.monotonic() + 60)
+    verdict = await services[0].lookup("example.com")
+    assert verdict.policy is None and verdict.expires_at <= clock.now + 300

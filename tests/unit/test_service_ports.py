@@ -9,10 +9,12 @@ import pytest
 from mxsec.daemon.ports import PolicySource, PolicyStore, ServiceDns
 from mxsec.net.dns import DnsClient
 from mxsec.net.https import PolicyFetcher
+from mxsec.storage.base import FleetStore
 from mxsec.storage.memory import MemoryStore
 from mxsec.storage.postgres import PostgresStore
 from mxsec.storage.redis import RedisStore
 from mxsec.storage.sqlite import SqliteStore
+from mxsec.testing.fleetstore import SharedMemoryStore
 
 from .test_dane_destination import ScriptedDns
 from .test_service import BrokenStore, FakeDns, FakeFetcher, SlowDns
@@ -61,6 +63,12 @@ def test_the_protocols_list_what_the_service_calls():
 @pytest.mark.parametrize(("implementation", "protocol"), CASES, ids=lambda c: c.__name__)
 def test_adapters_and_fakes_conform(implementation, protocol):
     assert_conforms(implementation, protocol)
+
+
+@pytest.mark.parametrize("implementation", [RedisStore, PostgresStore, SharedMemoryStore], ids=lambda c: c.__name__)
+def test_the_shared_stores_and_their_fake_conform_to_the_fleet_protocol(implementation):
+    assert_conforms(implementation, FleetStore)
+    assert protocol_methods(FleetStore) == ["announce", "claim", "listen", "publish", "release"]
 
 
 def test_the_dane_fake_conforms_to_the_dane_part():

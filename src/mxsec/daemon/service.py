@@ -684,8 +684,12 @@ class PolicyService:
             await fleet.release(domain)
 
     def _follow(self, domain: str, outcome: Outcome) -> Verdict:
-        """The verdict for an outcome another daemon of the fleet published."""
+        """The verdict for an outcome another daemon of the fleet published (held no longer than this daemon's
+        own settings would hold it, whatever the store says)."""
         now = self.clock()
+        longest = max(self.settings.negative_ttl, self.settings.fail_retry, self.settings.error_ttl)
+        if outcome.until > now + longest:
+            outcome = replace(outcome, until=now + longest)
         note = f"{outcome.note} (found by another daemon of the fleet)"
         if outcome.failure is not None and outcome.policy_id is not None:
             self._mark_failure(domain, FailureMark(outcome.policy_id, outcome.until - self.settings.fail_retry,
