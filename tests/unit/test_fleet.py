@@ -228,3 +228,29 @@ async def test_an_outcome_is_never_held_longer_than_this_daemons_own_settings():
     store.leases["example.com"] = ("", forged.encode(), time.monotonic() + 60)
     verdict = await services[0].lookup("example.com")
     assert verdict.policy is None and verdict.expires_at <= clock.now + 300
+
+
+def test_a_shared_store_with_a_local_copy_starts_from_the_copy_when_it_is_down(tmp_path, caplog):
+    from mxsec.storage.mirror import MirroredStore
+    from mxsec.storage.sqlite import SqliteStore
+
+    copy_path = str(tmp_path / "copy.sqlite3")
+    shared = SharedMemoryStore()
+    store = MirroredStore(shared, SqliteStore(copy_path))
+    assert isinstance(store, FleetStore) and store.claim("x.example", "me", 5).held  # the shared store's leases
+    dns, fetcher = FakeDns(), FakeFetcher()
+    dns.txt_records["_mta-sts.example.com"] = ["v=STSv1; id=one"]
+    fetcher.outcomes["example.com"] = Fetched(ENFORCE)
+    settings = ServiceSettings(dane=False)
+    first = PolicyService(dns=dns, fetcher=fetcher, store=store, settings=settings)
+    assert asyncio.run(first.lookup("example.com")).mode == "enforce"
+    assert shared.get("example.com") is not None  # written to both
+    store.close()
+    shared.down = True  # the shared cache is down when the daemon starts again
+    again = MirroredStore(shared, SqliteStore(copy_path))
+    restarted = PolicyService(dns=FakeDns(), fetcher=FakeFetcher(), store=again, settings=settings)
+    with caplog.at_level("ERROR", logger="mxsec.storage"):
+        assert restarted.load() == 1
+    assert "starting from its local copy" in caplog.text
+    assert restarted.cached_verdict("example.com").mode == "enforce"
+    again.close()

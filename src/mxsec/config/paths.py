@@ -52,6 +52,12 @@ def default_cache_url() -> str:
     return _sqlite_url(os.path.join(default_state_dir(), "cache.sqlite3"))
 
 
+def default_cache_copy_path() -> str:
+    """The local SQLite copy of a shared (Redis, PostgreSQL) policy cache: ``cache-copy.sqlite3`` in the state
+    directory."""
+    return os.path.join(default_state_dir(), "cache-copy.sqlite3")
+
+
 def default_tlsrpt_db_url() -> str:
     """The sender-side TLSRPT session counter database, next to the policy cache."""
     return _sqlite_url(os.path.join(default_state_dir(), "tlsrpt.sqlite3"))

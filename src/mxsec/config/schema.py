@@ -15,7 +15,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Mapping
 
 from ..errors import ConfigError
-from .paths import default_cache_url, default_tlsrpt_db_url
+from .paths import default_cache_copy_path, default_cache_url, default_tlsrpt_db_url
 from .values import (
     _check_cache_url,
     _check_duration,
@@ -110,6 +110,11 @@ class CacheConfig:
     url: str = _opt(
         kind="str", factory=default_cache_url,
         doc="policy cache: sqlite:///PATH (survives restarts), memory://, redis://..., postgresql://...",
+    )
+    local_copy: str = _opt(
+        kind="str", factory=default_cache_copy_path,
+        doc="with a Redis or PostgreSQL cache, an SQLite copy of its policies on this host, read at start when "
+            "the shared cache is down; '' = none",
     )
     fleet_lease: float = _opt(
         20.0, kind="number",

@@ -73,7 +73,7 @@ def service_settings(config: Config) -> ServiceSettings:
 def build_service(config: Config, store: PolicyStore | None = None) -> PolicyService:
     dns, fetcher = make_adapters(config)
     if store is None:
-        store = open_store(config.cache.url)
+        store = open_store(config.cache.url, local_copy=config.cache.local_copy or None)
     return PolicyService(dns=dns, fetcher=fetcher, store=store, settings=service_settings(config))
 
 

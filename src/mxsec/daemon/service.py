@@ -932,10 +932,16 @@ class PolicyService:
         if not self.store_ok:
             self.store_ok = True
             log.warning("cache store available again", extra={"unsaved": len(self.unsaved)})
+            if self.unsaved:
+                try:
+                    asyncio.get_running_loop()
+                except RuntimeError:
+                    return  # at start (load): the refresher's first round writes them
+                asyncio.ensure_future(self.flush_unsaved())
 
     async def flush_unsaved(self) -> int:
-        """Write the policies whose writes failed while the store was down (the refresher calls this every
-        round, and so does the next write that works); returns how many were written."""
+        """Write the policies whose writes failed while the store was down (as soon as a store call works again,
+        and in every refresher round while some are left); returns how many were written."""
         domains = [d for d in self.unsaved if d in self.entries]
         if not domains:
             self.unsaved.clear()

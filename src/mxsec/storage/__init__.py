@@ -45,10 +45,12 @@ def parse_store_url(url: str) -> StoreURL:
     return parse_url(url, "cache", KNOWN_SCHEMES)
 
 
-def open_store(url: str) -> PolicyStore:
+def open_store(url: str, *, local_copy: str | None = None) -> PolicyStore:
     """Open the policy store named by ``url``; ConfigError (one line) when it cannot be used.
 
-    Remote stores are opened without contacting their server (see the module docstring).
+    Remote stores are opened without contacting their server (see the module docstring); with ``local_copy``
+    (the path of an SQLite file) a remote store keeps a copy of its policies there
+    (:class:`~mxsec.storage.mirror.MirroredStore`).
     """
     parsed = parse_store_url(url)
     if parsed.scheme == "memory":
@@ -56,13 +58,20 @@ def open_store(url: str) -> PolicyStore:
     if parsed.scheme == "sqlite":
         assert parsed.path is not None
         return SqliteStore(parsed.path)
+    shared: PolicyStore
     if parsed.scheme == "postgresql":
         from .postgres import PostgresStore
 
-        return PostgresStore(url)
-    from .redis import RedisStore
+        shared = PostgresStore(url)
+    else:
+        from .redis import RedisStore
 
-    return RedisStore(url)
+        shared = RedisStore(url)
+    if not local_copy:
+        return shared
+    from .mirror import MirroredStore
+
+    return MirroredStore(shared, SqliteStore(local_copy))
 
 
 def __getattr__(name: str) -> object:

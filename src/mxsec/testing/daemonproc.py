@@ -114,7 +114,9 @@ class DaemonProcess:
     def start(self, wait: float = 20.0) -> "DaemonProcess":
         self.log = open(self.log_path, "ab")
         offset = self.log.tell()  # a restart appends to the same log: only this run's lines count
-        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=self.log, start_new_session=True)
+        # its own state directory, so that default files (a cache's local copy, databases) stay in the test's
+        env = {**os.environ, "STATE_DIRECTORY": str(self.tmp)}
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=self.log, start_new_session=True, env=env)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
