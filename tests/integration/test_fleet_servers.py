@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from mxsec.storage.base import CacheEntry
 from mxsec.testing.fakeworld import FakeWorld, PolicySpec, policy_text
 
 from .conftest import running_world, unique_domain
-from .daemonproc import Daemon
+from .daemonproc import Daemon, free_port
 from .servers import postgres_server, redis_server  # noqa: F401 - session fixtures used by name
 
 pytestmark = pytest.mark.integration
@@ -65,8 +66,18 @@ def start_fleet(tmp: Path, world: FakeWorld, url: str, n: int = 3, lease: float 
         state.mkdir()
         config = state / "fleet.toml"
         config.write_text(f"[cache]\nfleet_lease = {lease}\n" + (more or {}).get(i, ""))
-        daemons.append(Daemon(state, world=world, cache=url, config=config).start())
+        metrics_port = free_port()
+        daemon = Daemon(state, world=world, cache=url, config=config,
+                        extra=["--metrics-listen", f"127.0.0.1:{metrics_port}"])
+        daemon.metrics_port = metrics_port
+        daemons.append(daemon.start())
     return daemons
+
+
+def metric(daemon, line_start: str) -> float:
+    """The value of the first metrics line of ``daemon`` that starts with ``line_start``."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{daemon.metrics_port}/metrics", timeout=10).read().decode()
+    return next(float(line.split()[-1]) for line in body.splitlines() if line.startswith(line_start))
 
 
 async def ask(port: int, domain: str) -> str:
@@ -160,6 +171,9 @@ def test_three_daemons_1000_queries_one_txt_lookup_one_fetch(store, world, tmp_p
         world.add_domain(nopolicy, mx=[f"mx.{nopolicy}"])
         assert set(ask_all([(daemons[i % 3].port, nopolicy) for i in range(300)])) == {"NOTFOUND "}
         assert world.stats.queries(f"_mta-sts.{nopolicy}", "TXT") == 1
+        leads = sum(metric(d, 'mxsec_fleet_resolutions_total{role="lead"}') for d in daemons)
+        follows = sum(metric(d, 'mxsec_fleet_resolutions_total{role="follow"}') for d in daemons)
+        assert leads == 2 and 1 <= follows <= 4  # one daemon led each domain; the others took its result
     finally:
         stop_all(daemons)
 
@@ -199,6 +213,7 @@ def test_a_store_stopped_and_started_again_costs_no_wrong_answer(store, world, t
         server.stop()
         replies = ask_all([(d.port, name) for d in daemons for name in (before, during)])
         assert replies == [expected(name) for _ in daemons for name in (before, during)]
+        assert [metric(d, "mxsec_store_up ") for d in daemons] == [0, 0, 0]
         # a daemon restarted now starts from its local copy: it still enforces "before", whose policy host now
         # fails (a daemon without the copy would find no policy and answer NOTFOUND)
         world.set_policy(before, PolicySpec(status=503))
@@ -223,6 +238,8 @@ def test_a_store_stopped_and_started_again_costs_no_wrong_answer(store, world, t
         if kind == "postgres":  # PostgreSQL keeps its data over the restart (the test Redis has no persistence)
             assert before in stored
         assert any('"msg": "cache store unavailable' in d.log_text() for d in daemons)
+        assert [metric(d, "mxsec_store_up ") for d in daemons] == [1, 1, 1]
+        assert metric(daemons[0], "mxsec_store_errors_total ") > 0
     finally:
         stop_all(daemons)
         if not server.running:

@@ -18,6 +18,8 @@ Exported:
   ``mxsec_resolutions_cancelled_total``, ``mxsec_budget_temps_total``, ``mxsec_table_evictions_total``,
   ``mxsec_log_lines_suppressed_total``, and the gauges ``mxsec_table_entries{table}`` and
   ``mxsec_resolution_slots{state}`` (``busy``, ``waiting``);
+* ``mxsec_refresh_overdue_policies`` — cached policies whose proactive refresh is past due by more than one
+  refresher round (:data:`REFRESH_ROUND`): the refresher falls behind, or their refresh keeps failing;
 * ``mxsec_socketmap_latency_seconds`` — histogram of the time from a request's arrival to its reply being
   written (whole pipelined batches are timed once and counted per request).
 """
@@ -32,6 +34,25 @@ from prometheus_client.core import CollectorRegistry, CounterMetricFamily, Gauge
 from mxsec.daemon.server import BUCKETS, KINDS, SocketmapServer
 
 log = logging.getLogger("mxsec.metrics")
+
+#: The refresher's longest round (docs/daemon.md, "Proactive refresh": every minute at most); a policy due for
+#: longer than this was missed by at least one round.
+REFRESH_ROUND = 60.0
+
+
+def refresh_overdue(service, *, lag: float = REFRESH_ROUND) -> int | None:
+    """Cached policies that were already due for a refresh ``lag`` seconds ago and are still not refreshed.
+
+    A policy being refreshed right now is not counted (:meth:`PolicyService.due_for_refresh` leaves it out).
+    Scrapes run on the HTTP server's thread while the event loop may change the cache, so a scan that meets a
+    change is tried again (three times at most); ``None`` if none got through.
+    """
+    for _ in range(3):
+        try:
+            return len(service.due_for_refresh(service.clock() - lag))
+        except RuntimeError:  # the cache changed size during the scan
+            continue
+    return None
 
 
 class DaemonCollector:
@@ -100,6 +121,12 @@ class DaemonCollector:
         yield CounterMetricFamily("mxsec_store_operations", "Operations asked of the cache store (reads, writes "
                                   "and fleet leases)",
                                   value=service.counters["store_calls"] + (service.fleet.calls if service.fleet else 0))
+        yield CounterMetricFamily("mxsec_store_errors", "Cache store operations that failed (store down, timeout)",
+                                  value=service.counters["store_errors"] + (service.fleet.store_errors
+                                                                            if service.fleet else 0))
+        store_up = service.store_ok and (service.fleet is None or service.fleet.store_ok)
+        yield GaugeMetricFamily("mxsec_store_up", "1 while the cache store answers, 0 during an outage",
+                                value=1 if store_up else 0)
         yield CounterMetricFamily("mxsec_log_lines_suppressed", "Log lines left out by rate limiting",
                                   value=server.quiet.suppressed_total + service.quiet.suppressed_total)
         tables = GaugeMetricFamily("mxsec_table_entries", "Entries in the in-memory tables", labels=["table"])
@@ -121,6 +148,11 @@ class DaemonCollector:
         slots.add_metric(["busy"], pool.active)
         slots.add_metric(["waiting"], pool.waiters)
         yield slots
+        overdue = refresh_overdue(service)
+        if overdue is not None:
+            yield GaugeMetricFamily("mxsec_refresh_overdue_policies",
+                                    "Cached policies whose refresh is past due by more than one refresher round",
+                                    value=overdue)
         hist = server.latency
         cumulative = []
         running = 0
