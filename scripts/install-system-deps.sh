@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the demo start for real: Redis and PostgreSQL (cache backends),
-# Dovecot (IMAP, for reports fetch-imap), and for the lab: Knot DNS, Unbound, ldns tools, Postfix, iproute2, nftables,
-# Chromium (dashboard tests), and Debian's Exim (unpacked privately, see the end of this file). Only what is
-# missing is installed.
+# Dovecot (IMAP, for reports fetch-imap), promtool (Prometheus rule tests), and for the lab: Knot DNS, Unbound,
+# ldns tools, Postfix, iproute2, nftables, Chromium (dashboard tests), and Debian's Exim (unpacked privately, see
+# the end of this file). Only what is missing is installed.
 set -euo pipefail
 EXIM_ROOT="${MXSEC_EXIM_ROOT:-/opt/mxsec/exim4}"
 need=()
@@ -27,6 +27,9 @@ have /usr/sbin/nginx || need+=(nginx-light)
 # config; the package's service is kept from starting like nginx's)
 have /usr/sbin/dovecot || need+=(dovecot-core)
 have /usr/lib/dovecot/imap || need+=(dovecot-imapd)
+# promtool checks and unit-tests the alerting rules in contrib/prometheus (tests/integration/test_observability.py);
+# it comes with the prometheus package, whose server is kept from starting like nginx's
+have /usr/bin/promtool || need+=(prometheus)
 # Debian's Chromium for the dashboard's browser tests (tests/lab/test_reports_dashboard.py, driven by Playwright
 # with executable_path; Playwright's own browser downloads are never used)
 have /usr/bin/chromium || need+=(chromium)
