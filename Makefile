@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
 	  echo "installing python3-venv"; apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[all,test]'
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -41,6 +41,11 @@ integration: $(STAMP) system-deps
 ## Side-by-side benchmark against postfix-mta-sts-resolver (needs root: it creates a network namespace).
 bench: $(STAMP)
 	$(BIN)/python bench/socketmap.py
+
+## Man pages written from the command line's own help (mxsec.1, mxsec-COMMAND.1) into build/man.
+.PHONY: man
+man: $(STAMP)
+	$(BIN)/python -m mxsec.cli.manpages build/man
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

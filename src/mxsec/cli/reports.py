@@ -275,6 +275,10 @@ def summary_command(db_url, as_json, since, until, domain, organization, top, fa
 def serve_command(db_url, listen, tls_cert, tls_key, config_path, allowed_hosts, max_connections, header_timeout,
                   body_timeout):
     """Web dashboard of the stored reports, and POST /tlsrpt for reports sent over HTTPS (RFC 8460 §5.4)."""
+    from mxsec.extras import require
+
+    for module in ("starlette", "jinja2", "uvicorn"):
+        require(module, "reports", "the dashboard (reports serve)")
     from mxsec.reports.web.server import serve
 
     if bool(tls_cert) != bool(tls_key):

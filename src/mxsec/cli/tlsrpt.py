@@ -318,6 +318,9 @@ def send(day, unfinished, dry_run, out_dir, smtp, smtp_starttls, smtp_user, from
     key_file = dkim_key or settings.dkim_key
     dkim = None
     if key_file:
+        from mxsec.extras import require
+
+        require("dkim", "tlsrpt", "signing reports (--dkim-key)")
         selector = dkim_selector or settings.dkim_selector
         if not selector:
             raise ConfigError("--dkim-key needs --dkim-selector")

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import grp
 import os
+from importlib import resources
 import pwd
 import re
 import shlex
@@ -99,9 +100,10 @@ def exim_root() -> Path:
 
 
 def contrib_dir() -> Path | None:
-    """``contrib/exim/`` of this checkout (or ``$MXSEC_EXIM_CONTRIB``), if it holds the three files."""
+    """The Exim files mxsec ships (``mxsec/exim/`` in the installed package, which ``contrib/exim/`` of a
+    checkout points to), or ``$MXSEC_EXIM_CONTRIB``, if it holds the three files."""
     env = os.environ.get(CONTRIB_ENV)
-    candidates = [Path(env)] if env else [Path(__file__).resolve().parents[3] / "contrib" / "exim"]
+    candidates = [Path(env)] if env else [Path(str(resources.files("mxsec") / "exim"))]
     for d in candidates:
         if all((d / name).is_file() for name in CONTRIB_FILES):
             return d

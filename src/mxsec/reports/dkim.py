@@ -31,6 +31,7 @@ import dns.resolver
 
 from ..errors import ConfigError
 from ..config.values import parse_nameserver
+from ..extras import require
 
 #: Signatures checked per message at most (a hostile message can carry thousands).
 MAX_SIGNATURES = 5
@@ -129,6 +130,7 @@ def _key_usable(record: bytes | None) -> tuple[dict[bytes, bytes], bool] | None:
 
 
 def _checker_class() -> type:
+    require("dkim", "reports", "DKIM verification of mailed reports (--no-dkim goes without)")
     import dkim
 
     class Checker(dkim.DKIM):

@@ -26,6 +26,7 @@ import time
 from typing import Any, Callable, Iterable, TypeVar
 
 from ..errors import ConfigError, one_line
+from ..extras import require
 from .base import CacheEntry, Claim, StoreError
 from .migrations import migrate
 from .policy_tables import COLUMNS, POLICY_SCHEMA
@@ -76,13 +77,9 @@ def connection_params(url: str, what: str = "cache") -> dict[str, Any]:
 
     ConfigError (one line) when bad.
     """
-    try:
-        import psycopg
-        from psycopg.conninfo import conninfo_to_dict
-    except ImportError:  # pragma: no cover - a dependency of mxsec
-        raise ConfigError(
-            "the postgresql cache backend needs psycopg (pip install 'psycopg[binary]>=3.1')"
-        ) from None
+    psycopg = require("psycopg", "postgres", "a postgresql:// database")
+    from psycopg.conninfo import conninfo_to_dict
+
     shown = redact(url)
     if url[:11].lower() == "postgres://":
         url = "postgresql://" + url[len("postgres://"):]

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ..errors import ConfigError, one_line
+from ..extras import require
 from .base import CacheEntry, Claim, StoreError
 from .urls import redact
 
@@ -149,12 +150,9 @@ class RedisStore:
 
     def __init__(self, url: str, *, connect_timeout: float = CONNECT_TIMEOUT,
                  socket_timeout: float = SOCKET_TIMEOUT) -> None:
-        try:
-            import redis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
-        except ImportError:  # pragma: no cover - a dependency of mxsec
-            raise ConfigError("the redis cache backend needs the redis package (pip install 'redis>=5')") from None
+        redis = require("redis", "redis", "a redis:// cache")
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
         self.url = redact(url)
         client_url, self.prefix = parse_url(url)
         self._redis = redis

@@ -15,9 +15,10 @@ import threading
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
-from ..errors import ConfigError, one_line
+from ..errors import one_line
 from ..fsutil import make_dirs
 from .base import StoreError
+from ..extras import require
 from .migrations import Schema, migrate
 from .urls import SQL_SCHEMES, parse_url, redact
 
@@ -61,10 +62,7 @@ class SqlDatabase:
                 raise StoreError(f"{self.what} {path}: {one_line(exc)}") from None
             self._conn = conn
         else:
-            try:
-                import psycopg
-            except ImportError:  # pragma: no cover - a dependency
-                raise ConfigError("postgresql:// needs the psycopg package") from None
+            psycopg = require("psycopg", "postgres", f"a postgresql:// {self.what}")
             try:
                 self._conn = psycopg.connect(self._target, autocommit=True, connect_timeout=5)
             except psycopg.Error as exc:
