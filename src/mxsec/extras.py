@@ -1,4 +1,4 @@
-"""Optional parts of mxsec and the packages they need (``pip install 'mxsec[EXTRA]'``, docs/install.md).
+"""Optional parts of mxsec and the packages they need (``pip install 'mxsec[EXTRA]'``, README "Install").
 
 The core install runs the daemon with an SQLite cache, ``query``, ``check``, ``generate``, ``dane``,
 ``serve-policy`` and the TLSRPT collector; a command that needs more says in one line which extra to install.
