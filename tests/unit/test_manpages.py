@@ -4,6 +4,7 @@ the same bytes on every run."""
 
 import os
 import re
+from pathlib import Path
 import shutil
 import subprocess
 import sys
@@ -85,6 +86,12 @@ def test_mxsec_page_lists_each_group_in_one_line_with_exit_status_files_environm
     exit_status = text.split(" EXIT STATUS ")[1].split(" FILES ")[0]
     for status, meaning in manpages.EXIT_STATUS:
         assert f"{status} {_squeeze(meaning)}" in exit_status
+
+
+def test_exit_statuses_of_the_man_page_are_those_of_docs_configuration():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text(encoding="utf-8")
+    table = doc.split("## Exit status", 1)[1].split("\n## ", 1)[0]
+    assert [code for code, _ in manpages.EXIT_STATUS] == re.findall(r"^\| (\d+) \|", table, flags=re.M)
 
 
 def test_every_option_of_every_command_appears_in_its_page_with_help_and_default(pages):
