@@ -22,24 +22,23 @@ def default_state_dir() -> str:
     first = systemd.split(":")[0]
     if first and os.path.isabs(first):
         return first
-    geteuid = getattr(os, "geteuid", None)
-    if geteuid is not None and geteuid() == 0:
-        return "/var/lib/mxsec"
-    base = os.environ.get("XDG_STATE_HOME", "")
-    if not base or not os.path.isabs(base):
-        base = os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(base, "mxsec")
+    return _root_or_xdg("XDG_STATE_HOME", ".local/state")
 
 
 def default_data_dir() -> str:
     """Where mxsec keeps data a user asked it to keep (received reports): ``/var/lib/mxsec`` for root, else
     ``$XDG_DATA_HOME/mxsec`` or ``~/.local/share/mxsec``."""
+    return _root_or_xdg("XDG_DATA_HOME", ".local/share")
+
+
+def _root_or_xdg(variable: str, home_default: str) -> str:
+    """``/var/lib/mxsec`` for root, else ``$variable/mxsec`` (an absolute path) or ``~/<home_default>/mxsec``."""
     geteuid = getattr(os, "geteuid", None)
     if geteuid is not None and geteuid() == 0:
         return "/var/lib/mxsec"
-    base = os.environ.get("XDG_DATA_HOME", "")
+    base = os.environ.get(variable, "")
     if not base or not os.path.isabs(base):
-        base = os.path.join(os.path.expanduser("~"), ".local", "share")
+        base = os.path.join(os.path.expanduser("~"), *home_default.split("/"))
     return os.path.join(base, "mxsec")
 
 
