@@ -37,9 +37,10 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from mxsec.testing.servers import stop_process
+
 HOST = "127.0.0.1"
 START_TIMEOUT = 30.0
-STOP_TIMEOUT = 15.0
 
 #: What Dovecot advertises after login when MOVE (and UIDPLUS) must look unsupported (``imap_capability``).
 CAPABILITY_WITHOUT_MOVE = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE CHILDREN UNSELECT UIDPLUS"
@@ -236,14 +237,7 @@ service anvil {{
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(sig)
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the master and the children it started (own session)
-            proc.wait(STOP_TIMEOUT)
+        stop_process(proc, sig, group=True)  # the master and the children it started (own session)
 
     def cleanup(self) -> None:
         self.stop()

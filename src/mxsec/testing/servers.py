@@ -52,14 +52,19 @@ def _port_open(port: int, host: str = HOST) -> bool:
         return False
 
 
-def _stop_process(proc: subprocess.Popen | None, sig: int) -> None:
+def stop_process(proc: subprocess.Popen | None, sig: int, *, group: bool = False) -> None:
+    """Send ``sig`` and wait; after :data:`STOP_TIMEOUT` seconds, kill it (with ``group``, the whole process
+    group: a server started in its own session with the children it forked)."""
     if proc is None or proc.poll() is not None:
         return
     proc.send_signal(sig)
     try:
         proc.wait(STOP_TIMEOUT)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        if group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
         proc.wait(STOP_TIMEOUT)
 
 
@@ -132,7 +137,7 @@ class RedisServer:
                     self.start_seconds = time.monotonic() - began
                     return self
                 time.sleep(0.02)
-            _stop_process(self.proc, signal.SIGKILL)
+            stop_process(self.proc, signal.SIGKILL)
             self.proc = None
             if self.start_seconds:  # a restart keeps its port: do not move it
                 break
@@ -148,7 +153,7 @@ class RedisServer:
             return False
 
     def stop(self) -> None:
-        _stop_process(self.proc, signal.SIGTERM)
+        stop_process(self.proc, signal.SIGTERM)
         self.proc = None
 
     def flush(self) -> None:
@@ -264,7 +269,7 @@ class PostgresServer:
                 if first:
                     self._create_database()
                 return self
-            _stop_process(self.proc, signal.SIGKILL)
+            stop_process(self.proc, signal.SIGKILL)
             self.proc = None
             if not first:  # a restart keeps its port
                 break
@@ -307,7 +312,7 @@ class PostgresServer:
 
     def stop(self) -> None:
         # SIGINT is PostgreSQL's "fast" shutdown (pg_ctl stop -m fast): clients are disconnected at once.
-        _stop_process(self.proc, signal.SIGINT)
+        stop_process(self.proc, signal.SIGINT)
         self.proc = None
 
     def cleanup(self) -> None:
