@@ -1,8 +1,9 @@
 """Monitoring artefacts against the real metrics (issue 16): ``contrib/prometheus/mxsec-alerts.yml`` and
 ``contrib/grafana/mxsec.json``.
 
-A real ``mxsec daemon`` (fake world on 127.0.96.1/.2) answers a few queries and a real report receiver (``mxsec
-reports serve``'s app over SQLite) stores one report; both are scraped. Then:
+A real ``mxsec daemon`` (fake world on 127.0.96.1/.2) answers a few queries, a real report receiver (``mxsec
+reports serve``'s app over SQLite) stores one report, a real ``mxsec tlsrpt collect`` gets a good, a bad and an
+odd datagram; all three are scraped. Then:
 
 * ``promtool check rules`` passes on the rules file;
 * ``promtool test rules`` runs a test file generated from the scraped series (their names and label sets, with
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 import subprocess
 import urllib.request
 from collections.abc import Callable
@@ -28,10 +30,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mxsec.storage.reportdb import ReportDB
 from mxsec.testing.fakeworld import FakeWorld, PolicySpec, WorldThread, policy_text
+from mxsec.testing.libtlsrpt import Detail, Pol, encode
 from tests import tlsrpt_corpus as tc
 
 from .daemonproc import Daemon, free_port
 from .servers import report_server_thread
+from .test_tlsrpt_collect import Collector, Sender, _short_dir, rua
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +44,7 @@ RULES = ROOT / "contrib" / "prometheus" / "mxsec-alerts.yml"
 DASHBOARD = ROOT / "contrib" / "grafana" / "mxsec.json"
 DAEMON_JOB, DAEMON_INSTANCE = "mxsec", "mx1.example:9461"
 RECEIVER_JOB, RECEIVER_INSTANCE = "mxsec-reports", "reports.example:443"
+COLLECTOR_JOB, COLLECTOR_INSTANCE = "mxsec-tlsrpt-collect", "mx1.example:9462"
 METRIC = re.compile(r"\bmxsec_[a-z0-9_]+\b")
 
 Samples = dict[str, list[dict[str, str]]]
@@ -107,6 +112,39 @@ def receiver_samples(tmp_path_factory: pytest.TempPathFactory) -> Samples:
     return samples
 
 
+@pytest.fixture(scope="module")
+def collector_samples() -> Samples:
+    directory = _short_dir()
+    port = free_port()
+    collector = Collector(directory / "c.sock", f"sqlite:///{directory}/c.sqlite3", "--metrics-listen",
+                          f"127.0.0.1:{port}").start()
+    try:
+        sender = Sender(collector.socket_path)
+        sender.send(encode("c.example", rua("c.example"), [Pol(9, None)]))
+        sender.send(b"not json")
+        # a result code outside libtlsrpt's list: counted, with a warning
+        sender.send(encode("c.example", rua("c.example"), [Pol(9, None, details=[Detail(999)], failed=True)]))
+        sender.close()
+        deadline = time.monotonic() + 10
+        while True:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            if "mxsec_tlsrpt_datagrams_total 3.0" in text or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    finally:
+        collector.cleanup()
+        shutil.rmtree(directory, ignore_errors=True)
+    samples = parse_samples(text)
+    assert {"code": "not-json"} in samples["mxsec_tlsrpt_bad_datagrams_total"], text
+    assert {"code": "unknown-result-code"} in samples["mxsec_tlsrpt_datagram_warnings_total"], text
+    return samples
+
+
+@pytest.fixture(scope="module")
+def exported(daemon_samples: Samples, receiver_samples: Samples, collector_samples: Samples) -> set[str]:
+    return set(daemon_samples) | set(receiver_samples) | set(collector_samples)
+
+
 # ---------------------------------------------------------------------------------------------- rules
 
 
@@ -144,11 +182,12 @@ class Series:
         raise AssertionError(f"{name}{labels} is not exported by the {self.job} scrape")
 
 
-def cases(daemon: Series, receiver: Series) -> dict[str, dict]:
+def cases(daemon: Series, receiver: Series, collector: Series) -> dict[str, dict]:
     """For each alert: the labels it must carry, an interval, an evaluation time, and a history where it fires
     and one where it does not."""
     d_labels = {"job": DAEMON_JOB, "instance": DAEMON_INSTANCE}
     r_labels = {"job": RECEIVER_JOB, "instance": RECEIVER_INSTANCE}
+    c_labels = {"job": COLLECTOR_JOB, "instance": COLLECTOR_INSTANCE}
     fetch_ok = daemon("mxsec_policy_fetches_total", outcome="ok")
     fetch_bad = daemon("mxsec_policy_fetches_total", lambda labels: labels["outcome"] != "ok")
     replies = {kind: daemon("mxsec_socketmap_replies_total", kind=kind) for kind in ("ok", "notfound", "temp", "perm")}
@@ -191,6 +230,10 @@ def cases(daemon: Series, receiver: Series) -> dict[str, dict]:
             labels=r_labels, interval="1m", at="35m",
             fire={receiver("mxsec_tlsrpt_conflicting_reports"): "0x30 1x30"},
             quiet={receiver("mxsec_tlsrpt_conflicting_reports"): "1x60"}),
+        "MxsecTlsrptCollectorWriteErrors": dict(
+            labels=c_labels, interval="1m", at="40m",
+            fire={collector("mxsec_tlsrpt_write_errors_total"): "0x10 0+1x50"},
+            quiet={collector("mxsec_tlsrpt_write_errors_total"): "0x10 0+1x5 6x40"}),
     }
 
 
@@ -227,10 +270,11 @@ def run_rule_tests(path: Path, doc: dict) -> subprocess.CompletedProcess:
 
 
 def test_every_alert_fires_and_stays_quiet_on_the_real_series(daemon_samples: Samples, receiver_samples: Samples,
-                                                              tmp_path: Path) -> None:
+                                                              collector_samples: Samples, tmp_path: Path) -> None:
     alerts = load_alerts()
     table = cases(Series(daemon_samples, DAEMON_JOB, DAEMON_INSTANCE),
-                  Series(receiver_samples, RECEIVER_JOB, RECEIVER_INSTANCE))
+                  Series(receiver_samples, RECEIVER_JOB, RECEIVER_INSTANCE),
+                  Series(collector_samples, COLLECTOR_JOB, COLLECTOR_INSTANCE))
     assert set(table) == set(alerts), "each alert needs a firing and a quiet case"
     result = run_rule_tests(tmp_path / "mxsec-alerts.test.yml", rule_tests(alerts, table))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -240,8 +284,7 @@ def test_every_alert_fires_and_stays_quiet_on_the_real_series(daemon_samples: Sa
     assert wrong.returncode != 0 and "MxsecStoreDown" in wrong.stdout + wrong.stderr
 
 
-def test_alert_expressions_name_only_exported_metrics(daemon_samples: Samples, receiver_samples: Samples) -> None:
-    exported = set(daemon_samples) | set(receiver_samples)
+def test_alert_expressions_name_only_exported_metrics(exported: set[str]) -> None:
     for name, rule in load_alerts().items():
         used = set(METRIC.findall(rule["expr"]))
         assert used, name
@@ -264,10 +307,9 @@ def panel_exprs(dashboard: dict) -> list[tuple[str, str]]:
     return out
 
 
-def test_dashboard_names_only_exported_metrics(daemon_samples: Samples, receiver_samples: Samples) -> None:
+def test_dashboard_names_only_exported_metrics(exported: set[str]) -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     assert [i["name"] for i in dashboard["__inputs"]] == ["DS_PROMETHEUS"]
-    exported = set(daemon_samples) | set(receiver_samples)
     exprs = panel_exprs(dashboard)
     assert len(exprs) >= 10
     used: set[str] = set()
@@ -288,13 +330,15 @@ def test_dashboard_names_only_exported_metrics(daemon_samples: Samples, receiver
                    "mxsec_policy_fetches_total", "mxsec_refresh_overdue_policies", "mxsec_fleet_resolutions_total",
                    "mxsec_store_up", "mxsec_store_errors_total", "mxsec_dns_queries_total",
                    "mxsec_socketmap_latency_seconds_bucket", "mxsec_table_entries", "mxsec_tlsrpt_sessions",
-                   "mxsec_tlsrpt_database_up"):
+                   "mxsec_tlsrpt_database_up", "mxsec_tlsrpt_write_errors_total"):
         assert wanted in used, wanted
 
 
 def grafana_to_promql(expr: str) -> str:
     """A panel query with Grafana's variables replaced by what Grafana would put there."""
-    return expr.replace("$__rate_interval", "5m").replace("$instance", ".*").replace("$receiver", ".*")
+    for variable in ("$instance", "$receiver", "$collector"):
+        expr = expr.replace(variable, ".*")
+    return expr.replace("$__rate_interval", "5m")
 
 
 def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
