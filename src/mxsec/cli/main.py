@@ -204,6 +204,7 @@ COMMANDS = (
     ("dane", "mxsec.cli.dane", "dane"),
     ("generate", "mxsec.cli.generate", "generate"),
     ("check", "mxsec.cli.check", "check"),
+    ("advise", "mxsec.cli.advise", "advise"),
     ("serve-policy", "mxsec.cli.serve", "serve_policy"),
     ("reports", "mxsec.cli.reports", "reports"),
     ("tlsrpt", "mxsec.cli.tlsrpt", "tlsrpt"),

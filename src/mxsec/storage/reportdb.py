@@ -1035,3 +1035,50 @@ class ReportDB(SqlDatabase):
             }
             for ptype, domain, text, n, ok, bad, first, last in rows
         ]
+
+    # ------------------------------------------------------------------------- the rollout advisor (advise)
+
+    @staticmethod
+    def _type_clause(policy_type: str | None) -> tuple[list[str], list[Any]]:
+        return (["p.policy_type = ?"], [policy_type]) if policy_type is not None else ([], [])
+
+    def totals_by_organization(self, filters: Filters = Filters(),
+                               policy_type: str | None = None) -> dict[str, Totals]:
+        """:meth:`by_organization` restricted to one policy type (``sts``, ``tlsa``, ...) when given."""
+        where, params = self._type_clause(policy_type)
+        rows = self._policy_query("r.organization_name, " + self._TOTALS, filters, "r.organization_name",
+                                  "r.organization_name", extra_where=where, extra_params=params)
+        return {str(name): Totals(int(n), int(ok), int(bad)) for name, n, ok, bad in rows}
+
+    def failures_by_mx_and_organization(self, filters: Filters = Filters(), policy_type: str | None = None
+                                        ) -> list[tuple[str, str, str, int, date, date]]:
+        """(receiving MX host name or ``''``, result type, organization, failed sessions, first day, last day),
+        most failed sessions first; days are the UTC days of the reports' starts."""
+        where, params = filters.clauses()
+        extra, extra_params = self._type_clause(policy_type)
+        where, params = where + extra, params + extra_params
+        host = "COALESCE(f.receiving_mx_hostname, '')"
+        statement = (
+            f"SELECT {host}, f.result_type, r.organization_name, SUM(f.failed_session_count), MIN(r.start_ts), "
+            "MAX(r.start_ts) FROM tlsrpt_failure f JOIN tlsrpt_policy p ON p.id = f.policy "
+            "JOIN tlsrpt_report r ON r.id = f.report"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + f" GROUP BY {host}, f.result_type, r.organization_name"
+            f" ORDER BY SUM(f.failed_session_count) DESC, {host}, f.result_type, r.organization_name"
+        )
+        rows = self._query(statement, params)
+        return [(str(host).lower().rstrip("."), str(name), str(org), int(count), _from_ts(first).date(),
+                 _from_ts(last).date()) for host, name, org, count, first, last in rows]
+
+    def policies_by_day(self, filters: Filters = Filters(), policy_type: str | None = None
+                        ) -> list[tuple[date, str, list[str], Totals]]:
+        """(UTC day, policy type, policy-string, totals) for every distinct policy applied on each day."""
+        where, params = self._type_clause(policy_type)
+        rows = self._policy_query(
+            "r.start_ts / 86400, p.policy_type, p.policy_string, " + self._TOTALS, filters,
+            "r.start_ts / 86400, p.policy_type, p.policy_string", "r.start_ts / 86400, p.policy_type, p.policy_string",
+            extra_where=where, extra_params=params,
+        )
+        epoch = date(1970, 1, 1)
+        return [(epoch + timedelta(days=int(day)), str(ptype), list(json.loads(text)),
+                 Totals(int(n), int(ok), int(bad))) for day, ptype, text, n, ok, bad in rows]
