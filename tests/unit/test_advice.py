@@ -165,8 +165,9 @@ def test_an_mx_below_the_threshold_blocks_with_its_failures_one_line_each() -> N
     assert codes(advice) == ["reporter-below-threshold", "mx-below-threshold", "failures:certificate-expired",
                              "failures:certificate-expired"]
     assert messages[2] == f"{MX2}: certificate-expired in 4,000 sessions from Google Inc. since 2026-11-25"
-    assert messages[3] == (f"{MX2}: certificate-expired in 300 sessions from Mail.example since 2026-11-25 "
-                           f"(last on 2026-11-27)")
+    assert messages[3] == (f"{MX2}: certificate-expired in 300 sessions from Mail.example from 2026-11-25 "
+                           f"to 2026-11-27")
+    assert not any("no failure reported after" in n for n in advice.notes)  # Google's still run to the end
     assert advice.figures["by_mx"][MX2]["failed_sessions"] == 4_300
     assert advice.figures["by_mx"][MX1]["failed_sessions"] == 3  # mx1 stays above: no line for it
 
@@ -190,3 +191,13 @@ def test_the_decision_module_imports_no_adapter() -> None:
             "'mxsec.storage', 'asyncio', 'aiohttp', 'click', 'mxsec.check.gather'))]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_failures_that_stopped_say_when_the_window_is_clear_of_them() -> None:
+    orgs = {"Google Inc.": SessionCounts(46_000, 4_000)}
+    failures = (MxFailure(MX2, "certificate-expired", "Google Inc.", 4_000, dt.date(2026, 11, 20),
+                          dt.date(2026, 11, 22)),)
+    advice = run(r=figures(orgs=orgs, failures=failures))
+    assert not advice.safe
+    assert f"{MX2}: no failure reported after 2026-11-22; a 14-day window is clear of them from 2026-12-07 on, " \
+           "if none come back" in advice.notes

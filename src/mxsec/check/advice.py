@@ -245,10 +245,16 @@ def advise(facts: DomainFacts, findings: Iterable[Finding], reports: ReportFigur
     for fail in reports.failures:
         host = fail.host or NO_HOST
         if host in low_hosts or fail.result_type in STS_RESULT_TYPES:
-            last = "" if fail.last >= reports.until else f" (last on {fail.last})"
+            when = f"since {fail.first}" if fail.last >= reports.until else f"from {fail.first} to {fail.last}"
             blockers.append(Blocker(f"failures:{fail.result_type}", host,
                                     f"{host}: {fail.result_type} in {fail.sessions:,} sessions from "
-                                    f"{fail.organization} since {fail.first}{last}"))
+                                    f"{fail.organization} {when}"))
+    for host in sorted(low_hosts):
+        last_seen = max((f.last for f in reports.failures if (f.host or NO_HOST) == host), default=None)
+        if last_seen is not None and last_seen < reports.until:
+            clear = last_seen + _dt.timedelta(days=window_days + 1)
+            notes.append(f"{host}: no failure reported after {last_seen}; a {window_days}-day window is clear of "
+                         f"them from {clear} on, if none come back")
     if policy is not None and testing == [] and observed:
         notes.append("no report in the window names a policy in mode testing: reporters applied "
                      + ", ".join(sorted({_mode_of(d.policy_string) or "unknown" for d in reports.days})))

@@ -15,10 +15,10 @@ import sys
 
 import click
 
-from mxsec.cli.common import _fail, _guarded, _load, network_options
+from mxsec.cli.common import OneLineCommand, _fail, _guarded, _load, network_options
 
 
-@click.command("advise")
+@click.command("advise", cls=OneLineCommand)
 @click.argument("domain")
 @click.option("--reports-db", "db_url", envvar="MXSEC_REPORTS_DB", metavar="URL",
               help="Report database (as for mxsec reports: sqlite:///PATH or postgresql://USER@HOST/DB; "
