@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration lab bench setup system-deps clean
+.PHONY: demo test lint unit integration lab bench setup system-deps clean deb
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
@@ -49,3 +49,8 @@ man: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
+
+## The Debian package: dist/mxsec_<version>-1_<arch>.deb (scripts/build-deb.py; offline, from this environment).
+deb: $(STAMP) system-deps
+	$(BIN)/python scripts/build-deb.py --out dist
+	lintian --fail-on error dist/mxsec_*.deb

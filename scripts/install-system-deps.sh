@@ -33,6 +33,15 @@ have /usr/bin/promtool || need+=(prometheus)
 # Debian's Chromium for the dashboard's browser tests (tests/lab/test_reports_dashboard.py, driven by Playwright
 # with executable_path; Playwright's own browser downloads are never used)
 have /usr/bin/chromium || need+=(chromium)
+# The Debian package (make deb, tests/lab/test_deb.py): built with dpkg-deb under fakeroot, shared objects
+# stripped (binutils), checked with lintian, its units with systemd-analyze; man pages rendered with groff
+have fakeroot || need+=(fakeroot)
+have strip || need+=(binutils)
+have lintian || need+=(lintian)
+have systemd-analyze || need+=(systemd)
+have groff || need+=(groff-base)
+have /usr/bin/python3 || need+=(python3)
+/usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 [ ${#need[@]} -eq 0 ] && [ -x "$EXIM_ROOT/usr/sbin/exim4" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "install-system-deps: missing ${need[*]}; run as root (or: sudo apt-get install ${need[*]})" >&2
