@@ -129,10 +129,10 @@ def install_files(root: Path, version: str) -> None:
         (units / name).write_text(text)
     (root / "etc/mxsec").mkdir(parents=True)
     shutil.copy2(REPO / "contrib/mxsec.toml", root / "etc/mxsec/mxsec.toml")
-    doc = root / "usr/share/doc/mxsec"
-    (doc / "docs").mkdir(parents=True)
+    doc = root / "usr/share/doc/mxsec"  # the units' Documentation= lines point here
+    doc.mkdir(parents=True)
     for page in sorted((REPO / "docs").glob("*.md")):
-        shutil.copy2(page, doc / "docs" / page.name)
+        shutil.copy2(page, doc / page.name)
     shutil.copy2(REPO / "README.md", doc / "README.md")
     (doc / "exim").mkdir()
     for conf in sorted((REPO / "src/mxsec/exim").glob("*.conf")):

@@ -56,8 +56,13 @@ def test_the_package_holds_what_it_should(package):
     for path in ("./usr/bin/mxsec", "./etc/mxsec/mxsec.toml", "./usr/share/man/man1/mxsec.1.gz",
                  "./usr/share/man/man1/mxsec-daemon.1.gz", "./usr/share/doc/mxsec/copyright",
                  "./usr/share/doc/mxsec/exim/mxsec-routers.conf", "./usr/lib/mxsec/bin/python3",
+                 "./usr/share/doc/mxsec/configuration.md",
                  *(f"./lib/systemd/system/{unit}" for unit in UNITS)):
         assert f" {path}" in listing, path
+    for unit in UNITS:  # every Documentation= file:// link of the units is in the package
+        for line in (REPO / "contrib" / unit).read_text().splitlines():
+            if line.startswith("Documentation=file://"):
+                assert f" .{line.removeprefix('Documentation=file://')}" in listing, (unit, line)
     info = subprocess.run(["dpkg-deb", "--field", str(package), "Package", "Depends"], capture_output=True,
                           text=True, check=True).stdout
     assert "Package: mxsec" in info and "python3 (>= 3.11)" in info
