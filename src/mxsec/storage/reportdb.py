@@ -1066,9 +1066,16 @@ class ReportDB(SqlDatabase):
             + f" GROUP BY {host}, f.result_type, r.organization_name"
             f" ORDER BY SUM(f.failed_session_count) DESC, {host}, f.result_type, r.organization_name"
         )
-        rows = self._query(statement, params)
-        return [(str(host).lower().rstrip("."), str(name), str(org), int(count), _from_ts(first).date(),
-                 _from_ts(last).date()) for host, name, org, count, first, last in rows]
+        merged: dict[tuple[str, str, str], list[int]] = {}
+        for host_name, name, org, count, first, last in self._query(statement, params):
+            # host names as reporters wrote them: "MX2.Example.com." and "mx2.example.com" are one host
+            key = (str(host_name).lower().rstrip("."), str(name), str(org))
+            row = merged.setdefault(key, [0, int(first), int(last)])
+            row[0] += int(count)
+            row[1], row[2] = min(row[1], int(first)), max(row[2], int(last))
+        ordered = sorted(merged.items(), key=lambda item: (-item[1][0], item[0]))
+        return [(host_name, name, org, count, _from_ts(first).date(), _from_ts(last).date())
+                for (host_name, name, org), (count, first, last) in ordered]
 
     def policies_by_day(self, filters: Filters = Filters(), policy_type: str | None = None
                         ) -> list[tuple[date, str, list[str], Totals]]:
