@@ -155,5 +155,8 @@ def test_usage_and_input_errors_are_one_line_exit_2(world, reports, tmp_path) ->
         assert result.returncode == 2, result.stdout + result.stderr
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert text in result.stderr
+    missing = advise(world, f"sqlite:///{tmp_path / 'none.sqlite3'}")
+    assert missing.returncode == 2 and "no report database at" in missing.stderr, missing.stderr
+    assert not (tmp_path / "none.sqlite3").exists()
     bad = subprocess.run([MXSEC, "advise", "exa mple.com"], capture_output=True, text=True, timeout=30, check=False)
     assert bad.returncode == 2 and "not a domain name" in bad.stderr and "Traceback" not in bad.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import json
+import os
 import sys
 
 import click
@@ -73,6 +74,15 @@ def _figures(db_url, domain: str, today: _dt.date, days: int):
     from mxsec.cli.reports import open_db
 
     since, until = window(today, days)
+    if db_url is None:
+        from mxsec.config import default_reports_db_url
+
+        db_url = default_reports_db_url()
+    from mxsec.storage.urls import SQL_SCHEMES, parse_url
+
+    parsed = parse_url(db_url, "report database", SQL_SCHEMES)
+    if parsed.scheme == "sqlite" and parsed.path and not os.path.exists(parsed.path):
+        _fail(f"no report database at {parsed.path}; store reports first (mxsec reports ingest --db {db_url} ...)")
     db = open_db(db_url)
     try:
         return report_figures(db, domain, since, until)
@@ -98,8 +108,15 @@ async def _live(domain: str, config, *, smtp: bool, smtp_port: int, smtp_timeout
             except (OSError, ValueError) as exc:
                 _fail(f"trust store: {getattr(exc, 'strerror', None) or exc}")
         settings = CheckSettings(smtp=smtp, smtp_port=smtp_port, smtp_timeout=smtp_timeout)
-        facts = await gather(domain, dns, fetcher, guard, settings, roots=roots, ca_label=label)
-        return facts, judge(facts, settings.max_hosts)
+        try:
+            facts = await gather(domain, dns, fetcher, guard, settings, roots=roots, ca_label=label)
+            return facts, judge(facts, settings.max_hosts)
+        except Exception as exc:  # noqa: BLE001 - as mxsec check: a bug in the check becomes a blocking finding
+            from mxsec.check.facts import DomainFacts
+            from mxsec.check.findings import finding
+
+            return DomainFacts(domain), [finding("check-failed", f"{type(exc).__name__}: "
+                                                                 f"{' '.join(str(exc).split())[:300]}")]
     finally:
         await fetcher.aclose()
 
