@@ -160,3 +160,27 @@ def test_usage_and_input_errors_are_one_line_exit_2(world, reports, tmp_path) ->
     assert not (tmp_path / "none.sqlite3").exists()
     bad = subprocess.run([MXSEC, "advise", "exa mple.com"], capture_output=True, text=True, timeout=30, check=False)
     assert bad.returncode == 2 and "not a domain name" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_live_problems_block_although_the_reports_are_clean(world, reports) -> None:
+    """STS-E-1 and STS-F-1: in testing the check only warns about an uncovered MX; the advisor blocks."""
+    url, _ = reports
+    w, mx = world
+    try:
+        w.set_policy(DOMAIN, PolicySpec(body=policy_text([MX1], mode="testing", max_age=86400)))
+        data = json.loads(advise(world, url, "--days", "12", "--json").stdout)
+        assert data["verdict"] == "wait"
+        assert [(b["code"], b["subject"]) for b in data["blockers"]] == [("check:sts-mx-not-covered", MX2)]
+        assert data["next"]["policy"] == policy_text([MX1], mode="enforce", max_age=86400)
+    finally:
+        w.set_policy(DOMAIN, PolicySpec(body=policy_text([MX1, MX2], mode="testing", max_age=86400)))
+    try:
+        w.set_record(MX2, "A", ["127.0.97.3"])  # nothing listens there
+        result = advise(world, url, "--days", "12", "--json")
+        assert result.returncode == 1
+        data = json.loads(result.stdout)
+        assert [(b["code"], b["subject"]) for b in data["blockers"]] == [("check:smtp-unreachable",
+                                                                         f"{MX2} [127.0.97.3]")]
+        assert [r["certificate"] for r in data["live"]["mx_hosts"]] == ["valid", "invalid"]
+    finally:
+        w.set_record(MX2, "A", [mx.ip])
