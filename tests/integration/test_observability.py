@@ -45,6 +45,7 @@ DASHBOARD = ROOT / "contrib" / "grafana" / "mxsec.json"
 DAEMON_JOB, DAEMON_INSTANCE = "mxsec", "mx1.example:9461"
 RECEIVER_JOB, RECEIVER_INSTANCE = "mxsec-reports", "reports.example:443"
 COLLECTOR_JOB, COLLECTOR_INSTANCE = "mxsec-tlsrpt-collect", "mx1.example:9462"
+CHECK_JOB, CHECK_INSTANCE = "node", "monitor.example:9100"  # node_exporter's textfile collector
 METRIC = re.compile(r"\bmxsec_[a-z0-9_]+\b")
 
 Samples = dict[str, list[dict[str, str]]]
@@ -141,8 +142,30 @@ def collector_samples() -> Samples:
 
 
 @pytest.fixture(scope="module")
-def exported(daemon_samples: Samples, receiver_samples: Samples, collector_samples: Samples) -> set[str]:
-    return set(daemon_samples) | set(receiver_samples) | set(collector_samples)
+def check_samples(tmp_path_factory: pytest.TempPathFactory) -> Samples:
+    """``mxsec check --metrics-file`` of a domain whose MX presents a certificate (a real STARTTLS server)."""
+    from .test_check_cli import check, serve
+
+    tmp = tmp_path_factory.mktemp("check")
+    world = FakeWorld(dns=("127.0.96.7", 0), https=("127.0.96.8", 443), state_dir=tmp / "world")
+    thread = WorldThread(world)
+    thread.start()
+    try:
+        with serve(world, tmp, "metrics.test") as mx:
+            result = check(world, "metrics.test", "--metrics-file", str(tmp / "check.prom"), smtp_port=mx.port)
+    finally:
+        thread.stop()
+    assert result.returncode in (0, 1), result.stderr
+    samples = parse_samples((tmp / "check.prom").read_text())
+    assert samples["mxsec_check_certificate_not_after_seconds"] == [
+        {"domain": "metrics.test", "mx": "mx.metrics.test", "address": mx.ip}]
+    return samples
+
+
+@pytest.fixture(scope="module")
+def exported(daemon_samples: Samples, receiver_samples: Samples, collector_samples: Samples,
+             check_samples: Samples) -> set[str]:
+    return set(daemon_samples) | set(receiver_samples) | set(collector_samples) | set(check_samples)
 
 
 # ---------------------------------------------------------------------------------------------- rules
@@ -182,12 +205,13 @@ class Series:
         raise AssertionError(f"{name}{labels} is not exported by the {self.job} scrape")
 
 
-def cases(daemon: Series, receiver: Series, collector: Series) -> dict[str, dict]:
+def cases(daemon: Series, receiver: Series, collector: Series, checker: Series) -> dict[str, dict]:
     """For each alert: the labels it must carry, an interval, an evaluation time, and a history where it fires
     and one where it does not."""
     d_labels = {"job": DAEMON_JOB, "instance": DAEMON_INSTANCE}
     r_labels = {"job": RECEIVER_JOB, "instance": RECEIVER_INSTANCE}
     c_labels = {"job": COLLECTOR_JOB, "instance": COLLECTOR_INSTANCE}
+    k_labels = {"job": CHECK_JOB, "instance": CHECK_INSTANCE}
     fetch_ok = daemon("mxsec_policy_fetches_total", outcome="ok")
     fetch_bad = daemon("mxsec_policy_fetches_total", lambda labels: labels["outcome"] != "ok")
     replies = {kind: daemon("mxsec_socketmap_replies_total", kind=kind) for kind in ("ok", "notfound", "temp", "perm")}
@@ -230,6 +254,13 @@ def cases(daemon: Series, receiver: Series, collector: Series) -> dict[str, dict
             labels=r_labels, interval="1m", at="35m",
             fire={receiver("mxsec_tlsrpt_conflicting_reports"): "0x30 1x30"},
             quiet={receiver("mxsec_tlsrpt_conflicting_reports"): "1x60"}),
+        "MxsecMxCertificateExpiring": dict(
+            # promtool's time() starts at 0: 3 hours in, a certificate valid until second 20,000 has 6 h left
+            labels={**k_labels, "domain": "metrics.test", "mx": "mx.metrics.test",
+                    "address": checker.samples["mxsec_check_certificate_not_after_seconds"][0]["address"]},
+            interval="1m", at="3h",
+            fire={checker("mxsec_check_certificate_not_after_seconds"): "20000x200"},
+            quiet={checker("mxsec_check_certificate_not_after_seconds"): "99000000x200"}),
         "MxsecTlsrptCollectorWriteErrors": dict(
             labels=c_labels, interval="1m", at="40m",
             fire={collector("mxsec_tlsrpt_write_errors_total"): "0x10 0+1x50"},
@@ -270,11 +301,13 @@ def run_rule_tests(path: Path, doc: dict) -> subprocess.CompletedProcess:
 
 
 def test_every_alert_fires_and_stays_quiet_on_the_real_series(daemon_samples: Samples, receiver_samples: Samples,
-                                                              collector_samples: Samples, tmp_path: Path) -> None:
+                                                              collector_samples: Samples, check_samples: Samples,
+                                                              tmp_path: Path) -> None:
     alerts = load_alerts()
     table = cases(Series(daemon_samples, DAEMON_JOB, DAEMON_INSTANCE),
                   Series(receiver_samples, RECEIVER_JOB, RECEIVER_INSTANCE),
-                  Series(collector_samples, COLLECTOR_JOB, COLLECTOR_INSTANCE))
+                  Series(collector_samples, COLLECTOR_JOB, COLLECTOR_INSTANCE),
+                  Series(check_samples, CHECK_JOB, CHECK_INSTANCE))
     assert set(table) == set(alerts), "each alert needs a firing and a quiet case"
     result = run_rule_tests(tmp_path / "mxsec-alerts.test.yml", rule_tests(alerts, table))
     assert result.returncode == 0, result.stdout + result.stderr

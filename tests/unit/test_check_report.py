@@ -134,3 +134,27 @@ def test_a_domain_the_checker_fails_on_is_a_finding_not_the_end_of_the_run(monke
     assert by_domain["good.example"]["findings"] == []
     assert errors == 1
     assert "check-failed" in captured.err and "2 domains in" in captured.err  # the --json summary: stderr
+
+
+def test_metrics_file_gives_certificate_expiry_findings_and_time_per_domain() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from mxsec.check.report import metrics_text
+    from mxsec.dnsanswers import RRAnswer
+    from tests.unit.test_check_rules import IP1, MX1, NOW, ok_probe, pki
+
+    certs = pki()
+    checked = facts(probes=[ok_probe(certs.expiring)])
+    hostile = facts(mx=RRAnswer("nodata"))
+    hostile.domain = 'evil"\\\nname.example'  # label values are escaped, whatever a domain holds
+    found = judge(checked)
+    text = metrics_text([(checked, found), (hostile, [])], NOW)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    expiry = samples[("mxsec_check_certificate_not_after_seconds",
+                      (("address", IP1), ("domain", checked.domain), ("mx", MX1)))]
+    assert 2 * 86400 < expiry - NOW.timestamp() <= 3 * 86400
+    errors = sum(1 for f in found if f.severity == "error")
+    assert samples[("mxsec_check_findings", (("domain", checked.domain), ("severity", "error")))] == errors
+    assert samples[("mxsec_check_timestamp_seconds", (("domain", checked.domain),))] == round(NOW.timestamp())
+    assert samples[("mxsec_check_findings", (("domain", hostile.domain), ("severity", "warning")))] == 0

@@ -17,7 +17,8 @@ from mxsec.check.facts import DomainFacts
 from mxsec.dane.destination import decide, host_state
 from mxsec.display import safe_text
 
-__all__ = ["SEVERITY_ORDER", "render_html", "render_terminal", "result_json", "safe_text", "summarize"]
+__all__ = ["SEVERITY_ORDER", "metrics_text", "render_html", "render_terminal", "result_json", "safe_text",
+           "summarize"]
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 _AREAS = (("check", "Checker"), ("mx", "MX"), ("dnssec", "DNSSEC"), ("sts", "MTA-STS"),
@@ -230,3 +231,46 @@ tr.error td:first-child{color:#b00020}tr.warning td:first-child{color:#8a6d00}tr
 code{font-size:.95em}
 </style></head><body><h1>mxsec check</h1><p>Generated {when}.</p>
 """
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def metrics_text(results: list[tuple[DomainFacts, list[Finding]]], now: _dt.datetime) -> str:
+    """The checked domains as Prometheus text (``mxsec check --metrics-file``, for node_exporter's textfile
+    collector): when each certificate an MX address presented expires, the findings by severity, and when each
+    domain was checked."""
+    from cryptography import x509
+
+    expiry: list[str] = []
+    counts: list[str] = []
+    checked: list[str] = []
+    for facts, findings in results:
+        domain = _label(facts.domain)
+        for (host, address), probe in sorted(facts.probes.items()):
+            leaf = probe.leaf
+            if not leaf:
+                continue
+            try:
+                not_after = x509.load_der_x509_certificate(leaf).not_valid_after_utc.timestamp()
+            except Exception:  # noqa: BLE001 - a hostile server may present anything
+                continue
+            expiry.append(f'mxsec_check_certificate_not_after_seconds{{domain="{domain}",mx="{_label(host)}",'
+                          f'address="{_label(address)}"}} {not_after:.0f}')
+        by_severity = Counter(f.severity for f in findings)
+        for severity in SEVERITY_ORDER:
+            counts.append(f'mxsec_check_findings{{domain="{domain}",severity="{severity}"}} '
+                          f"{by_severity.get(severity, 0)}")
+        checked.append(f'mxsec_check_timestamp_seconds{{domain="{domain}"}} {now.timestamp():.0f}')
+    return "\n".join([
+        "# HELP mxsec_check_certificate_not_after_seconds When the certificate an MX address presented expires",
+        "# TYPE mxsec_check_certificate_not_after_seconds gauge", *expiry,
+        "# HELP mxsec_check_findings Findings of the last check, by severity",
+        "# TYPE mxsec_check_findings gauge", *counts,
+        "# HELP mxsec_check_timestamp_seconds When the domain was last checked",
+        "# TYPE mxsec_check_timestamp_seconds gauge", *checked,
+    ]) + "\n"

@@ -7,6 +7,8 @@ stderr, no traceback). docs/check.md describes the output.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as _dt
 import json
 import os
 import sys
@@ -28,6 +30,9 @@ MAX_LINE = 4096
 @click.option("--no-smtp", is_flag=True, help="Skip the STARTTLS probes of the MX hosts (DNS and HTTPS only).")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False),
               help="Also write a standalone HTML report to this file.")
+@click.option("--metrics-file", "metrics_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Also write Prometheus metrics (certificate expiry per MX address, findings by severity) to "
+                   "FILE, for node_exporter's textfile collector; replaced atomically.")
 @click.option("--from-file", "from_file", metavar="FILE",
               help="Read domains from FILE (one per line, # starts a comment; - for stdin).")
 @click.option("--concurrency", default=20, show_default=True, type=click.IntRange(1, 1000),
@@ -39,8 +44,8 @@ MAX_LINE = 4096
 @click.option("-v", "--verbose", is_flag=True, help="Show the fix under informational findings too.")
 @network_options
 @_guarded
-def check(domains, as_json, no_smtp, html_file, from_file, concurrency, smtp_port, smtp_timeout, verbose,
-          config_path, nameservers, ca_file, timeout, allow_addresses):
+def check(domains, as_json, no_smtp, html_file, metrics_file, from_file, concurrency, smtp_port, smtp_timeout,
+          verbose, config_path, nameservers, ca_file, timeout, allow_addresses):
     """Check DOMAIN's MX, MTA-STS, DANE and TLSRPT setup the way a sending MTA sees it.
 
     Every finding has a stable code, a severity, the RFC 8460 result type a sender would report and the
@@ -61,13 +66,15 @@ def check(domains, as_json, no_smtp, html_file, from_file, concurrency, smtp_por
             _fail(f"{where} is not a domain name: {exc}")
     targets = list(dict.fromkeys(targets))
     if html_file:
-        _check_writable(html_file)
+        _check_writable(html_file, "--html")
+    if metrics_file:
+        _check_writable(metrics_file, "--metrics-file")
     config, _ = _load(config_path, nameservers=nameservers, ca_file=ca_file, timeout=timeout,
                       allow_addresses=allow_addresses)
     _tolerant_stdout()
     errors = asyncio.run(_run(targets, config, as_json=as_json, smtp=not no_smtp, html_file=html_file,
-                              concurrency=concurrency, smtp_port=smtp_port, smtp_timeout=smtp_timeout,
-                              verbose=verbose))
+                              metrics_file=metrics_file, concurrency=concurrency, smtp_port=smtp_port,
+                              smtp_timeout=smtp_timeout, verbose=verbose))
     sys.exit(1 if errors else 0)
 
 
@@ -107,15 +114,15 @@ def _read_domain_file(path: str) -> list[tuple[str, str]]:
     return out
 
 
-def _check_writable(path: str) -> None:
-    """Fail now, not after checking every domain, when the HTML report cannot be written."""
+def _check_writable(path: str, option: str) -> None:
+    """Fail now, not after checking every domain, when an output file cannot be written."""
     directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
-        _fail(f"--html {path}: is a directory")
+        _fail(f"{option} {path}: is a directory")
     if not os.path.isdir(directory):
-        _fail(f"--html {path}: no such directory {directory}")
+        _fail(f"{option} {path}: no such directory {directory}")
     if not os.access(directory, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
-        _fail(f"--html {path}: not writable")
+        _fail(f"{option} {path}: not writable")
 
 
 def _tolerant_stdout() -> None:
@@ -127,7 +134,8 @@ def _tolerant_stdout() -> None:
             pass
 
 
-async def _run(targets, config, *, as_json, smtp, html_file, concurrency, smtp_port, smtp_timeout, verbose) -> int:
+async def _run(targets, config, *, as_json, smtp, html_file, concurrency, smtp_port, smtp_timeout, verbose,
+               metrics_file=None) -> int:
     from rich.console import Console
 
     from mxsec.check.findings import finding
@@ -205,16 +213,28 @@ async def _run(targets, config, *, as_json, smtp, html_file, concurrency, smtp_p
     if bulk:
         _summary(err if as_json else out, results, elapsed)
     if html_file:
-        _write_html(html_file, render_html(results))
+        _write_text(html_file, "--html", render_html(results))
+    if metrics_file:
+        from mxsec.check.report import metrics_text
+
+        # written beside and renamed: the textfile collector never reads half a file
+        _write_text(metrics_file, "--metrics-file", metrics_text(results, _dt.datetime.now(_dt.UTC)),
+                    atomic=True)
     return error_domains
 
 
-def _write_html(path: str, page: str) -> None:
+def _write_text(path: str, option: str, text: str, *, atomic: bool = False) -> None:
+    target = f"{path}.{os.getpid()}.tmp" if atomic else path
     try:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(page)
+        with open(target, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        if atomic:
+            os.replace(target, path)
     except OSError as exc:
-        _fail(f"--html {path}: {exc.strerror or exc}")
+        if atomic:
+            with contextlib.suppress(OSError):
+                os.unlink(target)
+        _fail(f"{option} {path}: {exc.strerror or exc}")
 
 
 def _summary(console, results, elapsed: float) -> None:
