@@ -214,3 +214,20 @@ def test_manpages_command_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch
     assert result.exit_code == 2
     assert result.output.strip() == "mxsec: SOURCE_DATE_EPOCH='yesterday' is not a number of seconds"
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_command_run_on_its_own_before_does_not_change_its_page():
+    """click keeps a command's help option once made: running ``lab`` alone (no ``-h`` there) first must not
+    take ``-h`` out of its page."""
+    from mxsec.cli.lab import lab
+
+    assert hasattr(lab, "_help_option")  # where click keeps it (a click upgrade that drops it: revisit)
+    lab._help_option = None  # as in a fresh process
+    try:
+        assert CliRunner().invoke(lab, ["--help"]).exit_code == 0  # made now, without -h
+        assert lab._help_option is not None and "-h" not in lab._help_option.opts
+        page = manpages.pages()["mxsec-lab.1"]
+    finally:
+        lab._help_option = None  # the other tests get a help option made afresh
+    own_options = page.split(".SH OPTIONS", 1)[1].split(".SH ", 1)[0]  # the group's own, before its commands
+    assert "\\fB\\-h\\fR, \\fB\\-\\-help\\fR" in own_options

@@ -128,6 +128,12 @@ def help_records(ctx: click.Context) -> list[tuple[str, str]]:
     for param in ctx.command.get_params(ctx):
         if not isinstance(param, click.Option):
             continue
+        if "--help" in param.opts and param.is_eager and not param.expose_value:
+            # click keeps a command's help option once made, with the names of the context it was first made
+            # in (``mxsec lab`` run on its own has no ``-h``): the row is written from this context instead
+            if ctx.help_option_names:
+                rows.append((", ".join(ctx.help_option_names), "Show this message and exit."))
+            continue
         record = param.get_help_record(ctx)
         if record is not None:
             rows.append(record)
