@@ -258,7 +258,7 @@ def test_one_tlsrpt_reporter_per_postgresql_database(postgres_server):  # noqa: 
             if second.take_sending_lease():
                 break
             time.sleep(0.05)
-        assert second._sending
+        assert second.take_sending_lease()
     finally:
         first.close()
         second.close()
