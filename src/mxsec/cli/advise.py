@@ -16,7 +16,7 @@ import sys
 
 import click
 
-from mxsec.cli.common import OneLineCommand, _fail, _guarded, _load, network_options
+from mxsec.cli.common import OneLineCommand, _fail, _guarded, _load, network_options, smtp_probe_options
 
 
 @click.command("advise", cls=OneLineCommand)
@@ -31,11 +31,7 @@ from mxsec.cli.common import OneLineCommand, _fail, _guarded, _load, network_opt
 @click.option("--min-days", default=7, show_default=True, type=click.IntRange(1, 366),
               help="Fewest days with reports needed in the window.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (keys in docs/publishing.md).")
-@click.option("--no-smtp", is_flag=True, help="Skip the STARTTLS probes of the MX hosts (DNS and HTTPS only).")
-@click.option("--smtp-port", default=25, show_default=True, type=click.IntRange(1, 65535), hidden=True,
-              help="SMTP port of the MX hosts (for labs and tests).")
-@click.option("--smtp-timeout", default=15.0, show_default=True, type=click.FloatRange(min=0.1),
-              help="Time limit of each SMTP step, seconds.")
+@smtp_probe_options
 @network_options
 @_guarded
 def advise(domain, db_url, days, min_success, min_days, as_json, no_smtp, smtp_port, smtp_timeout,

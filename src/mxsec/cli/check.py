@@ -16,7 +16,7 @@ import time
 
 import click
 
-from mxsec.cli.common import _fail, _guarded, _load, network_options
+from mxsec.cli.common import _fail, _guarded, _load, network_options, smtp_probe_options
 
 #: domain names read from --from-file at most
 MAX_DOMAINS = 100_000
@@ -27,7 +27,6 @@ MAX_LINE = 4096
 @click.command("check")
 @click.argument("domains", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per domain per line (JSON Lines).")
-@click.option("--no-smtp", is_flag=True, help="Skip the STARTTLS probes of the MX hosts (DNS and HTTPS only).")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False),
               help="Also write a standalone HTML report to this file.")
 @click.option("--metrics-file", "metrics_file", type=click.Path(dir_okay=False), metavar="FILE",
@@ -37,10 +36,7 @@ MAX_LINE = 4096
               help="Read domains from FILE (one per line, # starts a comment; - for stdin).")
 @click.option("--concurrency", default=20, show_default=True, type=click.IntRange(1, 1000),
               help="Domains checked at the same time.")
-@click.option("--smtp-port", default=25, show_default=True, type=click.IntRange(1, 65535), hidden=True,
-              help="SMTP port of the MX hosts (for labs and tests).")
-@click.option("--smtp-timeout", default=15.0, show_default=True, type=click.FloatRange(min=0.1),
-              help="Time limit of each SMTP step, seconds.")
+@smtp_probe_options
 @click.option("-v", "--verbose", is_flag=True, help="Show the fix under informational findings too.")
 @network_options
 @_guarded

@@ -178,3 +178,18 @@ class OneLineGroup(click.Group):
             raise
         except click.UsageError as exc:
             raise one_line_usage(ctx, exc) from None
+
+
+def smtp_probe_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--no-smtp``, ``--smtp-port`` (hidden: labs and tests) and ``--smtp-timeout``, for the commands that
+    probe MX hosts with STARTTLS (``check``, ``advise``)."""
+    for option in reversed((
+        click.option("--no-smtp", is_flag=True,
+                     help="Skip the STARTTLS probes of the MX hosts (DNS and HTTPS only)."),
+        click.option("--smtp-port", default=25, show_default=True, type=click.IntRange(1, 65535), hidden=True,
+                     help="SMTP port of the MX hosts (for labs and tests)."),
+        click.option("--smtp-timeout", default=15.0, show_default=True, type=click.FloatRange(min=0.1),
+                     help="Time limit of each SMTP step, seconds."),
+    )):
+        fn = option(fn)
+    return fn
