@@ -72,10 +72,10 @@ def test_the_checker_rules_judge_facts_without_any_adapter():
 SRC = Path(mxsec.sts.__file__).resolve().parents[1]
 LAYERS = {
     "core": {"sts", "dane", "tlsrpt", "names", "verdict", "errors", "dnsanswers", "results"},
-    "utility": {"display", "fsutil", "logs", "extras"},
+    "utility": {"display", "fsutil", "logs", "extras", "generate"},
     "adapter": {"net", "storage"},
     "shared": {"config"},
-    "front-end": {"daemon", "check", "reports", "sender", "serve_policy", "generate"},
+    "front-end": {"daemon", "check", "reports", "sender", "serve_policy"},
     "composition": {"cli", "lab", "testing", "__main__"},
 }
 #: what each layer may import besides itself
