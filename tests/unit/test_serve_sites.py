@@ -344,6 +344,13 @@ def test_sites_with_domains(tmp_path: Path) -> None:
     path = _sites_file(tmp_path, SITES)
     sites = load_sites(sites_path=str(path), domains=["example.org", IDN])
     assert sites.domains == ("example.org", IDN_A)
+    # a problem in an entry not asked for does not matter
+    other = tmp_path / "other.toml"
+    other.write_text(SITES + '[domains."EXAMPLE.COM"]\nmx = ["x.example"]\n[domains."bad_name"]\nbogus = 1\n',
+                     encoding="utf-8")
+    assert load_sites(sites_path=str(other), domains=["example.org"]).domains == ("example.org",)
+    with pytest.raises(ConfigError, match="listed twice"):
+        load_sites(sites_path=str(other), domains=["example.com"])
     with pytest.raises(ConfigError) as exc:
         load_sites(sites_path=str(path), domains=["example.org", "example.net"])
     message = _one_line(exc)

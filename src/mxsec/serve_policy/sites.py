@@ -57,8 +57,8 @@ class Site:
 class SiteSet:
     """The sites of one source, by policy host (A-label, lower case)."""
 
-    sites: Mapping[str, Site] = field(default_factory=dict)
-    source: str = ""  # "policy FILE" / "policy-dir DIR" / "sites FILE", for logs
+    sites: Mapping[str, Site]  # by host
+    source: str  # "policy FILE" / "policy-dir DIR" / "sites FILE", for logs
     any_host: Site | None = None  # single --policy without --domain: served for every Host
 
     def for_host(self, host: str | None) -> Site | None:
@@ -270,6 +270,7 @@ def _collect_sites(path: str, wanted: list[str]) -> _Collected:
         entries[domain] = (key, value)
     if wanted:
         found.problems = []  # entries for domains not asked for are not looked at
+        found.failures = {d: message for d, message in found.failures.items() if d in wanted}
         for domain in wanted:
             if domain not in entries and domain not in found.failures:
                 found.failures[domain] = f"sites {path}: {domain}: not listed (no [domains.\"{domain}\"])"
