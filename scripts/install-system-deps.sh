@@ -9,6 +9,7 @@ need=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "$1" ]; }
 have redis-server || need+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+have pebble || need+=(pebble)
 have knotd || need+=(knot)
 have knotc || need+=(knot)
 have keymgr || need+=(knot)
