@@ -149,7 +149,7 @@ def two_sites(tmp_path: Path) -> SiteSet:
         " mta-sts.example.com ",
     ],
 )
-def test_for_host_normalises(two_sites: SiteSet, host: str) -> None:
+def test_sts_b_1_for_host_normalises(two_sites: SiteSet, host: str) -> None:
     site = two_sites.for_host(host)
     assert site is not None and site.domain == "example.com"
 
@@ -159,7 +159,7 @@ def test_for_host_normalises(two_sites: SiteSet, host: str) -> None:
     [f"mta-sts.{IDN}", f"mta-sts.{IDN_A}", f"MTA-STS.{IDN_A.upper()}", "mta-sts.BÜCHER.example:443",
      f"mta-sts.{IDN}."],
 )
-def test_for_host_idn(two_sites: SiteSet, host: str) -> None:
+def test_sts_b_15_for_host_idn_sni_name(two_sites: SiteSet, host: str) -> None:
     site = two_sites.for_host(host)
     assert site is not None
     assert site.domain == IDN_A and site.host == f"mta-sts.{IDN_A}"
@@ -171,7 +171,7 @@ def test_for_host_idn(two_sites: SiteSet, host: str) -> None:
      "mta-sts.example.com:443:443", "[::1]:443", "::1", "127.0.0.1", "mta-sts.example.com..", "x" * 5000,
      "mta-sts.bad_name.example", "mta-sts.\udcff.example"],
 )
-def test_for_host_not_served(two_sites: SiteSet, host: str | None) -> None:
+def test_sts_b_1_for_host_not_served(two_sites: SiteSet, host: str | None) -> None:
     assert two_sites.for_host(host) is None
 
 
@@ -524,3 +524,21 @@ def test_site_types(tmp_path: Path) -> None:
     assert isinstance(site, Site) and isinstance(site.policy, LoadedPolicy)
     with pytest.raises(TypeError):
         sites.sites["mta-sts.x.example"] = site  # type: ignore[index]  # read-only mapping
+
+
+def test_docs_sites_example_loads(tmp_path: Path) -> None:
+    """The TOML example in docs/generate.md ("Many domains from one process") loads and gives what it says."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "generate.md").read_text(encoding="utf-8")
+    section = doc.split("### Many domains from one process", 1)[1].split("\n### ", 1)[0]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = _sites_file(tmp_path, example)
+    sites = load_sites(sites_path=str(path))
+    assert sites.domains == ("example.com", "example.org", "old.example", IDN_A)
+    com = sites.for_host("mta-sts.example.com")
+    assert com is not None
+    assert com.policy.body == (b"version: STSv1\r\nmode: enforce\r\nmx: mx1.example.com\r\nmx: *.mx.example.net\r\n"
+                               b"max_age: 604800\r\n")
+    path.write_text(example.replace("max_age = 86400", "maxage = 86400"), encoding="utf-8")
+    with pytest.raises(ConfigError) as exc:
+        load_sites(sites_path=str(path))
+    assert _one_line(exc) == f"sites {path}: example.org: unknown key 'maxage' (known: mx, mode, max_age)"
