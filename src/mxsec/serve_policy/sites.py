@@ -189,6 +189,7 @@ def _collect_dir(directory: str, wanted: list[str]) -> _Collected:
                 files.setdefault(domain, []).append(name)
     except OSError as exc:
         raise ConfigError(f"cannot read policy-dir {directory}: {exc.strerror or exc}") from None
+    found.problems.sort()  # the directory's order is the file system's
     if wanted:
         selected = wanted
         for domain in wanted:
