@@ -447,7 +447,7 @@ def test_prepare_refuses(files: dict[str, Path], change: dict, reason: str) -> N
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ([], "mxsec: serve-policy: missing option '--policy' (see --help)"),
+        ([], "mxsec: serve-policy: missing option '--policy', '--policy-dir' or '--sites' (see --help)"),
         (["--policy", "p", "--cert", "c"], "mxsec: serve-policy: missing option '--key' (see --help)"),
         (["--policy", "p", "--cert", "c", "--key", "k", "--connection-timeout", "0"], None),
         (["--bogus"], "mxsec: serve-policy: no such option '--bogus' (see --help)"),

@@ -212,6 +212,7 @@ class LoadedCertificate:
     not_after: _dt.datetime
     serial: int
     warnings: tuple[str, ...] = ()
+    not_before: _dt.datetime | None = None
 
 
 def _no_password() -> str:
@@ -282,6 +283,7 @@ def load_certificate(
         not_after=leaf.not_valid_after_utc,
         serial=leaf.serial_number,
         warnings=tuple(warnings),
+        not_before=leaf.not_valid_before_utc,
     )
 
 

@@ -39,15 +39,19 @@ from aiohttp.web_protocol import RequestHandler
 
 from mxsec.config import parse_listen
 from mxsec.errors import ConfigError
+from mxsec.serve_policy.acme import AcmeManager, AcmeOptions
+from mxsec.serve_policy.challenges import ACME_TLS_ALPN
+from mxsec.serve_policy.clienthello import ClientHello, ClientHelloError, read_client_hello
 from mxsec.serve_policy.files import (
     LoadedCertificate,
     LoadedPolicy,
     _one_line,
     _when,
     load_certificate,
-    load_policy,
     policy_host,
+    server_tls_context,
 )
+from mxsec.serve_policy.sites import Site, SiteSet, load_sites, reload_sites
 
 __all__ = ["CACHE_CONTROL", "CONTENT_TYPE", "POLICY_PATH", "PolicyServer", "ServeSettings", "prepare", "run"]
 
@@ -69,6 +73,8 @@ MAX_HEADERS = 32
 KEEPALIVE_TIMEOUT = 5.0
 LINGERING_TIME = 1.0
 MAX_LOGGED_PATH = 200
+#: bytes peeked for the ClientHello (a record of 16 KiB and a little more)
+PEEK_BYTES = 16384 + 5 + 1024
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -196,32 +202,66 @@ def _plain(status: int, text: str) -> web.Response:
 # --------------------------------------------------------------------------- the server
 @dataclass
 class ServeSettings:
-    policy_path: str
-    cert_path: str
-    key_path: str
+    policy_path: str | None = None  # one policy file (for every --domain)
+    cert_path: str | None = None
+    key_path: str | None = None
     listen: Sequence[str] = ()  # empty: DEFAULT_LISTEN
     domains: Sequence[str] = ()
     connection_timeout: float = 30.0  # whole life of one connection after the TLS handshake
-    handshake_timeout: float = 10.0
+    handshake_timeout: float = 10.0  # from accept to the end of the TLS handshake
     shutdown_timeout: float = 5.0
     max_connections: int = 512
     backlog: int = 128
+    policy_dir: str | None = None  # one <domain>.txt per domain
+    sites_path: str | None = None  # the TOML template with per-domain MX lists
+    acme: AcmeOptions | None = None  # obtain the certificates by ACME instead of --cert/--key
+    http_listen: Sequence[str] = ()  # plain HTTP listeners, for ACME HTTP-01 answers only
+
+
+class _ChallengeAnswer(asyncio.Protocol):
+    """A TLS-ALPN-01 validation: the handshake with the challenge certificate is the whole answer."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        log.info("TLS-ALPN-01 challenge answered", extra={"peer": _peer_of(transport)})
+        transport.close()
 
 
 @dataclass
 class PolicyServer:
-    """Serves ``policy`` with ``certificate``; :meth:`reload` swaps either when the new one is valid."""
+    """Serves the policy of each site with its certificate; :meth:`reload` swaps what changed and is valid."""
 
     settings: ServeSettings
-    policy: LoadedPolicy
-    certificate: LoadedCertificate
-    active: int = 0
+    sites: SiteSet
+    certificate: LoadedCertificate | None = None  # --cert/--key: one certificate for every host
+    acme: AcmeManager | None = None  # --acme-directory: one certificate per host, obtained and renewed
+    active: int = 0  # connections past their TLS handshake
+    opening: int = 0  # connections accepted, TLS handshake not finished
     bound: list[str] = field(default_factory=list)
+    http_bound: list[str] = field(default_factory=list)
+    _listeners: list[socket.socket] = field(default_factory=list)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _servers: list[asyncio.AbstractServer] = field(default_factory=list)
     _web: _WebServer | None = None
+    _http_web: _WebServer | None = None
     _base_context: ssl.SSLContext | None = None
 
+    @property
+    def policy(self) -> LoadedPolicy:
+        """The policy served when there is one for every host (``--policy``), else the first site's."""
+        site = self.sites.any_host or next(iter(self.sites.sites.values()))
+        return site.policy
+
     # ----------------------------------------------------------------- requests
+    def _site(self, request: web.BaseRequest) -> Site | None:
+        if self.sites.any_host is not None:
+            return self.sites.any_host
+        host = request.headers.get("Host")
+        if host:
+            return self.sites.for_host(host)
+        if len(self.sites.sites) == 1:  # HTTP/1.0 without Host: the only site there is
+            return next(iter(self.sites.sites.values()))
+        return None
+
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.rel_url.raw_path != POLICY_PATH:
             response = _plain(404, "not found")
@@ -232,10 +272,14 @@ class PolicyServer:
             response.headers["Allow"] = "GET, HEAD"
             response.force_close()
             return response
-        policy = self.policy  # one snapshot per request: a reload never mixes two files
+        site = self._site(request)  # one snapshot per request: a reload never mixes two files
+        if site is None:
+            response = _plain(404, "not found")
+            response.force_close()
+            return response
         return web.Response(
             status=200,
-            body=policy.body,
+            body=site.policy.body,
             headers={
                 "Content-Type": CONTENT_TYPE,
                 "Cache-Control": CACHE_CONTROL,
@@ -244,18 +288,83 @@ class PolicyServer:
             },
         )
 
+    async def handle_http(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The plain HTTP listener: ACME HTTP-01 answers, nothing else (policies are served over HTTPS only)."""
+        answer = self.acme.pending.http01_answer(request.rel_url.raw_path) if self.acme is not None else None
+        if answer is None or request.method not in ("GET", "HEAD"):
+            response = _plain(404, "not found")
+            response.force_close()
+            return response
+        log.info("HTTP-01 challenge answered", extra={"path": request.rel_url.raw_path, "peer": _peer(request)})
+        return web.Response(status=200, body=answer.encode("ascii"),
+                            headers={"Content-Type": "application/octet-stream", "Server": SERVER_HEADER})
+
     # ----------------------------------------------------------------- TLS
-    def _sni(self, ssl_object: ssl.SSLObject, server_name: str | None, _context: ssl.SSLContext) -> None:
-        current = self.certificate.context
+    def _context_for(self, server_name: str | None) -> ssl.SSLContext | None:
+        if self.acme is not None:
+            return self.acme.context_for(server_name) or self.acme.default_context()
+        return self.certificate.context if self.certificate is not None else None
+
+    def _sni(self, ssl_object: ssl.SSLObject, server_name: str | None, _context: ssl.SSLContext) -> int | None:
+        current = self._context_for(server_name)
+        if current is None:  # no certificate (yet) for any host: refuse the handshake
+            return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
         if ssl_object.context is not current:
             ssl_object.context = current  # the certificate loaded last; the listener's context stays
+        return None
+
+    async def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError as exc:  # out of descriptors and the like: pause, never spin
+                log.warning("accept failed", extra={"error": _one_line(exc)})
+                await asyncio.sleep(0.1)
+                continue
+            if self.active + self.opening >= self.settings.max_connections:
+                log.warning("too many connections; closing a new one", extra={"limit": self.settings.max_connections})
+                conn.close()
+                continue
+            self.opening += 1
+            task = loop.create_task(self._open(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _open(self, conn: socket.socket) -> None:
+        """Read the ClientHello without consuming it, choose the TLS context, then hand the socket to TLS."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.handshake_timeout
+        factory: Any = self._web
+        context = self._base_context
+        try:
+            conn.setblocking(False)
+            try:
+                hello = await asyncio.wait_for(_peek_client_hello(conn), self.settings.handshake_timeout)
+            except (TimeoutError, OSError):
+                conn.close()
+                return
+            if hello is not None and ACME_TLS_ALPN in hello.alpn and self.acme is not None:
+                challenge = self.acme.pending.tls_alpn01_context(hello.server_name)
+                if challenge is not None:
+                    context, factory = challenge, _ChallengeAnswer
+            try:
+                await loop.connect_accepted_socket(
+                    factory, conn, ssl=context,
+                    ssl_handshake_timeout=max(0.1, deadline - loop.time()),
+                    ssl_shutdown_timeout=min(5.0, self.settings.shutdown_timeout),
+                )
+            except (OSError, ssl.SSLError, TimeoutError) as exc:
+                log.debug("TLS handshake failed", extra={"error": _one_line(exc)})
+                conn.close()
+        finally:
+            self.opening -= 1
 
     # ----------------------------------------------------------------- lifecycle
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._web = _WebServer(
+    def _web_server(self, handler: Any) -> _WebServer:
+        return _WebServer(
             self,
-            self.handle,
+            handler,
             handler_cancellation=True,
             access_log_class=_RequestLogger,
             access_log=logging.getLogger("mxsec.serve_policy.request"),
@@ -267,75 +376,95 @@ class PolicyServer:
             max_headers=MAX_HEADERS,
             auto_decompress=False,
         )
-        # The listeners keep this context; its SNI callback hands every handshake the certificate loaded last.
-        self._base_context = self.certificate.context
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._web = self._web_server(self.handle)
+        # The listeners keep this context; its SNI callback hands every handshake the certificate of its host.
+        self._base_context = server_tls_context()
         self._base_context.sni_callback = self._sni
         explicit = bool(self.settings.listen)
         for addr in self.settings.listen or DEFAULT_LISTEN:
-            address = _listen_address(addr)
-            try:
-                server = await loop.create_server(
-                    self._web,
-                    address.host,
-                    address.port,
-                    ssl=self._base_context,
-                    ssl_handshake_timeout=self.settings.handshake_timeout,
-                    ssl_shutdown_timeout=min(5.0, self.settings.shutdown_timeout),
-                    backlog=self.settings.backlog,
-                    reuse_address=True,
-                )
-            except OSError as exc:
-                if not explicit and ":" in address.host and _no_ipv6(exc):
-                    log.info("IPv6 not available; not listening on it", extra={"listen": addr})
-                    continue
-                hint = ""
-                if exc.errno in (errno.EACCES, errno.EPERM) and address.port < 1024:
-                    hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
-                raise ConfigError(f"cannot listen on {addr}: {exc.strerror or exc}{hint}") from None
-            self._servers.append(server)
-            for sock in server.sockets:
-                name = sock.getsockname()
-                where = f"[{name[0]}]:{name[1]}" if sock.family == socket.AF_INET6 else f"{name[0]}:{name[1]}"
-                self.bound.append(where)
-                log.info("listening", extra={"listen": where})
+            listener = _bind(addr, self.settings.backlog, explicit=explicit)
+            if listener is None:
+                continue
+            self._listeners.append(listener)
+            where = _where(listener)
+            self.bound.append(where)
+            log.info("listening", extra={"listen": where})
+            task = loop.create_task(self._accept(listener))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if self.settings.http_listen:
+            self._http_web = self._web_server(self.handle_http)
+            for addr in self.settings.http_listen:
+                listener = _bind(addr, self.settings.backlog, explicit=True)
+                assert listener is not None
+                server = await loop.create_server(self._http_web, sock=listener)
+                self._servers.append(server)
+                self.http_bound.append(_where(listener))
+                log.info("listening for ACME HTTP-01", extra={"listen": _where(listener)})
+        if self.acme is not None:
+            task = loop.create_task(self.acme.run())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _hosts(self) -> list[str]:
+        return [site.host for site in self.sites.sites.values()]
 
     def reload(self) -> tuple[bool, bool]:
-        """SIGHUP: re-read the policy and the certificate; each replaces the running one only when valid."""
-        policy_ok = cert_ok = False
-        try:
-            policy = load_policy(self.settings.policy_path)
-        except ConfigError as exc:
+        """SIGHUP: re-read the policies and the certificate; each replaces the running one only when valid."""
+        settings = self.settings
+        sites, errors = reload_sites(self.sites, policy_path=settings.policy_path, policy_dir=settings.policy_dir,
+                                     sites_path=settings.sites_path, domains=settings.domains)
+        for error in errors:
             log.error("reload: policy not replaced; still serving the previous one",
-                      extra={"policy": self.settings.policy_path, "error": str(exc)})
-        else:
-            changed = policy.body != self.policy.body
-            self.policy = policy
-            policy_ok = True
-            for warning in policy.warnings:
-                log.warning(warning, extra={"policy": policy.path})
-            log.info("policy reloaded", extra={"policy": policy.path, "changed": changed, "mode": policy.policy.mode,
-                                               "max_age": policy.policy.max_age})
+                      extra={"policy": sites.source, "error": error})
+        changed = _changed_sites(self.sites, sites)
+        self.sites = sites
+        for site in changed:
+            for warning in site.policy.warnings:
+                log.warning(warning, extra={"policy": site.policy.path})
+        if changed or not errors:
+            policy = self.policy
+            log.info("policy reloaded", extra={"policy": sites.source, "changed": bool(changed),
+                                               "changed_domains": len(changed), "domains": len(sites.sites),
+                                               "mode": policy.policy.mode, "max_age": policy.policy.max_age})
+        if self.acme is not None:
+            self.acme.set_hosts(self._hosts())
+            return not errors, True
+        assert settings.cert_path is not None and settings.key_path is not None and self.certificate is not None
         try:
-            certificate = load_certificate(self.settings.cert_path, self.settings.key_path, self.settings.domains)
+            certificate = load_certificate(settings.cert_path, settings.key_path, sites.domains or settings.domains)
         except ConfigError as exc:
             log.error("reload: certificate not replaced; still serving the previous one",
-                      extra={"cert": self.settings.cert_path, "error": str(exc)})
-        else:
-            changed = certificate.serial != self.certificate.serial or certificate.subject != self.certificate.subject
-            self.certificate = certificate
-            cert_ok = True
-            for warning in certificate.warnings:
-                log.warning(warning, extra={"cert": certificate.cert_path})
-            log.info("certificate reloaded", extra={"cert": certificate.cert_path, "changed": changed,
-                                                    "not_after": _when(certificate.not_after)})
-        return policy_ok, cert_ok
+                      extra={"cert": settings.cert_path, "error": str(exc)})
+            return not errors, False
+        cert_changed = (certificate.serial != self.certificate.serial
+                        or certificate.subject != self.certificate.subject)
+        self.certificate = certificate
+        for warning in certificate.warnings:
+            log.warning(warning, extra={"cert": certificate.cert_path})
+        log.info("certificate reloaded", extra={"cert": certificate.cert_path, "changed": cert_changed,
+                                                "not_after": _when(certificate.not_after)})
+        return not errors, True
 
     async def stop(self) -> None:
+        for listener in self._listeners:
+            listener.close()
+        self._listeners.clear()
         for server in self._servers:
             server.close()
-        if self._web is not None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for webserver in (self._web, self._http_web):
+            if webserver is None:
+                continue
             try:
-                await asyncio.wait_for(self._web.shutdown(self.settings.shutdown_timeout),
+                await asyncio.wait_for(webserver.shutdown(self.settings.shutdown_timeout),
                                        self.settings.shutdown_timeout + 1)
             except TimeoutError:  # pragma: no cover - shutdown() bounds itself
                 log.warning("connections still open at shutdown; closing them")
@@ -345,6 +474,85 @@ class PolicyServer:
             except TimeoutError:  # pragma: no cover
                 pass
         self._servers.clear()
+
+
+def _changed_sites(before: SiteSet, after: SiteSet) -> list[Site]:
+    old = dict(before.sites)
+    if before.any_host is not None:
+        old[""] = before.any_host
+    new = dict(after.sites)
+    if after.any_host is not None:
+        new[""] = after.any_host
+    return [site for key, site in new.items() if key not in old or old[key].policy.body != site.policy.body]
+
+
+async def _wait_readable(conn: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def mark() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(conn.fileno(), mark)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(conn.fileno())
+
+
+async def _peek_client_hello(conn: socket.socket) -> ClientHello | None:
+    """The ClientHello at the head of ``conn``, left unread for TLS; None when it is no ClientHello we can read.
+
+    The caller bounds the time. A hello that arrives in pieces is peeked again every 20 ms (the socket stays
+    readable while the first piece waits, so waiting for readability alone would spin).
+    """
+    seen = 0
+    while True:
+        await _wait_readable(conn)
+        data = conn.recv(PEEK_BYTES, socket.MSG_PEEK)
+        if not data:
+            raise ConnectionResetError("closed before the TLS handshake")
+        try:
+            hello = read_client_hello(data)
+        except ClientHelloError:
+            return None  # TLS itself answers (and fails) a hello we cannot read
+        if hello is not None or len(data) >= PEEK_BYTES:
+            return hello
+        if len(data) == seen:
+            await asyncio.sleep(0.02)
+        seen = len(data)
+
+
+def _bind(addr: str, backlog: int, *, explicit: bool) -> socket.socket | None:
+    """A non-blocking listening socket; None for the default IPv6 address on a machine without IPv6."""
+    address = _listen_address(addr)
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    try:
+        listener = socket.create_server((address.host, address.port), family=family, backlog=backlog,
+                                        dualstack_ipv6=False)
+    except OSError as exc:
+        if not explicit and family == socket.AF_INET6 and _no_ipv6(exc):
+            log.info("IPv6 not available; not listening on it", extra={"listen": addr})
+            return None
+        hint = ""
+        if exc.errno in (errno.EACCES, errno.EPERM) and address.port < 1024:
+            hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+        raise ConfigError(f"cannot listen on {addr}: {exc.strerror or exc}{hint}") from None
+    listener.setblocking(False)
+    return listener
+
+
+def _where(sock: socket.socket) -> str:
+    name = sock.getsockname()
+    return f"[{name[0]}]:{name[1]}" if sock.family == socket.AF_INET6 else f"{name[0]}:{name[1]}"
+
+
+def _peer_of(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"[{peer[0]}]:{peer[1]}" if ":" in str(peer[0]) else f"{peer[0]}:{peer[1]}"
+    return "-"
 
 
 def _listen_address(addr: str) -> Any:
@@ -369,20 +577,37 @@ def prepare(settings: ServeSettings) -> PolicyServer:
     """Load and check everything before anything listens; raises :class:`ConfigError` (one line)."""
     for domain in settings.domains:
         policy_host(domain)
-    for addr in settings.listen:
+    for addr in (*settings.listen, *settings.http_listen):
         _listen_address(addr)
-    policy = load_policy(settings.policy_path)
-    certificate = load_certificate(settings.cert_path, settings.key_path, settings.domains)
-    return PolicyServer(settings, policy, certificate)
+    sites = load_sites(policy_path=settings.policy_path, policy_dir=settings.policy_dir,
+                       sites_path=settings.sites_path, domains=settings.domains)
+    if settings.acme is not None:
+        if settings.cert_path or settings.key_path:
+            raise ConfigError("--cert/--key and --acme-directory exclude each other: give one way to get certificates")
+        if not sites.sites:
+            raise ConfigError("--acme-directory needs the policy domains: give --domain (with --policy), "
+                              "--policy-dir or --sites")
+        acme = AcmeManager(settings.acme, http01=bool(settings.http_listen))
+        server = PolicyServer(settings, sites, acme=acme)
+        acme.set_hosts(server._hosts())
+        return server
+    if settings.http_listen:
+        raise ConfigError("--acme-http-listen answers ACME HTTP-01 challenges; it needs --acme-directory")
+    if not settings.cert_path or not settings.key_path:
+        raise ConfigError("give --cert and --key, or --acme-directory to obtain the certificates by ACME")
+    certificate = load_certificate(settings.cert_path, settings.key_path, sites.domains or settings.domains)
+    return PolicyServer(settings, sites, certificate=certificate)
 
 
 async def run(settings: ServeSettings) -> int:
     """Serve until SIGTERM or SIGINT; SIGHUP reloads. Returns the exit status (0)."""
     server = prepare(settings)
-    for warning in server.policy.warnings:
-        log.warning(warning, extra={"policy": server.policy.path})
-    for warning in server.certificate.warnings:
-        log.warning(warning, extra={"cert": server.certificate.cert_path})
+    for site in [*server.sites.sites.values(), *([server.sites.any_host] if server.sites.any_host else [])]:
+        for warning in site.policy.warnings:
+            log.warning(warning, extra={"policy": site.policy.path})
+    if server.certificate is not None:
+        for warning in server.certificate.warnings:
+            log.warning(warning, extra={"cert": server.certificate.cert_path})
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(_loop_exception)
     stopping = asyncio.Event()
@@ -395,16 +620,19 @@ async def run(settings: ServeSettings) -> int:
         except BaseException:
             await server.stop()
             raise
+        hosts = server._hosts()
+        policy = server.policy
         log.info(
             "ready",
             extra={
                 "listen": list(server.bound),
-                "policy": server.policy.path,
-                "mode": server.policy.policy.mode,
-                "max_age": server.policy.policy.max_age,
-                "cert": server.certificate.cert_path,
-                "not_after": _when(server.certificate.not_after),
-                "domains": [policy_host(d) for d in settings.domains],
+                "policy": server.sites.source,
+                "mode": policy.policy.mode,
+                "max_age": policy.policy.max_age,
+                "cert": server.certificate.cert_path if server.certificate is not None
+                else f"ACME {settings.acme.directory_url if settings.acme else ''}",
+                "not_after": _when(server.certificate.not_after) if server.certificate is not None else None,
+                "domains": hosts[:20] + ([f"... {len(hosts)} in all"] if len(hosts) > 20 else []),
             },
         )
         await stopping.wait()
