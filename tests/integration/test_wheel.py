@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 #: the modules of the extras (pyproject.toml [project.optional-dependencies])
-EXTRA_MODULES = ("redis", "psycopg", "dkim", "starlette", "jinja2", "uvicorn", "aiosmtpd")
+EXTRA_MODULES = ("redis", "psycopg", "dkim", "starlette", "jinja2", "uvicorn", "aiosmtpd", "acme", "josepy")
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +139,11 @@ def test_a_lean_install_names_the_extra_a_command_needs(installed, tmp_path):
         (["reports", "serve", "--db", f"sqlite:///{tmp_path}/r.sqlite3"],
          "'reports' extra: pip install 'mxsec[reports]'"),
     ]
+    sites = tmp_path / "sites.toml"
+    sites.write_text('[policy]\nmode = "enforce"\nmax_age = 604800\n\n[domains."lean.test"]\nmx = ["mx.lean.test"]\n')
+    cases.append((["serve-policy", "--sites", str(sites), "--acme-directory", "https://127.0.0.1:1/dir",
+                   "--acme-state", str(tmp_path / "acme"), "--listen", "127.0.0.1:0"],
+                  "serve-policy --acme-directory needs the 'acme' extra: pip install 'mxsec[acme]'"))
     for args, expected in cases:
         result = run(installed, *args, env=env, timeout=60)
         lines = result.stderr.strip().splitlines()
