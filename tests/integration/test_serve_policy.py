@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from mxsec.testing.daemonproc import MXSEC
+from mxsec.testing.daemonproc import MXSEC, free_port
 from mxsec.testing.fakeworld import FakeWorld
 from mxsec.testing.pki import TestCA, write_pem
 from mxsec.net.dns import DnsClient
@@ -492,6 +492,22 @@ def test_address_in_use(files: dict[str, Path]) -> None:
                          str(files["key"]), "--listen", f"{SERVER_IP}:{port}")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1].startswith(f"mxsec: cannot listen on {SERVER_IP}:{port}: ")
+
+
+async def test_reuse_port_hands_over_to_a_new_process(world: FakeWorld, files: dict[str, Path],
+                                                      serve: Any) -> None:
+    """--reuse-port: a second serve-policy binds the same address and port while the first still runs, and
+    serves alone once the first stops (a restart without a moment of refused connections)."""
+    port = free_port(SERVER_IP)
+    old = serve(files, "--reuse-port", listen=(f"{SERVER_IP}:{port}",))
+    refused = run_cli("--policy", str(files["policy"]), "--cert", str(files["cert"]), "--key", str(files["key"]),
+                      "--listen", f"{SERVER_IP}:{port}")
+    assert refused.returncode == 2 and "cannot listen on" in refused.stderr  # without the flag: in use
+    new = serve(files, "--reuse-port", listen=(f"{SERVER_IP}:{port}",))
+    assert new.port == old.port == port
+    assert old.stop() == 0
+    outcome = await fetch(world, files["ca"], port)
+    assert outcome.ok and outcome.body == ENFORCE
 
 
 @pytest.mark.parametrize(

@@ -122,8 +122,9 @@ async def _serve(spec_file: Path, ca_dir: Path, state_dir: Path, https: tuple[st
     make_dirs(state_dir, 0o755)
     for name in (READY, LOADED):
         (state_dir / name).unlink(missing_ok=True)
+    # SO_REUSEPORT: `mxsec serve-policy` may serve some policy hosts on their own addresses, port 443 too
     world = FakeWorld(dns=("127.0.0.1", 0), https=https, state_dir=state_dir / "world",
-                      ca=load_ca(ca_dir, create=False))
+                      ca=load_ca(ca_dir, create=False), reuse_port=True)
     generation = _apply(world, spec_file, state_dir)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

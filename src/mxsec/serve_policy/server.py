@@ -216,6 +216,7 @@ class ServeSettings:
     sites_path: str | None = None  # the TOML template with per-domain MX lists
     acme: AcmeOptions | None = None  # obtain the certificates by ACME instead of --cert/--key
     http_listen: Sequence[str] = ()  # plain HTTP listeners, for ACME HTTP-01 answers only
+    reuse_port: bool = False  # SO_REUSEPORT: share the port with another server (handover, a wildcard listener)
 
 
 class _ChallengeAnswer(asyncio.Protocol):
@@ -385,7 +386,7 @@ class PolicyServer:
         self._base_context.sni_callback = self._sni
         explicit = bool(self.settings.listen)
         for addr in self.settings.listen or DEFAULT_LISTEN:
-            listener = _bind(addr, self.settings.backlog, explicit=explicit)
+            listener = _bind(addr, self.settings.backlog, explicit=explicit, reuse_port=self.settings.reuse_port)
             if listener is None:
                 continue
             self._listeners.append(listener)
@@ -398,7 +399,7 @@ class PolicyServer:
         if self.settings.http_listen:
             self._http_web = self._web_server(self.handle_http)
             for addr in self.settings.http_listen:
-                listener = _bind(addr, self.settings.backlog, explicit=True)
+                listener = _bind(addr, self.settings.backlog, explicit=True, reuse_port=self.settings.reuse_port)
                 assert listener is not None
                 server = await loop.create_server(self._http_web, sock=listener)
                 self._servers.append(server)
@@ -524,13 +525,18 @@ async def _peek_client_hello(conn: socket.socket) -> ClientHello | None:
         seen = len(data)
 
 
-def _bind(addr: str, backlog: int, *, explicit: bool) -> socket.socket | None:
-    """A non-blocking listening socket; None for the default IPv6 address on a machine without IPv6."""
+def _bind(addr: str, backlog: int, *, explicit: bool, reuse_port: bool = False) -> socket.socket | None:
+    """A non-blocking listening socket; None for the default IPv6 address on a machine without IPv6.
+
+    ``reuse_port`` sets SO_REUSEPORT: another process of the same user may then bind the same port (a new
+    serve-policy taking over from an old one, or a server bound to the wildcard address beside this one; the
+    kernel hands a connection to the listener bound to its exact destination address first).
+    """
     address = _listen_address(addr)
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     try:
         listener = socket.create_server((address.host, address.port), family=family, backlog=backlog,
-                                        dualstack_ipv6=False)
+                                        reuse_port=reuse_port, dualstack_ipv6=False)
     except OSError as exc:
         if not explicit and family == socket.AF_INET6 and _no_ipv6(exc):
             log.info("IPv6 not available; not listening on it", extra={"listen": addr})

@@ -353,7 +353,10 @@ class FakeWorld:
         state_dir: str | os.PathLike[str] | None = None,
         ttl: int = 300,
         ca: TestCA | None = None,
+        reuse_port: bool = False,
     ) -> None:
+        #: SO_REUSEPORT on the HTTPS listener: a server bound to one exact address may share its port
+        self.reuse_port = reuse_port
         self._dns_bind = _parse_hostport(dns, 53)
         self._https_bind = _parse_hostport(https, 443)
         self.ttl = ttl
@@ -919,7 +922,7 @@ class FakeWorld:
             https_host, https_port = self._https_bind
             server = await asyncio.start_server(
                 self._https_conn, https_host, https_port, ssl=self._server_ctx, ssl_handshake_timeout=10,
-                reuse_address=True, backlog=1024,
+                reuse_address=True, reuse_port=self.reuse_port, backlog=1024,
             )
             self._servers.append(server)
             self.https_address = (https_host, server.sockets[0].getsockname()[1])
