@@ -2,7 +2,8 @@
 
 ``result_json`` is the contract of ``mxsec check --json`` (one object per domain per line): ``domain``,
 ``findings`` (code, severity, message, result_type, requirement, fix, subject), the raw facts ``mx``,
-``mta_sts``, ``dane``, ``tlsrpt``, ``smtp``, and ``summary`` counts.
+``mta_sts``, ``dane``, ``tlsrpt``, ``smtp``, and ``summary`` counts; with ``--reports-db``, ``advice`` too (the
+body of ``mxsec advise --json``).
 """
 
 from __future__ import annotations
@@ -11,14 +12,18 @@ import datetime as _dt
 import hashlib
 import html
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from mxsec.check.findings import Finding
 from mxsec.check.facts import DomainFacts
 from mxsec.dane.destination import decide, host_state
 from mxsec.display import safe_text
 
-__all__ = ["SEVERITY_ORDER", "metrics_text", "render_html", "render_terminal", "result_json", "safe_text",
-           "summarize"]
+if TYPE_CHECKING:
+    from mxsec.check.advice import Advice
+
+__all__ = ["SEVERITY_ORDER", "advice_lines", "metrics_text", "render_html", "render_terminal", "result_json",
+           "safe_text", "summarize"]
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 _AREAS = (("check", "Checker"), ("mx", "MX"), ("dnssec", "DNSSEC"), ("sts", "MTA-STS"),
@@ -33,9 +38,11 @@ def _tag(f: Finding) -> str:
     return f"[{f.code}" + (f", reported as {f.result_type}" if f.result_type else "") + "]"
 
 
-def result_json(facts: DomainFacts, findings: list[Finding]) -> dict:
+def result_json(facts: DomainFacts, findings: list[Finding], advice: Advice | None = None) -> dict:
+    """The JSON object of one checked domain; ``advice`` (``check --reports-db``) adds the ``advice`` key, the
+    object ``mxsec advise --json`` prints. Without it there is no such key."""
     counts = Counter(f.severity for f in findings)
-    return {
+    out = {
         "domain": facts.domain,
         "findings": [f.to_json() for f in findings],
         "summary": {"errors": counts["error"], "warnings": counts["warning"], "info": counts["info"]},
@@ -45,6 +52,9 @@ def result_json(facts: DomainFacts, findings: list[Finding]) -> dict:
         "tlsrpt": _tlsrpt_json(facts),
         "smtp": _smtp_json(facts),
     }
+    if advice is not None:
+        out["advice"] = advice.to_json()
+    return out
 
 
 def _mx_json(facts: DomainFacts) -> dict | None:
@@ -147,6 +157,57 @@ def summarize(results) -> tuple[dict[str, int], list[tuple[str, int]], list[tupl
     return per_domain, sorted(codes["error"].items(), key=order), sorted(codes["warning"].items(), key=order)
 
 
+# --- rollout advice (``mxsec advise``, and ``mxsec check --reports-db``) -------------------------------------
+
+
+def advice_lines(advice: Advice) -> list[str]:
+    """The text of ``mxsec advise`` for one :class:`~mxsec.check.advice.Advice`, as lines ("" for a blank line);
+    ``mxsec check --reports-db`` shows the same lines as its "Rollout advice" section. Not yet escaped: callers
+    pass each line through :func:`~mxsec.display.safe_text`."""
+    from mxsec.check.advice import pct
+
+    out: list[str] = []
+    live, fig = advice.live, advice.figures
+    heading = {"enforce": "enforce is safe now", "wait": "not yet: keep mode testing",
+               "already-enforce": "already in mode enforce, nothing blocks it"}[advice.verdict]
+    out.append(f"{advice.domain}: {heading}")
+    out.append("")
+    out.append(f"live policy: mode {live['mode'] or '-'}, id {live['id'] or '-'}, "
+               f"max_age {live['max_age'] or '-'}, mx {', '.join(live['mx_patterns']) or '-'}")
+    for row in live["mx_hosts"]:
+        out.append(f"  MX {row['host']}: covered by {row['covered_by'] or 'no pattern'}, "
+                   f"certificate {row['certificate']}")
+    out.append(f"reports {fig['since']} to {fig['until']}: {fig['reports']:,} reports, "
+               f"{fig['successful_sessions'] + fig['failed_sessions']:,} sessions, {pct(fig['success_rate'])} "
+               f"successful; {fig['days_observed']} day(s) observed, {fig['days_testing']} in testing, "
+               f"{fig['days_enforce']} in enforce")
+    for org, row in fig["by_reporter"].items():
+        out.append(f"  reporter {org}: {pct(row['success_rate'])} of "
+                   f"{row['successful_sessions'] + row['failed_sessions']:,} sessions")
+    for host, row in fig["by_mx"].items():
+        out.append(f"  MX {host}: {row['failed_sessions']:,} failed sessions "
+                   f"({pct(row['success_rate'])} not failing)")
+    if advice.blockers:
+        out.append("")
+        out.append(f"blocking enforce ({len(advice.blockers)}):")
+        for blocker in advice.blockers:
+            out.append(f"  - {blocker.message}")
+    for note in advice.notes:
+        out.append(f"note: {note}")
+    if advice.ramp and advice.verdict != "already-enforce":
+        first = advice.ramp[0]
+        out.append("")
+        out.append("next policy file (https://mta-sts." + advice.domain + "/.well-known/mta-sts.txt):"
+                   if advice.safe else "when nothing blocks any more, publish this policy file:")
+        for line in first.policy.splitlines():
+            out.append(f"  {line}")
+        out.append(f"then the TXT record: _mta-sts.{advice.domain}. IN TXT \"{advice.txt}\"")
+        out.append("max_age ramp (each step: the policy with that max_age and a new id):")
+        for step in advice.ramp:
+            out.append(f"  {step.on}  max_age {step.max_age:>8}  id {step.id}  ({step.when})")
+    return out
+
+
 # --- terminal ---------------------------------------------------------------------------------------------
 
 
@@ -154,8 +215,10 @@ _STYLE = {"error": "bold red", "warning": "yellow", "info": "green"}
 _MARK = {"error": "✗", "warning": "!", "info": "✓"}
 
 
-def render_terminal(console, facts: DomainFacts, findings: list[Finding], *, verbose: bool = False) -> None:
-    """Grouped by area, one line per finding with the fix under errors and warnings."""
+def render_terminal(console, facts: DomainFacts, findings: list[Finding], *, verbose: bool = False,
+                    advice: Advice | None = None) -> None:
+    """Grouped by area, one line per finding with the fix under errors and warnings; then, given ``advice``
+    (``check --reports-db``), a "Rollout advice" section holding the text of ``mxsec advise``."""
     from rich.text import Text
 
     counts = Counter(f.severity for f in findings)
@@ -179,6 +242,10 @@ def render_terminal(console, facts: DomainFacts, findings: list[Finding], *, ver
                 console.print(Text(f"        fix: {f.fix}", style="dim"))
     if facts.hosts and not facts.smtp_checked:
         console.print(Text("  SMTP: not probed (--no-smtp)", style="dim"))
+    if advice is not None:
+        console.print(Text("  Rollout advice", style="bold cyan"))
+        for text in advice_lines(advice):
+            console.print(Text(f"    {safe_text(text)}" if text else ""))
     console.print()
 
 

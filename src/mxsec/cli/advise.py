@@ -19,17 +19,38 @@ import click
 from mxsec.cli.common import OneLineCommand, _fail, _guarded, _load, network_options, smtp_probe_options
 
 
+#: the options of the rollout advice that ``check --reports-db`` takes too (checked when given without it)
+ADVICE_WINDOW_OPTIONS = ("days", "min_success", "min_days")
+
+
+def advice_options(fn):
+    """``--reports-db`` (env ``MXSEC_REPORTS_DB``), ``--days``, ``--min-success`` and ``--min-days``: the report
+    window and thresholds of the rollout advice, shared by ``advise`` and ``check`` (docs/publishing.md,
+    docs/check.md)."""
+    for option in reversed((
+        click.option("--reports-db", "db_url", envvar="MXSEC_REPORTS_DB", metavar="URL",
+                     help="Report database (as for mxsec reports: sqlite:///PATH or postgresql://USER@HOST/DB; "
+                          "advise: default the configured one; check: the rollout advice only with it)."),
+        click.option("--days", default=14, show_default=True, type=click.IntRange(1, 366),
+                     help="Judge the reports of the last DAYS whole UTC days (today excluded)."),
+        click.option("--min-success", default=0.99, show_default=True, type=click.FloatRange(0.0, 1.0),
+                     help="Lowest success rate allowed per reporter and per MX host (0 to 1)."),
+        click.option("--min-days", default=7, show_default=True, type=click.IntRange(1, 366),
+                     help="Fewest days with reports needed in the window."),
+    )):
+        fn = option(fn)
+    return fn
+
+
+def check_window(days: int, min_days: int) -> None:
+    """The validation the options cannot do alone (exit 2, one line)."""
+    if min_days > days:
+        _fail(f"--min-days {min_days} is more than --days {days}")
+
+
 @click.command("advise", cls=OneLineCommand)
 @click.argument("domain")
-@click.option("--reports-db", "db_url", envvar="MXSEC_REPORTS_DB", metavar="URL",
-              help="Report database (as for mxsec reports: sqlite:///PATH or postgresql://USER@HOST/DB; "
-                   "default: the configured one).")
-@click.option("--days", default=14, show_default=True, type=click.IntRange(1, 366),
-              help="Judge the reports of the last DAYS whole UTC days (today excluded).")
-@click.option("--min-success", default=0.99, show_default=True, type=click.FloatRange(0.0, 1.0),
-              help="Lowest success rate allowed per reporter and per MX host (0 to 1).")
-@click.option("--min-days", default=7, show_default=True, type=click.IntRange(1, 366),
-              help="Fewest days with reports needed in the window.")
+@advice_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (keys in docs/publishing.md).")
 @smtp_probe_options
 @network_options
@@ -44,8 +65,7 @@ def advise(domain, db_url, days, min_success, min_days, as_json, no_smtp, smtp_p
         name = normalize_domain(domain)
     except DomainError as exc:
         _fail(f"{domain!r} is not a domain name: {exc}")
-    if min_days > days:
-        _fail(f"--min-days {min_days} is more than --days {days}")
+    check_window(days, min_days)
     config, _ = _load(config_path, nameservers=nameservers, ca_file=ca_file, timeout=timeout,
                       allow_addresses=allow_addresses)
     now = _dt.datetime.now(_dt.UTC)
@@ -66,6 +86,13 @@ def advise(domain, db_url, days, min_success, min_days, as_json, no_smtp, smtp_p
 
 
 def _figures(db_url, domain: str, today: _dt.date, days: int):
+    return report_figures_for(db_url, [domain], today, days)[domain]
+
+
+def report_figures_for(db_url: str | None, domains, today: _dt.date, days: int) -> dict:
+    """``{domain: ReportFigures}`` over the last ``days`` whole days before ``today``, read from the database at
+    ``db_url`` (``None``: the configured one), opened once. A SQLite file that does not exist is an input error
+    (exit 2): the advisor never creates a database."""
     from mxsec.check.advice_gather import report_figures, window
     from mxsec.cli.reports import open_db
 
@@ -81,7 +108,7 @@ def _figures(db_url, domain: str, today: _dt.date, days: int):
         _fail(f"no report database at {parsed.path}; store reports first (mxsec reports ingest --db {db_url} ...)")
     db = open_db(db_url)
     try:
-        return report_figures(db, domain, since, until)
+        return {domain: report_figures(db, domain, since, until) for domain in dict.fromkeys(domains)}
     finally:
         db.close()
 
@@ -118,44 +145,8 @@ async def _live(domain: str, config, *, smtp: bool, smtp_port: int, smtp_timeout
 
 
 def _print(advice) -> None:
-    from mxsec.check.advice import pct
+    from mxsec.check.report import advice_lines
     from mxsec.display import safe_text
 
-    def say(text: str = "") -> None:
-        click.echo(safe_text(text))
-
-    live, fig = advice.live, advice.figures
-    heading = {"enforce": "enforce is safe now", "wait": "not yet: keep mode testing",
-               "already-enforce": "already in mode enforce, nothing blocks it"}[advice.verdict]
-    say(f"{advice.domain}: {heading}")
-    say()
-    say(f"live policy: mode {live['mode'] or '-'}, id {live['id'] or '-'}, max_age {live['max_age'] or '-'}, "
-        f"mx {', '.join(live['mx_patterns']) or '-'}")
-    for row in live["mx_hosts"]:
-        say(f"  MX {row['host']}: covered by {row['covered_by'] or 'no pattern'}, certificate {row['certificate']}")
-    say(f"reports {fig['since']} to {fig['until']}: {fig['reports']:,} reports, "
-        f"{fig['successful_sessions'] + fig['failed_sessions']:,} sessions, {pct(fig['success_rate'])} successful; "
-        f"{fig['days_observed']} day(s) observed, {fig['days_testing']} in testing, {fig['days_enforce']} in enforce")
-    for org, row in fig["by_reporter"].items():
-        say(f"  reporter {org}: {pct(row['success_rate'])} of "
-            f"{row['successful_sessions'] + row['failed_sessions']:,} sessions")
-    for host, row in fig["by_mx"].items():
-        say(f"  MX {host}: {row['failed_sessions']:,} failed sessions ({pct(row['success_rate'])} not failing)")
-    if advice.blockers:
-        say()
-        say(f"blocking enforce ({len(advice.blockers)}):")
-        for blocker in advice.blockers:
-            say(f"  - {blocker.message}")
-    for note in advice.notes:
-        say(f"note: {note}")
-    if advice.ramp and advice.verdict != "already-enforce":
-        first = advice.ramp[0]
-        say()
-        say("next policy file (https://mta-sts." + advice.domain + "/.well-known/mta-sts.txt):"
-            if advice.safe else "when nothing blocks any more, publish this policy file:")
-        for line in first.policy.splitlines():
-            say(f"  {line}")
-        say(f"then the TXT record: _mta-sts.{advice.domain}. IN TXT \"{advice.txt}\"")
-        say("max_age ramp (each step: the policy with that max_age and a new id):")
-        for step in advice.ramp:
-            say(f"  {step.on}  max_age {step.max_age:>8}  id {step.id}  ({step.when})")
+    for line in advice_lines(advice):
+        click.echo(safe_text(line))

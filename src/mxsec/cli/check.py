@@ -1,7 +1,9 @@
 """``mxsec check``: the domain checker (docs/check.md). Composes :mod:`mxsec.check`; prints.
 
 Exit 0 when no finding is an error, 1 when some are, 2 for usage errors and unreadable input (one line on
-stderr, no traceback). docs/check.md describes the output.
+stderr, no traceback). docs/check.md describes the output. With ``--reports-db`` each domain also gets the
+rollout advice of ``mxsec advise``, judged on the same facts (no second probe); the exit status stays the
+check's.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import time
 
 import click
 
-from mxsec.cli.common import _fail, _guarded, _load, network_options, smtp_probe_options
+from mxsec.cli.advise import ADVICE_WINDOW_OPTIONS, advice_options, check_window
+from mxsec.cli.common import OneLineCommand, _fail, _guarded, _load, network_options, smtp_probe_options
 
 #: domain names read from --from-file at most
 MAX_DOMAINS = 100_000
@@ -24,7 +27,7 @@ MAX_DOMAINS = 100_000
 MAX_LINE = 4096
 
 
-@click.command("check")
+@click.command("check", cls=OneLineCommand)
 @click.argument("domains", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per domain per line (JSON Lines).")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False),
@@ -38,10 +41,12 @@ MAX_LINE = 4096
               help="Domains checked at the same time.")
 @smtp_probe_options
 @click.option("-v", "--verbose", is_flag=True, help="Show the fix under informational findings too.")
+@advice_options
 @network_options
 @_guarded
 def check(domains, as_json, no_smtp, html_file, metrics_file, from_file, concurrency, smtp_port, smtp_timeout,
-          verbose, config_path, nameservers, ca_file, timeout, allow_addresses):
+          verbose, db_url, days, min_success, min_days, config_path, nameservers, ca_file, timeout,
+          allow_addresses):
     """Check DOMAIN's MX, MTA-STS, DANE and TLSRPT setup the way a sending MTA sees it.
 
     Every finding has a stable code, a severity, the RFC 8460 result type a sender would report and the
@@ -61,17 +66,44 @@ def check(domains, as_json, no_smtp, html_file, metrics_file, from_file, concurr
         except DomainError as exc:
             _fail(f"{where} is not a domain name: {exc}")
     targets = list(dict.fromkeys(targets))
+    if db_url is None:
+        ctx = click.get_current_context()
+        for param in ADVICE_WINDOW_OPTIONS:
+            if ctx.get_parameter_source(param) is click.core.ParameterSource.COMMANDLINE:
+                _fail(f"--{param.replace('_', '-')} needs --reports-db (or MXSEC_REPORTS_DB)")
+    else:
+        check_window(days, min_days)
     if html_file:
         _check_writable(html_file, "--html")
     if metrics_file:
         _check_writable(metrics_file, "--metrics-file")
     config, _ = _load(config_path, nameservers=nameservers, ca_file=ca_file, timeout=timeout,
                       allow_addresses=allow_addresses)
+    adviser = None
+    if db_url is not None:
+        adviser = _adviser(db_url, targets, days=days, min_success=min_success, min_days=min_days)
     _tolerant_stdout()
     errors = asyncio.run(_run(targets, config, as_json=as_json, smtp=not no_smtp, html_file=html_file,
                               metrics_file=metrics_file, concurrency=concurrency, smtp_port=smtp_port,
-                              smtp_timeout=smtp_timeout, verbose=verbose))
+                              smtp_timeout=smtp_timeout, verbose=verbose, adviser=adviser))
     sys.exit(1 if errors else 0)
+
+
+def _adviser(db_url: str, targets: list[str], *, days: int, min_success: float, min_days: int):
+    """Read every target's report figures now (a bad database fails before any probe) and return the function
+    that judges the rollout advice from a domain's checked facts and findings, as ``mxsec advise`` does."""
+    from mxsec.check.advice import advise as judge_advice
+    from mxsec.cli.advise import report_figures_for
+    from mxsec.generate import default_policy_id
+
+    now = _dt.datetime.now(_dt.UTC)
+    figures = report_figures_for(db_url, targets, now.date(), days)
+
+    def advice_for(facts, findings):
+        return judge_advice(facts, findings, figures[facts.domain], now=now, id_for=default_policy_id,
+                            min_success=min_success, min_days=min_days)
+
+    return advice_for
 
 
 def _read_domain_file(path: str) -> list[tuple[str, str]]:
@@ -131,7 +163,7 @@ def _tolerant_stdout() -> None:
 
 
 async def _run(targets, config, *, as_json, smtp, html_file, concurrency, smtp_port, smtp_timeout, verbose,
-               metrics_file=None) -> int:
+               metrics_file=None, adviser=None) -> int:
     from rich.console import Console
 
     from mxsec.check.findings import finding
@@ -164,6 +196,7 @@ async def _run(targets, config, *, as_json, smtp, html_file, concurrency, smtp_p
     domain_slots = asyncio.Semaphore(concurrency)
     smtp_slots = asyncio.Semaphore(settings.smtp_concurrency)
     results: list = [None] * len(targets)
+    advices: list = [None] * len(targets)
     error_domains = 0
     started = time.monotonic()
     progress = None
@@ -186,13 +219,14 @@ async def _run(targets, config, *, as_json, smtp, html_file, concurrency, smtp_p
                 facts = DomainFacts(domain)
                 findings = [finding("check-failed", f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")]
         results[index] = (facts, findings)
+        advice = advices[index] = adviser(facts, findings) if adviser is not None else None
         if any(f.severity == "error" for f in findings):
             error_domains += 1
         if as_json:
-            out.file.write(json.dumps(result_json(facts, findings), separators=(",", ":")) + "\n")
+            out.file.write(json.dumps(result_json(facts, findings, advice), separators=(",", ":")) + "\n")
             out.file.flush()
         elif not bulk:
-            render_terminal(out, facts, findings, verbose=verbose)
+            render_terminal(out, facts, findings, verbose=verbose, advice=advice)
         if progress is not None:
             progress.advance(task)
 
@@ -204,8 +238,8 @@ async def _run(targets, config, *, as_json, smtp, html_file, concurrency, smtp_p
         await fetcher.aclose()
     elapsed = time.monotonic() - started
     if bulk and not as_json:
-        for facts, findings in results:
-            render_terminal(out, facts, findings, verbose=verbose)
+        for (facts, findings), advice in zip(results, advices, strict=True):
+            render_terminal(out, facts, findings, verbose=verbose, advice=advice)
     if bulk:
         _summary(err if as_json else out, results, elapsed)
     if html_file:
