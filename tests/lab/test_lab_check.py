@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mxsec.lab import runner
+from mxsec.lab import acme, runner
 from mxsec.lab.prerequisites import prerequisites
 from mxsec.lab.scenarios import load_scenarios
 from mxsec.lab.topology import Topology
@@ -29,6 +29,10 @@ MXSEC = str(Path(sys.executable).with_name("mxsec"))
 
 # scenario -> (codes that must appear, codes that must not appear)
 EXPECTED: dict[str, tuple[dict[str, str | None], set[str]]] = {
+    # policy hosts served by mxsec serve-policy with Pebble's certificates (trusted through the lab's bundle)
+    "sts-acme": ({"sts-mode-enforce": None, "smtp-tls-ok": None}, {"sts-policy-certificate", "sts-policy-tls", "sts-policy-connect"}),
+    "sts-acme-expired-mx": ({"smtp-certificate-expired": "certificate-expired"},
+                            {"sts-policy-certificate", "sts-policy-tls", "sts-policy-connect"}),
     "sts-enforce-ok": ({"sts-mode-enforce": None, "smtp-tls-ok": None},
                        {"smtp-certificate-untrusted", "sts-mx-not-covered", "smtp-starttls-missing"}),
     "sts-enforce-bad-cert": ({"smtp-certificate-host-mismatch": "certificate-host-mismatch"}, set()),
@@ -75,7 +79,7 @@ def checked() -> Iterator[tuple[dict[str, dict], int, str]]:
         paths = runner.LabPaths.of(topo)
         domains = [sc.domain for sc in load_scenarios()]
         argv = ["ip", "netns", "exec", topo.sender_ns, MXSEC, "check", "--json",
-                "--nameserver", topo.resolver_ip, "--ca-file", str(paths.ca_file),
+                "--nameserver", topo.resolver_ip, "--ca-file", str(acme.trust_bundle(paths.root)),
                 "--allow-address", topo.host_net, "--allow-address", topo.dns_net,
                 "--timeout", "3", "--smtp-timeout", "5", *domains]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=180)

@@ -102,6 +102,35 @@ def test_signed_tlsa_records_are_served(e2e: tuple[Topology, dict[str, runner.Ro
     assert checked >= 4
 
 
+def test_acme_policy_hosts_got_their_certificates_from_pebble(e2e: tuple[Topology, dict[str, runner.Row]]) -> None:
+    """The ACME scenarios' policy hosts are mxsec serve-policy: each got a certificate from Pebble by TLS-ALPN-01
+    through the lab DNS, serves it, and the sender's daemon fetched both policies from it."""
+    from cryptography import x509
+
+    from mxsec.lab import acme
+
+    topo, rows = e2e
+    paths = runner.LabPaths.of(topo)
+    hosts = sorted(sc.policy_host_name for sc in acme.acme_scenarios(SCENARIOS) if sc.policy_host_name)
+    assert len(hosts) == 2
+    records = [json.loads(line) for line in (paths.root / "acme" / "serve-policy.log").read_text().splitlines()
+               if line.startswith("{")]
+    assert sorted(r["host"] for r in records if r.get("msg") == "certificate obtained") == hosts
+    assert sum(r.get("msg") == "TLS-ALPN-01 challenge answered" for r in records) >= 2
+    fetched = [r for r in records if r.get("msg") == "GET /.well-known/mta-sts.txt 200"]
+    assert len(fetched) >= 2
+    trust = acme.trust_bundle(paths.root).read_bytes()
+    pebble_roots = [c for c in x509.load_pem_x509_certificates(trust) if "Pebble" in c.subject.rfc4514_string()]
+    assert pebble_roots, "Pebble's root is in the sender's trust bundle"
+    for host in hosts:
+        chain = x509.load_pem_x509_certificates((paths.root / "acme" / "state" / "certs" / f"{host}.pem").read_bytes())
+        assert "Pebble Intermediate CA" in chain[0].issuer.rfc4514_string()
+        assert chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.DNSName) == [host]
+    for name in ("sts-acme", "sts-acme-expired-mx"):
+        assert rows[name].reply.startswith("OK secure"), rows[name]
+
+
 def test_cli_status_and_run_one_scenario(e2e: tuple[Topology, dict[str, runner.Row]]) -> None:
     topo, _rows = e2e
     cli = CliRunner()

@@ -90,7 +90,7 @@ def protected(sc: Scenario) -> bool:
     daemon's config. (An enforce policy behind a redirect, a 404 or a bad policy-host certificate is no policy
     at all — RFC 8461 §3.3 — so those domains are as open to the attacker as ``no-policy``.)"""
     ph = sc.policy_host
-    fetchable = ph is None or (ph.behaviour == "ok" and ph.cert == "valid")
+    fetchable = ph is None or (ph.behaviour == "ok" and ph.cert in ("valid", "acme"))
     return ((sc.sts is not None and sc.sts.mode == "enforce" and fetchable) or (sc.tlsa is not None and sc.signed)
             or sc.extra.get("dane") == "mandatory")
 

@@ -47,8 +47,8 @@ LOADED = "loaded.json"
 def policy_spec_json(sc: Scenario, body: str | None = None) -> dict[str, Any] | None:
     """The :class:`PolicySpec` (as JSON) of ``sc``'s policy host, or ``None`` when it has no MTA-STS record.
     ``body`` replaces the policy text (run-time changes)."""
-    if sc.sts is None or sc.policy_host is None:
-        return None
+    if sc.sts is None or sc.policy_host is None or sc.policy_host.cert == "acme":
+        return None  # no policy, or served by mxsec serve-policy with a certificate from Pebble (mxsec.lab.acme)
     ph = sc.policy_host
     spec: dict[str, Any] = {"body": body if body is not None else sc.sts.policy_text(), "cert": ph.cert}
     if ph.behaviour == "redirect":

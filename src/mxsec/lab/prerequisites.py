@@ -6,7 +6,7 @@ import os
 import shutil
 
 #: the programs the lab starts or drives (Debian: iproute2, knot, knot-dnsutils, unbound, postfix)
-TOOLS = ("ip", "knotd", "knotc", "keymgr", "unbound", "unbound-control", "unbound-checkconf", "postfix")
+TOOLS = ("ip", "knotd", "knotc", "keymgr", "unbound", "unbound-control", "unbound-checkconf", "postfix", "pebble")
 
 
 def prerequisites() -> str | None:

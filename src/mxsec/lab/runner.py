@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from mxsec.fsutil import make_dirs
-from mxsec.lab import policyhosts, topology
+from mxsec.lab import acme, policyhosts, topology
 from mxsec.lab import state as lab_state
 from mxsec.lab.dns import LabDns, tlsa_311
 from mxsec.lab.scenarios import (
@@ -221,6 +221,12 @@ def _up(topo: Topology, scenarios: list[Scenario], scenarios_text: str, progress
     LabDns(topo).start(zone_specs(scenarios, addresses, tlsa) + loop.zone_specs(topo, addresses))
     done()
 
+    hosts = acme.acme_scenarios(scenarios)
+    done = _step(progress, f"ACME: Pebble + mxsec serve-policy for {len(hosts)} policy hosts") if hosts else None
+    acme.start(topo, scenarios, addresses, paths.root, paths.ca_dir, _spawn_and_wait)
+    if done is not None:
+        done()
+
     done = _step(progress, f"mxsec reports serve on {loop.REPORTS_WEB}:{loop.HTTPS_PORT}")
     loop.start_receiver(topo, addresses, _spawn_and_wait)
     done()
@@ -237,8 +243,8 @@ def _up(topo: Topology, scenarios: list[Scenario], scenarios_text: str, progress
 
 
 def _spawn_and_wait(topo: Topology, ns: str, name: str, argv: list[str], log: Path,
-                    ready: Callable[[], bool], timeout: float = 30.0) -> None:
-    proc = topology.spawn(topo, ns, name, argv, log)
+                    ready: Callable[[], bool], timeout: float = 30.0, env: dict[str, str] | None = None) -> None:
+    proc = topology.spawn(topo, ns, name, argv, log, env=env)
     deadline = time.monotonic() + timeout
     while not ready():
         if proc.poll() is not None:
@@ -323,7 +329,7 @@ def _start_daemon(topo: Topology, paths: LabPaths, scenarios: Sequence[Scenario]
         "--cache", f"sqlite:///{paths.daemon_cache}",
         "--config", str(paths.daemon_config),
         "--nameserver", topo.resolver_ip,
-        "--ca-file", str(paths.ca_file),
+        "--ca-file", str(acme.trust_bundle(paths.root)),  # the lab CA and Pebble's root
         "--allow-address", topo.host_net,
         "--allow-address", topo.dns_net,
         "--timeout", "3",

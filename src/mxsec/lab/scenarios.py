@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 CERT_KINDS = ("valid", "expired", "wrong-name", "untrusted", "no-starttls")
-POLICY_CERT_KINDS = ("valid", "expired", "wrong-name", "untrusted")
+POLICY_CERT_KINDS = ("valid", "expired", "wrong-name", "untrusted", "acme")
 DNSSEC_STATES = ("signed", "unsigned", "bogus")
 STS_MODES = ("enforce", "testing", "none")
 POLICY_BEHAVIOURS = ("ok", "redirect", "404")

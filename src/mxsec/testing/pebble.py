@@ -57,7 +57,7 @@ from pathlib import Path
 from mxsec.testing.pki import TestCA, write_pem
 from mxsec.testing.servers import HOST, START_TIMEOUT, _tail, free_port, stop_process
 
-__all__ = ["PebbleServer", "pebble_binary", "running_pebble"]
+__all__ = ["PebbleServer", "environment", "pebble_binary", "running_pebble", "write_config"]
 
 #: Pebble's defaults for the ports its validator connects to (http-01, tls-alpn-01)
 DEFAULT_HTTP_PORT = 5002
@@ -67,6 +67,48 @@ DEFAULT_TLS_PORT = 5001
 def pebble_binary() -> str | None:
     """The ``pebble`` executable on ``PATH`` (Debian installs ``/usr/bin/pebble``), or ``None``."""
     return shutil.which("pebble")
+
+
+def write_config(
+    path: Path,
+    *,
+    listen: str,
+    management: str,
+    cert: Path,
+    key: Path,
+    http_port: int,
+    tls_port: int,
+    validity_seconds: int | None = None,
+) -> None:
+    """Pebble's JSON config: where it listens, its own HTTPS certificate, the ports its validator dials."""
+    config: dict[str, dict[str, object]] = {
+        "pebble": {
+            "listenAddress": listen,
+            "managementListenAddress": management,
+            "certificate": str(cert),
+            "privateKey": str(key),
+            "httpPort": http_port,
+            "tlsPort": tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": False,
+        }
+    }
+    if validity_seconds is not None:
+        config["pebble"]["certificateValidityPeriod"] = validity_seconds
+    path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def environment(nonce_reject: int = 0, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The process environment for Pebble: no random validation sleeps, ``nonce_reject`` % spurious badNonce,
+    fresh authorizations for every order, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PEBBLE_")}
+    env.update({
+        "PEBBLE_VA_NOSLEEP": "1",
+        "PEBBLE_WFE_NONCEREJECT": str(nonce_reject),
+        "PEBBLE_AUTHZREUSE": "0",
+    })
+    env.update(extra or {})
+    return env
 
 
 class PebbleServer:
@@ -132,31 +174,12 @@ class PebbleServer:
             return bytes(response.read())
 
     def _write_config(self) -> None:
-        config = {
-            "pebble": {
-                "listenAddress": f"{HOST}:{self.port}",
-                "managementListenAddress": f"{HOST}:{self.management_port}",
-                "certificate": str(self.cert_path),
-                "privateKey": str(self.key_path),
-                "httpPort": self.http_port,
-                "tlsPort": self.tls_port,
-                "ocspResponderURL": "",
-                "externalAccountBindingRequired": False,
-            }
-        }
-        if self.validity_seconds is not None:
-            config["pebble"]["certificateValidityPeriod"] = self.validity_seconds
-        self.config_path.write_text(json.dumps(config, indent=2) + "\n")
+        write_config(self.config_path, listen=f"{HOST}:{self.port}", management=f"{HOST}:{self.management_port}",
+                     cert=self.cert_path, key=self.key_path, http_port=self.http_port, tls_port=self.tls_port,
+                     validity_seconds=self.validity_seconds)
 
     def _environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PEBBLE_")}
-        env.update({
-            "PEBBLE_VA_NOSLEEP": "1",
-            "PEBBLE_WFE_NONCEREJECT": str(self.nonce_reject),
-            "PEBBLE_AUTHZREUSE": "0",
-        })
-        env.update(self.extra_env)
-        return env
+        return environment(self.nonce_reject, self.extra_env)
 
     def start(self) -> PebbleServer:
         if self.running:
