@@ -23,23 +23,27 @@ from mxsec.cli.common import OneLineCommand, _fail, _guarded, _load, network_opt
 ADVICE_WINDOW_OPTIONS = ("days", "min_success", "min_days")
 
 
-def advice_options(fn):
+def advice_options(reports_db_help: str):
     """``--reports-db`` (env ``MXSEC_REPORTS_DB``), ``--days``, ``--min-success`` and ``--min-days``: the report
     window and thresholds of the rollout advice, shared by ``advise`` and ``check`` (docs/publishing.md,
-    docs/check.md)."""
-    for option in reversed((
-        click.option("--reports-db", "db_url", envvar="MXSEC_REPORTS_DB", metavar="URL",
-                     help="Report database (as for mxsec reports: sqlite:///PATH or postgresql://USER@HOST/DB; "
-                          "advise: default the configured one; check: the rollout advice only with it)."),
-        click.option("--days", default=14, show_default=True, type=click.IntRange(1, 366),
-                     help="Judge the reports of the last DAYS whole UTC days (today excluded)."),
-        click.option("--min-success", default=0.99, show_default=True, type=click.FloatRange(0.0, 1.0),
-                     help="Lowest success rate allowed per reporter and per MX host (0 to 1)."),
-        click.option("--min-days", default=7, show_default=True, type=click.IntRange(1, 366),
-                     help="Fewest days with reports needed in the window."),
-    )):
-        fn = option(fn)
-    return fn
+    docs/check.md). Only the help of ``--reports-db`` differs: what its absence means to the command."""
+
+    def decorate(fn):
+        for option in reversed((
+            click.option("--reports-db", "db_url", envvar="MXSEC_REPORTS_DB", metavar="URL",
+                         help="Report database (as for mxsec reports: sqlite:///PATH or "
+                              f"postgresql://USER@HOST/DB; env MXSEC_REPORTS_DB); {reports_db_help}."),
+            click.option("--days", default=14, show_default=True, type=click.IntRange(1, 366),
+                         help="Judge the reports of the last DAYS whole UTC days (today excluded)."),
+            click.option("--min-success", default=0.99, show_default=True, type=click.FloatRange(0.0, 1.0),
+                         help="Lowest success rate allowed per reporter and per MX host (0 to 1)."),
+            click.option("--min-days", default=7, show_default=True, type=click.IntRange(1, 366),
+                         help="Fewest days with reports needed in the window."),
+        )):
+            fn = option(fn)
+        return fn
+
+    return decorate
 
 
 def check_window(days: int, min_days: int) -> None:
@@ -50,7 +54,7 @@ def check_window(days: int, min_days: int) -> None:
 
 @click.command("advise", cls=OneLineCommand)
 @click.argument("domain")
-@advice_options
+@advice_options("default: the configured one")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (keys in docs/publishing.md).")
 @smtp_probe_options
 @network_options
