@@ -506,7 +506,8 @@ async def _peek_client_hello(conn: socket.socket) -> ClientHello | None:
     """The ClientHello at the head of ``conn``, left unread for TLS; None when it is no ClientHello we can read.
 
     The caller bounds the time. A hello that arrives in pieces is peeked again every 20 ms (the socket stays
-    readable while the first piece waits, so waiting for readability alone would spin).
+    readable while the first piece waits, so waiting for readability alone would spin). A peer that resets or
+    half-closes before its hello is complete is given up at once (ConnectionResetError), not at the time limit.
     """
     seen = 0
     while True:
@@ -521,8 +522,26 @@ async def _peek_client_hello(conn: socket.socket) -> ClientHello | None:
         if hello is not None or len(data) >= PEEK_BYTES:
             return hello
         if len(data) == seen:
+            if _peer_gone(conn):  # a reset or FIN after part of a hello: peeking would see the same bytes forever
+                raise ConnectionResetError("closed during the ClientHello")
             await asyncio.sleep(0.02)
         seen = len(data)
+
+
+#: TCP states (Linux include/net/tcp_states.h) in which the peer will send nothing more: CLOSE (it reset the
+#: connection), CLOSE_WAIT (it sent FIN)
+_TCP_PEER_GONE = frozenset({7, 8})
+
+
+def _peer_gone(conn: socket.socket) -> bool:
+    """True when the peer has reset or half-closed ``conn`` (TCP_INFO's state); False where that is unknown."""
+    tcp_info = getattr(socket, "TCP_INFO", None)
+    if tcp_info is None:
+        return False
+    try:
+        return conn.getsockopt(socket.IPPROTO_TCP, tcp_info, 1)[0] in _TCP_PEER_GONE
+    except OSError:
+        return False
 
 
 def _bind(addr: str, backlog: int, *, explicit: bool, reuse_port: bool = False) -> socket.socket | None:
