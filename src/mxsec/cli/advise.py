@@ -23,16 +23,20 @@ from mxsec.cli.common import OneLineCommand, _fail, _guarded, _load, network_opt
 ADVICE_WINDOW_OPTIONS = ("days", "min_success", "min_days")
 
 
-def advice_options(reports_db_help: str):
-    """``--reports-db`` (env ``MXSEC_REPORTS_DB``), ``--days``, ``--min-success`` and ``--min-days``: the report
-    window and thresholds of the rollout advice, shared by ``advise`` and ``check`` (docs/publishing.md,
-    docs/check.md). Only the help of ``--reports-db`` differs: what its absence means to the command."""
+def advice_options(reports_db_help: str, *, from_environment: bool = True):
+    """``--reports-db`` (env ``MXSEC_REPORTS_DB`` when ``from_environment``), ``--days``, ``--min-success`` and
+    ``--min-days``: the report window and thresholds of the rollout advice, shared by ``advise`` and ``check``
+    (docs/publishing.md, docs/check.md). What differs: the help of ``--reports-db`` (what its absence means to
+    the command) and whether the environment may give it (``check`` takes it only from its command line, so a
+    cron job's output does not change because the report service's variable is set)."""
+    envvar = "MXSEC_REPORTS_DB" if from_environment else None
+    where = "; env MXSEC_REPORTS_DB" if from_environment else ""
 
     def decorate(fn):
         for option in reversed((
-            click.option("--reports-db", "db_url", envvar="MXSEC_REPORTS_DB", metavar="URL",
+            click.option("--reports-db", "db_url", envvar=envvar, metavar="URL",
                          help="Report database (as for mxsec reports: sqlite:///PATH or "
-                              f"postgresql://USER@HOST/DB; env MXSEC_REPORTS_DB); {reports_db_help}."),
+                              f"postgresql://USER@HOST/DB{where}); {reports_db_help}."),
             click.option("--days", default=14, show_default=True, type=click.IntRange(1, 366),
                          help="Judge the reports of the last DAYS whole UTC days (today excluded)."),
             click.option("--min-success", default=0.99, show_default=True, type=click.FloatRange(0.0, 1.0),

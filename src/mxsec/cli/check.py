@@ -42,7 +42,7 @@ MAX_LINE = 4096
 @smtp_probe_options
 @click.option("-v", "--verbose", is_flag=True, help="Show the fix under informational findings too.")
 @advice_options("with it, each domain also gets the rollout advice of mxsec advise (--days, --min-success, "
-                "--min-days: its window and thresholds)")
+                "--min-days: its window and thresholds)", from_environment=False)
 @network_options
 @_guarded
 def check(domains, as_json, no_smtp, html_file, metrics_file, from_file, concurrency, smtp_port, smtp_timeout,
