@@ -193,7 +193,8 @@ def test_half_open_flood_is_refused_beyond_the_limit_and_timed_out(files: dict[s
     assert cpu_seconds(pid) - cpu_before < 0.5  # waiting for 20 connections costs (almost) nothing
     policy_served(server.port, files["ca"])
     refused = [r for r in server.records() if r.get("msg") == "too many connections; closing a new one"]
-    assert len(refused) == 10 and refused[0]["limit"] == LIMIT
+    # one line a second at most, saying how many were refused since the previous one
+    assert 1 <= len(refused) <= 3 and sum(r["refused"] for r in refused) == 10 and refused[0]["limit"] == LIMIT
     assert_healthy(server)  # the refusals are warnings, nothing worse
 
 

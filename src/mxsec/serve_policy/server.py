@@ -75,6 +75,8 @@ LINGERING_TIME = 1.0
 MAX_LOGGED_PATH = 200
 #: bytes peeked for the ClientHello (a record of 16 KiB and a little more)
 PEEK_BYTES = 16384 + 5 + 1024
+#: at most one log line a second about connections refused at the limit (it says how many)
+REFUSAL_LOG_INTERVAL = 1.0
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -245,6 +247,9 @@ class PolicyServer:
     _web: _WebServer | None = None
     _http_web: _WebServer | None = None
     _base_context: ssl.SSLContext | None = None
+    _refused_logged_at: float = float("-inf")
+    _refused_unlogged: int = 0  # connections refused at accept since the last log line about them
+    _refused_flush: asyncio.TimerHandle | None = None
 
     @property
     def policy(self) -> LoadedPolicy:
@@ -324,13 +329,26 @@ class PolicyServer:
                 await asyncio.sleep(0.1)
                 continue
             if self.active + self.opening >= self.settings.max_connections:
-                log.warning("too many connections; closing a new one", extra={"limit": self.settings.max_connections})
                 conn.close()
-                continue
-            self.opening += 1
-            task = loop.create_task(self._open(conn))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+                self._refused_unlogged += 1
+                wait = self._refused_logged_at + REFUSAL_LOG_INTERVAL - loop.time()
+                if wait <= 0:  # a flood writes one line a second, saying how many
+                    self._log_refused()
+                elif self._refused_flush is None:
+                    self._refused_flush = loop.call_later(wait, self._log_refused)
+            else:
+                self.opening += 1
+                task = loop.create_task(self._open(conn))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            await asyncio.sleep(0)  # a flood of ready connections must not starve the requests being served
+
+    def _log_refused(self) -> None:
+        self._refused_flush = None
+        if self._refused_unlogged:
+            log.warning("too many connections; closing a new one",
+                        extra={"limit": self.settings.max_connections, "refused": self._refused_unlogged})
+        self._refused_logged_at, self._refused_unlogged = asyncio.get_running_loop().time(), 0
 
     async def _open(self, conn: socket.socket) -> None:
         """Read the ClientHello without consuming it, choose the TLS context, then hand the socket to TLS."""
@@ -451,6 +469,9 @@ class PolicyServer:
         return not errors, True
 
     async def stop(self) -> None:
+        if self._refused_flush is not None:
+            self._refused_flush.cancel()
+            self._refused_flush = None
         for listener in self._listeners:
             listener.close()
         self._listeners.clear()
