@@ -34,7 +34,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PREFIX = "/usr/lib/mxsec"
-EXTRAS = ("redis", "postgres", "reports", "tlsrpt")
+EXTRAS = ("redis", "postgres", "reports", "tlsrpt", "acme")
 UNITS = ("mxsec.service", "mxsec-serve-policy.service", "mxsec-tlsrpt-collect.service",
          "mxsec-tlsrpt-follow.service", "mxsec-tlsrpt-send.service", "mxsec-tlsrpt-send.timer")
 MAINTAINER = "mxsec developers <mxsec@example.org>"

@@ -261,3 +261,27 @@ def test_http_01_only_needs_a_plain_listener(tmp_path: Path) -> None:
     acme = AcmeManager(AcmeOptions(directory_url="https://acme.invalid/dir", state_dir=str(tmp_path / "b")),
                        http01=True)
     assert acme.challenge_types == ("tls-alpn-01", "http-01")
+
+
+async def test_a_certificate_from_another_acme_server_is_served_and_replaced_at_once(manager, tmp_path) -> None:
+    """Staging first, then production with the same state directory: the staging certificate is not kept until
+    its renewal date."""
+    acme, fake = manager
+    acme.set_hosts([HOST])
+    await acme.order(HOST)
+    assert acme.store.issuer_directory(HOST) == "https://acme.invalid/dir"
+    other = AcmeManager(AcmeOptions(directory_url="https://other-ca.invalid/dir", state_dir=str(tmp_path / "acme")))
+    other._account = fake
+    other.set_hosts([HOST])
+    assert other.context_for(HOST) is not None  # served meanwhile
+    assert other.renewals[HOST].wants_order(_dt.datetime.now(UTC))
+    assert await other.order(HOST)
+    assert other.store.issuer_directory(HOST) == "https://other-ca.invalid/dir"
+    assert not other.renewals[HOST].wants_order(_dt.datetime.now(UTC))
+
+
+def test_a_refused_challenge_choice_creates_no_state_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        AcmeManager(AcmeOptions(directory_url="https://acme.invalid/dir", state_dir=str(tmp_path / "never"),
+                                challenges=("http-01",)))
+    assert not (tmp_path / "never").exists()

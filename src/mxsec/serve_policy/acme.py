@@ -67,6 +67,8 @@ class AcmeManager:
     def __post_init__(self) -> None:
         from mxsec.net.acme import AcmeAccount, AcmeSettings  # the 'acme' extra: a one-line error when missing
 
+        if not self.challenge_types:
+            raise ConfigError("--acme-challenge http-01 needs --acme-http-listen (the port the ACME server asks, 80)")
         self.store = CertStore(Path(self.options.state_dir))
         self.store.prepare()
         self._account = AcmeAccount(
@@ -79,8 +81,6 @@ class AcmeManager:
             ),
             self.store,
         )
-        if not self.challenge_types:
-            raise ConfigError("--acme-challenge http-01 needs --acme-http-listen (the port the ACME server asks, 80)")
 
     @property
     def challenge_types(self) -> tuple[str, ...]:
@@ -103,9 +103,15 @@ class AcmeManager:
             if stored is not None and stored.not_before is not None:
                 self.certificates[host] = stored
                 renewal.succeeded(stored.not_before, stored.not_after, renew_before=self.options.renew_before)
+                issuer = self.store.issuer_directory(host)
+                if issuer != self.options.directory_url:
+                    # from another ACME server (staging before production, a CA change): served until the
+                    # certificate from this one arrives, which is ordered now
+                    renewal.due = now
                 log.info("certificate loaded", extra={"host": host, "cert": stored.cert_path,
                                                       "not_after": _when(stored.not_after),
-                                                      "renew_at": _when(renewal.due) if renewal.due else "now"})
+                                                      "renew_at": _when(renewal.due) if renewal.due else "now",
+                                                      "from": issuer})
             self.renewals[host] = renewal
         if self._wake is not None:
             self._wake.set()
@@ -169,7 +175,7 @@ class AcmeManager:
                                                 "challenges": list(self.challenge_types)})
         try:
             key_pem, chain_pem = await _in_thread(self._account.order, host, self, self.challenge_types)
-            loaded = self.store.save(host, key_pem, chain_pem)
+            loaded = self.store.save(host, key_pem, chain_pem, directory=self.options.directory_url)
         except (AcmeError, ConfigError, OSError) as exc:
             self.failures += 1
             error = str(exc) if not isinstance(exc, OSError) else f"cannot store the certificate: {exc}"

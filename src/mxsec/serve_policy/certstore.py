@@ -5,6 +5,7 @@ Layout of the ACME state directory (created ``0700``; every file ``0600``)::
     account.json            the account: ACME directory URL, account URL, contact
     account-key.pem         the account key (EC P-256)
     certs/mta-sts.example.com.pem   private key + certificate chain (leaf first), one file per host
+    certs/mta-sts.example.com.json  the ACME directory it came from
 
 Key and chain live in one file, replaced by ``rename``: a crash never leaves a new key beside an old
 certificate. A new certificate is written only after it loaded into a TLS context (it is served at once);
@@ -141,8 +142,18 @@ class CertStore:
         except ConfigError:
             return None
 
-    def save(self, host: str, key_pem: bytes, chain_pem: bytes) -> LoadedCertificate:
+    def issuer_directory(self, host: str) -> str | None:
+        """The ACME directory URL the stored certificate of ``host`` came from (None: not recorded)."""
+        try:
+            data = json.loads(self.cert_path(host).with_suffix(".json").read_text())
+        except (OSError, ValueError):
+            return None
+        value = data.get("directory") if isinstance(data, dict) else None
+        return value if isinstance(value, str) else None
+
+    def save(self, host: str, key_pem: bytes, chain_pem: bytes, *, directory: str | None = None) -> LoadedCertificate:
         """Check that key and chain load and cover ``host``, then replace the stored file; return it loaded.
+        ``directory``: the ACME directory it came from, recorded beside it (``certs/<host>.json``).
 
         Raises :class:`ConfigError` when the new certificate is unusable; the stored one is then untouched.
         """
@@ -157,6 +168,8 @@ class CertStore:
                 candidate.unlink()
             raise
         os.replace(candidate, path)
+        if directory is not None:
+            _write_private(path.with_suffix(".json"), json.dumps({"directory": directory}).encode() + b"\n")
         return dataclasses.replace(loaded, cert_path=str(path), key_path=str(path))
 
     def hosts(self) -> list[str]:
