@@ -222,10 +222,10 @@ def _up(topo: Topology, scenarios: list[Scenario], scenarios_text: str, progress
     done()
 
     hosts = acme.acme_scenarios(scenarios)
-    done = _step(progress, f"ACME: Pebble + mxsec serve-policy for {len(hosts)} policy hosts") if hosts else None
+    acme_done = _step(progress, f"ACME: Pebble + mxsec serve-policy for {len(hosts)} policy hosts") if hosts else None
     acme.start(topo, scenarios, addresses, paths.root, paths.ca_dir, _spawn_and_wait)
-    if done is not None:
-        done()
+    if acme_done is not None:
+        acme_done()
 
     done = _step(progress, f"mxsec reports serve on {loop.REPORTS_WEB}:{loop.HTTPS_PORT}")
     loop.start_receiver(topo, addresses, _spawn_and_wait)
