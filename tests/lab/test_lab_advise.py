@@ -16,7 +16,6 @@ days in the middle of it. ``mxsec advise`` runs inside the sender namespace with
 
 from __future__ import annotations
 
-import datetime as dt
 import gzip
 import json
 import subprocess
@@ -33,6 +32,8 @@ from mxsec.lab.topology import Topology
 from mxsec.sts.policy import parse_policy
 from mxsec.sts.record import parse_record
 from mxsec.testing.sample_reports import write_samples
+
+from tests.integration.test_advise_cli import expected as sample_figures
 
 from .conftest import unique_prefix
 
@@ -99,28 +100,8 @@ def advise(topo: Topology, url: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def expected(docs: list[dict], days: int) -> dict:
-    """What the reports of DOMAIN say over the last ``days`` whole days, summed here from the JSON."""
-    today = dt.datetime.now(dt.UTC).date()
-    since, until = today - dt.timedelta(days=days), today - dt.timedelta(days=1)
-    orgs: dict[str, list[int]] = {}
-    expired: dict[str, list] = {}
-    for doc in docs:
-        day = dt.date.fromisoformat(doc["date-range"]["start-datetime"][:10])
-        if not since <= day <= until:
-            continue
-        for entry in doc["policies"]:
-            if entry["policy"]["policy-domain"] != DOMAIN:
-                continue
-            counts = orgs.setdefault(doc["organization-name"], [0, 0])
-            counts[0] += entry["summary"]["total-successful-session-count"]
-            counts[1] += entry["summary"]["total-failure-session-count"]
-            for detail in entry.get("failure-details", []):
-                if detail["result-type"] == "certificate-expired":
-                    assert detail["receiving-mx-hostname"] == MX2
-                    row = expired.setdefault(doc["organization-name"], [0, day, day])
-                    row[0] += detail["failed-session-count"]
-                    row[1], row[2] = min(row[1], day), max(row[2], day)
-    return {"since": since, "until": until, "orgs": orgs, "expired": expired}
+    """What the reports of DOMAIN say over the last ``days`` whole days (the integration test's reckoning)."""
+    return sample_figures(docs, days, domain=DOMAIN, expired_mx=MX2)
 
 
 def test_the_live_expired_certificate_and_the_reports_block_enforce(lab_ready, reports, tmp_path) -> None:

@@ -219,14 +219,15 @@ def _no_password() -> str:
     raise ConfigError("the private key is encrypted; give an unencrypted key file (readable only by this service)")
 
 
-def _read_limited(path: str, what: str) -> bytes:
+def read_limited(path: str, what: str, limit: int = MAX_CERT_FILE_BYTES) -> bytes:
+    """The bytes of ``path``, at most ``limit``; :class:`ConfigError` naming ``what`` when unreadable or bigger."""
     try:
         with open(path, "rb") as handle:
-            data = handle.read(MAX_CERT_FILE_BYTES + 1)
+            data = handle.read(limit + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_CERT_FILE_BYTES:
-        raise ConfigError(f"{what} {path} is larger than {MAX_CERT_FILE_BYTES} bytes")
+    if len(data) > limit:
+        raise ConfigError(f"{what} {path} is larger than {limit} bytes")
     return data
 
 
@@ -243,7 +244,7 @@ def load_certificate(
     match or is encrypted, and every error of :func:`certificate_problems`.
     """
     cert_file, key_file = os.fspath(cert_path), os.fspath(key_path)
-    data = _read_limited(cert_file, "certificate")
+    data = read_limited(cert_file, "certificate")
     try:
         chain = x509.load_pem_x509_certificates(data)
     except ValueError:
@@ -252,7 +253,7 @@ def load_certificate(
     errors, warnings = certificate_problems(leaf, domains, now=now)
     if errors:
         raise ConfigError(f"certificate {cert_file}: {errors[0]}")
-    _read_limited(key_file, "key")  # a readable key file, for a clear message before OpenSSL's
+    read_limited(key_file, "key")  # a readable key file, for a clear message before OpenSSL's
     ctx = server_tls_context()
     try:
         ctx.load_cert_chain(cert_file, key_file, password=_no_password)
@@ -266,7 +267,7 @@ def load_certificate(
         raise ConfigError(f"cannot load certificate {cert_file} with key {key_file}: {detail}") from None
     except OSError as exc:
         raise ConfigError(f"cannot load certificate {cert_file} with key {key_file}: {exc.strerror or exc}") from None
-    if _read_limited(cert_file, "certificate") != data:
+    if read_limited(cert_file, "certificate") != data:
         raise ConfigError(f"certificate {cert_file} changed while it was being loaded; try again")
     try:
         mode = os.stat(key_file).st_mode

@@ -26,7 +26,7 @@ from typing import Any
 from mxsec.errors import ConfigError, ParseError, one_line
 from mxsec.generate import sts_policy
 from mxsec.names import DomainError, normalize_domain
-from mxsec.serve_policy.files import LoadedPolicy, load_policy, policy_host, policy_warnings
+from mxsec.serve_policy.files import LoadedPolicy, load_policy, policy_host, policy_warnings, read_limited
 from mxsec.sts.policy import PolicyError, parse_policy
 
 __all__ = ["MAX_SITES", "MAX_SITES_FILE_BYTES", "Site", "SiteSet", "load_sites", "reload_sites"]
@@ -221,13 +221,7 @@ def _collect_dir(directory: str, wanted: list[str]) -> _Collected:
 
 
 def _read_sites_file(path: str) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_SITES_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read sites {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_SITES_FILE_BYTES:
-        raise ConfigError(f"sites {path} is larger than {MAX_SITES_FILE_BYTES} bytes")
+    data = read_limited(path, "sites", MAX_SITES_FILE_BYTES)
     try:
         return tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
