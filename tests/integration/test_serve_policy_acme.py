@@ -274,8 +274,42 @@ def test_acme_usage_errors_are_one_line(tmp_path: Path, sites: Path) -> None:
     assert_one_line_error(run_cli("--sites", str(sites), "--acme-directory", url, "--acme-state", str(tmp_path / "b"),
                                   "--acme-challenge", "http-01"), "needs --acme-http-listen")
     assert_one_line_error(run_cli("--sites", str(sites)), "give --cert and --key, or --acme-directory")
+    assert_one_line_error(run_cli("--sites", str(sites), "--acme-directory", url, "--acme-eab-kid", "k"),
+                          "--acme-eab-kid and --acme-eab-hmac-key-file go together")
+    assert_one_line_error(run_cli("--sites", str(sites), "--acme-directory", url, "--acme-state", str(tmp_path / "c"),
+                                  "--acme-eab-kid", "k", "--acme-eab-hmac-key-file", str(tmp_path / "missing")),
+                          "cannot read --acme-eab-hmac-key-file")
     open_dir = tmp_path / "open"
     open_dir.mkdir(mode=0o755)
     os.chmod(open_dir, 0o755)
     assert_one_line_error(run_cli("--sites", str(sites), "--acme-directory", url, "--acme-state", str(open_dir)),
                           "open to other users")
+
+
+async def test_external_account_binding(world: FakeWorld, ports: dict[str, int], tmp_path: Path,
+                                        sites: Path, serve: Any) -> None:
+    """A CA that requires an External Account Binding (RFC 8555 §7.3.4): refused without one, one line, backed
+    off; registered and served with --acme-eab-kid and the MAC key from a file."""
+    mac_key = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
+    with pebble_for(world, ports, eab_keys={"kid-1": mac_key}) as pebble:
+        root = tmp_path / "root.pem"
+        root.write_bytes(pebble.roots_pem())
+        without = serve("--sites", str(sites), *acme_args(pebble, tmp_path / "acme-a", ports))
+        failed = without.wait_for(lambda r: r.get("msg") == "certificate order failed; trying again later", 30)
+        assert "externalAccountRequired" in failed["error"] and "\n" not in failed["error"]
+        assert without.stop() == 0
+        key_file = tmp_path / "eab.key"
+        key_file.write_text(mac_key + "\n")
+        key_file.chmod(0o600)
+        server = serve("--sites", str(sites), *acme_args(pebble, tmp_path / "acme-b", ports),
+                       "--acme-eab-kid", "kid-1", "--acme-eab-hmac-key-file", str(key_file))
+        for domain in DOMAINS:
+            obtained(server, f"mta-sts.{domain}")
+        assert (await fetch(world, root, ports["https"], "alpha.test")).ok
+        assert server.stop() == 0
+        wrong = tmp_path / "wrong.key"
+        wrong.write_text("c2hvcnQ\n")  # a valid base64url key the CA does not know
+        bad = serve("--sites", str(sites), *acme_args(pebble, tmp_path / "acme-c", ports),
+                    "--acme-eab-kid", "kid-1", "--acme-eab-hmac-key-file", str(wrong))
+        failed = bad.wait_for(lambda r: r.get("msg") == "certificate order failed; trying again later", 30)
+        assert "ACME server refused" in failed["error"]

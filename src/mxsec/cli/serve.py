@@ -24,6 +24,20 @@ from mxsec.cli.common import OneLineCommand, _guarded, one_line_usage
 __all__ = ["serve_policy"]
 
 
+def _read_secret(path: str) -> str:
+    from mxsec.errors import ConfigError
+
+    try:
+        with open(path, encoding="ascii") as handle:
+            value = handle.read(4097).strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise ConfigError(f"cannot read --acme-eab-hmac-key-file {path}: {reason}") from None
+    if not value or len(value) > 4096 or any(c.isspace() for c in value):
+        raise ConfigError(f"--acme-eab-hmac-key-file {path} must hold one base64url MAC key")
+    return value
+
+
 def _days(value: float | None) -> _dt.timedelta | None:
     return None if value is None else _dt.timedelta(days=value)
 
@@ -55,6 +69,10 @@ def _days(value: float | None) -> _dt.timedelta | None:
               help="Renew this many days before expiry (default: when a third of the lifetime remains).")
 @click.option("--acme-retry", type=click.FloatRange(min=1.0), default=60.0, show_default=True, metavar="SECONDS",
               help="First wait after a failed order; it doubles after each failure, up to 6 hours.")
+@click.option("--acme-eab-kid", metavar="KID",
+              help="External Account Binding key id, for CAs that require one (ZeroSSL, Google, many private CAs).")
+@click.option("--acme-eab-hmac-key-file", metavar="FILE",
+              help="File holding the External Account Binding's MAC key (base64url), read at start.")
 @click.option("--listen", multiple=True, metavar="HOST:PORT",
               help="Address to listen on, HOST:PORT or [IPv6]:PORT (repeatable; default 0.0.0.0:443 and [::]:443).")
 @click.option("--domain", "domains", multiple=True, metavar="DOMAIN",
@@ -75,7 +93,8 @@ def _days(value: float | None) -> _dt.timedelta | None:
               show_default=True, help="Log level (info logs one line per request).")
 @_guarded
 def serve_policy(policy_path, policy_dir, sites_path, cert_path, key_path, acme_directory, acme_email, acme_state,
-                 acme_ca_bundle, http_listen, challenges, acme_renew_before, acme_retry, listen, domains,
+                 acme_ca_bundle, http_listen, challenges, acme_renew_before, acme_retry, acme_eab_kid,
+                 acme_eab_hmac_key_file, listen, domains,
                  connection_timeout, handshake_timeout, reuse_port, max_connections, log_format, log_level):
     """Serve MTA-STS policies over HTTPS without a web server.
 
@@ -96,9 +115,13 @@ def serve_policy(policy_path, policy_dir, sites_path, cert_path, key_path, acme_
         raise one_line_usage(ctx, click.UsageError("missing option '--policy', '--policy-dir' or '--sites'"))
     if bool(cert_path) != bool(key_path):
         raise one_line_usage(ctx, click.UsageError(f"missing option '{'--key' if cert_path else '--cert'}'"))
+    if bool(acme_eab_kid) != bool(acme_eab_hmac_key_file):
+        raise one_line_usage(ctx, click.UsageError("--acme-eab-kid and --acme-eab-hmac-key-file go together"))
     acme = None
     if acme_directory:
         from mxsec.config.paths import default_state_dir
+
+        eab_key = _read_secret(acme_eab_hmac_key_file) if acme_eab_hmac_key_file else None
 
         acme = AcmeOptions(
             directory_url=acme_directory,
@@ -108,11 +131,13 @@ def serve_policy(policy_path, policy_dir, sites_path, cert_path, key_path, acme_
             challenges=tuple(challenges) or ("tls-alpn-01", "http-01"),
             renew_before=_days(acme_renew_before),
             retry_first=acme_retry,
+            eab_kid=acme_eab_kid,
+            eab_hmac_key=eab_key,
         )
     else:
         given = [name for name, value in (("--acme-email", acme_email), ("--acme-state", acme_state),
                                           ("--acme-ca-bundle", acme_ca_bundle), ("--acme-http-listen", http_listen),
-                                          ("--acme-challenge", challenges),
+                                          ("--acme-challenge", challenges), ("--acme-eab-kid", acme_eab_kid),
                                           ("--acme-renew-before", acme_renew_before)) if value]
         if given:
             raise one_line_usage(ctx, click.UsageError(f"{given[0]} needs --acme-directory"))

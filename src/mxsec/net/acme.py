@@ -84,6 +84,8 @@ class AcmeSettings:
     ca_bundle: str | None = None  # PEM file that verifies the ACME server's HTTPS (default: the system's)
     timeout: float = 30.0  # each HTTP request
     order_timeout: float = 180.0  # validation and issuance of one order
+    eab_kid: str | None = None  # External Account Binding (RFC 8555 §7.3.4): the key id the CA gave
+    eab_hmac_key: str | None = None  # and its MAC key, base64url
 
 
 def _new_key_pem() -> bytes:
@@ -147,8 +149,15 @@ class AcmeAccount:
         if known and known.get("directory") == self.settings.directory_url and known.get("uri"):
             net.account = messages.RegistrationResource(uri=known["uri"], body=messages.Registration())
         else:
-            regr = acme.new_account(messages.NewRegistration.from_data(email=self.settings.email,
-                                                                       terms_of_service_agreed=True))
+            binding = None
+            if self.settings.eab_kid and self.settings.eab_hmac_key:
+                try:
+                    binding = messages.ExternalAccountBinding.from_data(
+                        self._jwk.public_key(), self.settings.eab_kid, self.settings.eab_hmac_key, directory)
+                except (ValueError, TypeError) as exc:
+                    raise AcmeError(f"the external account binding's MAC key is not base64url: {exc}") from None
+            regr = acme.new_account(messages.NewRegistration.from_data(
+                email=self.settings.email, terms_of_service_agreed=True, external_account_binding=binding))
             self.files.write_account({"directory": self.settings.directory_url, "uri": regr.uri,
                                       "contact": list(regr.body.contact or ())})
             log.info("ACME account registered", extra={"directory": self.settings.directory_url, "account": regr.uri})

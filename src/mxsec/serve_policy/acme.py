@@ -48,6 +48,8 @@ class AcmeOptions:
     retry_first: float = FIRST_RETRY
     order_timeout: float = 180.0
     request_timeout: float = 30.0
+    eab_kid: str | None = None  # External Account Binding, for CAs that require one
+    eab_hmac_key: str | None = None
 
 
 @dataclass
@@ -78,6 +80,8 @@ class AcmeManager:
                 ca_bundle=self.options.ca_bundle,
                 timeout=self.options.request_timeout,
                 order_timeout=self.options.order_timeout,
+                eab_kid=self.options.eab_kid,
+                eab_hmac_key=self.options.eab_hmac_key,
             ),
             self.store,
         )

@@ -79,8 +79,10 @@ def write_config(
     http_port: int,
     tls_port: int,
     validity_seconds: int | None = None,
+    eab_keys: Mapping[str, str] | None = None,
 ) -> None:
-    """Pebble's JSON config: where it listens, its own HTTPS certificate, the ports its validator dials."""
+    """Pebble's JSON config: where it listens, its own HTTPS certificate, the ports its validator dials;
+    ``eab_keys`` (key id → base64url MAC key): new accounts need an External Account Binding."""
     config: dict[str, dict[str, object]] = {
         "pebble": {
             "listenAddress": listen,
@@ -95,6 +97,9 @@ def write_config(
     }
     if validity_seconds is not None:
         config["pebble"]["certificateValidityPeriod"] = validity_seconds
+    if eab_keys:
+        config["pebble"]["externalAccountBindingRequired"] = True
+        config["pebble"]["externalAccountMACKeys"] = dict(eab_keys)
     path.write_text(json.dumps(config, indent=2) + "\n")
 
 
@@ -129,6 +134,7 @@ class PebbleServer:
         nonce_reject: int = 0,
         validity_seconds: int | None = None,
         env: Mapping[str, str] | None = None,
+        eab_keys: Mapping[str, str] | None = None,
     ) -> None:
         binary = pebble_binary()
         if binary is None:
@@ -139,6 +145,7 @@ class PebbleServer:
         self.dns_server = dns_server
         self.nonce_reject = nonce_reject
         self.validity_seconds = validity_seconds
+        self.eab_keys = dict(eab_keys or {})
         self.extra_env = dict(env or {})
         self.dir = Path(tempfile.mkdtemp(prefix="mxsec-pebble-"))
         self.log_path = self.dir / "pebble.log"
@@ -176,7 +183,7 @@ class PebbleServer:
     def _write_config(self) -> None:
         write_config(self.config_path, listen=f"{HOST}:{self.port}", management=f"{HOST}:{self.management_port}",
                      cert=self.cert_path, key=self.key_path, http_port=self.http_port, tls_port=self.tls_port,
-                     validity_seconds=self.validity_seconds)
+                     validity_seconds=self.validity_seconds, eab_keys=self.eab_keys)
 
     def _environment(self) -> dict[str, str]:
         return environment(self.nonce_reject, self.extra_env)
@@ -241,11 +248,12 @@ def running_pebble(
     nonce_reject: int = 0,
     validity_seconds: int | None = None,
     env: Mapping[str, str] | None = None,
+    eab_keys: Mapping[str, str] | None = None,
 ) -> Iterator[PebbleServer]:
     """A started :class:`PebbleServer`, stopped and its work directory removed afterwards."""
     server = PebbleServer(
         http_port=http_port, tls_port=tls_port, dns_server=dns_server, nonce_reject=nonce_reject,
-        validity_seconds=validity_seconds, env=env,
+        validity_seconds=validity_seconds, env=env, eab_keys=eab_keys,
     )
     try:
         yield server.start()
