@@ -34,6 +34,7 @@ from mxsec.sts.record import parse_record
 from mxsec.testing.sample_reports import write_samples
 
 from tests.integration.test_advise_cli import expected as sample_figures
+from tests.integration.test_advise_cli import says_go
 
 from .conftest import unique_prefix
 
@@ -164,19 +165,7 @@ def test_after_fixing_the_certificate_a_clean_window_says_go(lab_ready, reports,
     with lab_with(tmp_path, "valid") as topo:
         result = advise(topo, url, "--days", "12")
         as_json = advise(topo, url, "--days", "12", "--json")
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
-    assert out.startswith(f"{DOMAIN}: enforce is safe now\n"), out
-    assert "blocking" not in out
-    total = sum(sum(c) for c in want["orgs"].values())
-    assert f"{total:,} sessions" in out
-    policy = "\r\n".join(line.strip() for line in out.split("mta-sts.txt):\n", 1)[1].split("then", 1)[0]
-                         .splitlines()) + "\r\n"
-    parsed = parse_policy(policy)
-    assert (parsed.mode, parsed.mx, parsed.max_age) == ("enforce", (MX1, MX2), 86400)
-    txt = out.split(f"_mta-sts.{DOMAIN}. IN TXT \"", 1)[1].split('"', 1)[0]
-    record = parse_record(txt)
-    assert record.id != LIVE_ID
+    says_go(result, want, DOMAIN, (MX1, MX2), LIVE_ID)
 
     assert as_json.returncode == 0, as_json.stdout + as_json.stderr
     data = json.loads(as_json.stdout)
