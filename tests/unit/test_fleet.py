@@ -254,3 +254,33 @@ def test_a_shared_store_with_a_local_copy_starts_from_the_copy_when_it_is_down(t
     assert "starting from its local copy" in caplog.text
     assert restarted.cached_verdict("example.com").mode == "enforce"
     again.close()
+
+
+def test_the_local_copy_is_written_once_per_version_of_a_policy_read_from_the_shared_store(tmp_path):
+    """A follower reads the same entry many times while it waits; the copy gets it once, and again when it
+    changes."""
+    from mxsec.storage.base import CacheEntry
+    from mxsec.storage.mirror import MirroredStore
+    from mxsec.storage.sqlite import SqliteStore
+
+    class CountingCopy(SqliteStore):
+        writes = 0
+
+        def put(self, entry):
+            type(self).writes += 1
+            super().put(entry)
+
+    shared = SharedMemoryStore()
+    store = MirroredStore(shared, CountingCopy(str(tmp_path / "copy.sqlite3")))
+    entry = CacheEntry(domain="example.com", policy_id="one", body=ENFORCE.decode() if isinstance(ENFORCE, bytes)
+                       else ENFORCE, fetched_at=1000.0, expires_at=90000.0, checked_at=1000.0, mode="enforce")
+    shared.put(entry)  # stored by another daemon
+    for _ in range(20):
+        assert store.get("example.com") is not None
+    assert CountingCopy.writes == 1
+    shared.put(CacheEntry(**{**entry.__dict__, "checked_at": 2000.0}))  # rechecked by the other daemon
+    store.get("example.com")
+    store.get("example.com")
+    assert CountingCopy.writes == 2
+    assert store.copy.get("example.com").checked_at == 2000.0
+    store.close()

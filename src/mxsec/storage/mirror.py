@@ -31,6 +31,13 @@ class MirroredStore:
     def __init__(self, shared: PolicyStore, copy: SqliteStore) -> None:
         self.shared = shared
         self.copy = copy
+        #: what the copy holds of each domain (fetch, check, id): a read that finds the same is not written again
+        #: (a daemon waiting for another's fetch reads the same entry many times)
+        self._copied: dict[str, tuple[float, float, str]] = {}
+
+    def _remember(self, entries: Iterable[CacheEntry]) -> None:
+        for entry in entries:
+            self._copied[entry.domain] = (entry.fetched_at, entry.checked_at, entry.policy_id)
 
     def load_all(self) -> list[CacheEntry]:
         try:
@@ -41,25 +48,31 @@ class MirroredStore:
                       extra={"error": str(exc), "policies": len(entries), "copy": self.copy.path})
             return entries
         self.copy.put_many(entries)  # what this daemon starts with is what it can start with next time
+        self._remember(entries)
         return entries
 
     def get(self, domain: str) -> CacheEntry | None:
         entry = self.shared.get(domain)
-        if entry is not None:  # a policy another daemon stored, which this daemon may now serve
+        # a policy another daemon stored, which this daemon may now serve: into the copy, once per version
+        if entry is not None and self._copied.get(domain) != (entry.fetched_at, entry.checked_at, entry.policy_id):
             self.copy.put(entry)
+            self._remember([entry])
         return entry
 
     def put(self, entry: CacheEntry) -> None:
         self.copy.put(entry)
+        self._remember([entry])
         self.shared.put(entry)
 
     def put_many(self, entries: Iterable[CacheEntry]) -> None:
         entries = list(entries)
         self.copy.put_many(entries)
+        self._remember(entries)
         self.shared.put_many(entries)
 
     def delete(self, domain: str) -> None:
         self.copy.delete(domain)
+        self._copied.pop(domain, None)
         self.shared.delete(domain)
 
     def close(self) -> None:
