@@ -284,3 +284,23 @@ def test_the_local_copy_is_written_once_per_version_of_a_policy_read_from_the_sh
     assert CountingCopy.writes == 2
     assert store.copy.get("example.com").checked_at == 2000.0
     store.close()
+
+
+async def test_one_log_line_per_outage_whether_a_lease_or_a_write_noticed_it(caplog):
+    """The fleet's lease calls and the policy reads and writes report to one record of the store's health:
+    an outage is one line down and one line back, and every failed call is counted once."""
+    services, store, dns, fetcher, _ = fleet(1)
+    service = services[0]
+    store.down = True
+    with caplog.at_level("INFO", logger="mxsec.daemon"):
+        assert (await service.lookup("example.com")).mode == "enforce"  # the claim fails, then the write
+        assert not service.store_ok
+        store.down = False
+        dns.txt_records["_mta-sts.other.example"] = ["v=STSv1; id=o1"]
+        fetcher.outcomes["other.example"] = Fetched(ENFORCE)
+        assert (await service.lookup("other.example")).mode == "enforce"
+    lines = [r.getMessage() for r in caplog.records if "store" in r.getMessage() or "lease" in r.getMessage()]
+    assert lines.count("cache store unavailable; serving from memory, writes kept for later") == 1
+    assert lines.count("cache store available again") == 1
+    assert not any("fleet leases" in line for line in lines)
+    assert service.store_ok and service.counters["store_errors"] >= 2 and service.counters["fleet_store_errors"] == 1

@@ -18,20 +18,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import secrets
 import socket
 from dataclasses import dataclass
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, Protocol, TypeVar
 
 from mxsec.results import ResultType
 from mxsec.storage.base import Claim, FleetStore, StoreError
 
-log = logging.getLogger("mxsec.daemon")
+T = TypeVar("T")
 
-__all__ = ["Fleet", "Outcome", "owner_name"]
+
+__all__ = ["Fleet", "Outcome", "StoreHealth", "owner_name"]
 
 #: the pauses between two looks at a lease someone else holds
 FIRST_PAUSE = 0.02
@@ -82,53 +82,58 @@ class Outcome:
         return cls(kind, until, note, failure, policy_id)
 
 
+class StoreHealth(Protocol):
+    """Where store calls report how they went (the service: counters, one log line per change, replay)."""
+
+    def failed(self, op: str, exc: Exception) -> None: ...
+    def worked(self) -> None: ...
+
+
+class _NoHealth:
+    def failed(self, op: str, exc: Exception) -> None:
+        pass
+
+    def worked(self) -> None:
+        pass
+
+
 class Fleet:
     """The leases of one daemon on its shared store; every call runs in a thread and never raises a store
-    error: it is counted, and the caller resolves on its own. One log line says when the store stops answering
-    lease calls and one when it answers again."""
+    error: the caller resolves on its own. Each call's outcome goes to ``health`` (the service's record of the
+    store, which logs one line when the store stops answering and one when it answers again, for every kind of
+    call alike)."""
 
-    def __init__(self, store: FleetStore, *, lease: float, owner: str | None = None) -> None:
+    def __init__(self, store: FleetStore, *, lease: float, owner: str | None = None,
+                 health: StoreHealth | None = None) -> None:
         self.store = store
         self.lease = lease
         self.owner = owner or owner_name()
-        self.store_errors = 0
-        self.store_ok = True
+        self.health: StoreHealth = health or _NoHealth()
         #: lease operations asked of the store
         self.calls = 0
 
     async def claim(self, domain: str) -> Claim | None:
         """The claim's answer, or ``None`` when the store could not be asked."""
-        self.calls += 1
-        try:
-            claim = await asyncio.to_thread(self.store.claim, domain, self.owner, self.lease)
-        except StoreError as exc:
-            self._failed("claim", exc)
-            return None
-        if not self.store_ok:
-            self.store_ok = True
-            log.warning("fleet leases work again")
-        return claim
+        return await self._call("claim", self.store.claim, domain, self.owner, self.lease)
 
     async def publish(self, domain: str, outcome: Outcome, ttl: float) -> None:
-        self.calls += 1
-        try:
-            await asyncio.to_thread(self.store.publish, domain, self.owner, outcome.encode(), ttl)
-        except StoreError as exc:
-            self._failed("publish", exc)
+        await self._call("publish", self.store.publish, domain, self.owner, outcome.encode(), ttl)
 
     async def release(self, domain: str) -> None:
-        self.calls += 1
-        try:
-            await asyncio.to_thread(self.store.release, domain, self.owner)
-        except StoreError as exc:
-            self._failed("release", exc)
+        await self._call("release", self.store.release, domain, self.owner)
 
     async def announce(self, domain: str) -> None:
+        await self._call("announce", self.store.announce, domain, self.owner)
+
+    async def _call(self, op: str, fn: Callable[..., T], *args: object) -> T | None:
         self.calls += 1
         try:
-            await asyncio.to_thread(self.store.announce, domain, self.owner)
+            result = await asyncio.to_thread(fn, *args)
         except StoreError as exc:
-            self._failed("announce", exc)
+            self.health.failed(op, exc)
+            return None
+        self.health.worked()
+        return result
 
     def listen(self, on_change: Callable[[str], None]) -> Callable[[], None]:
         """Call ``on_change(domain)`` in the event loop for every policy another daemon announces; returns the
@@ -141,10 +146,3 @@ class Fleet:
                 loop.call_soon_threadsafe(on_change, domain)
 
         return self.store.listen(heard)
-
-    def _failed(self, op: str, exc: StoreError) -> None:
-        self.store_errors += 1
-        if self.store_ok:
-            self.store_ok = False
-            log.error("fleet leases unavailable; each daemon resolves on its own until the store is back",
-                      extra={"op": op, "error": str(exc)})

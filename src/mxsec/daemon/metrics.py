@@ -122,11 +122,9 @@ class DaemonCollector:
                                   "and fleet leases)",
                                   value=service.counters["store_calls"] + (service.fleet.calls if service.fleet else 0))
         yield CounterMetricFamily("mxsec_store_errors", "Cache store operations that failed (store down, timeout)",
-                                  value=service.counters["store_errors"] + (service.fleet.store_errors
-                                                                            if service.fleet else 0))
-        store_up = service.store_ok and (service.fleet is None or service.fleet.store_ok)
+                                  value=service.counters["store_errors"])
         yield GaugeMetricFamily("mxsec_store_up", "1 while the cache store answers, 0 during an outage",
-                                value=1 if store_up else 0)
+                                value=1 if service.store_ok else 0)
         yield CounterMetricFamily("mxsec_log_lines_suppressed", "Log lines left out by rate limiting",
                                   value=server.quiet.suppressed_total + service.quiet.suppressed_total)
         tables = GaugeMetricFamily("mxsec_table_entries", "Entries in the in-memory tables", labels=["table"])

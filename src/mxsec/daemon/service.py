@@ -245,7 +245,7 @@ class PolicyService:
         if settings.fleet_lease <= 0 or not getattr(store, "remote", False) or not isinstance(store, FleetStore):
             self.fleet = None
         elif self.fleet is None:
-            self.fleet = Fleet(store, lease=settings.fleet_lease)
+            self.fleet = Fleet(store, lease=settings.fleet_lease, health=_ServiceStoreHealth(self))
         else:
             self.fleet.lease = settings.fleet_lease
 
@@ -905,7 +905,7 @@ class PolicyService:
             try:
                 result = await asyncio.to_thread(fn, *args)
             except Exception as exc:
-                self._store_failed(fn, exc)
+                self._store_failed(getattr(fn, "__name__", "?"), exc)
                 return False, None
             self._store_worked()
             return True, result
@@ -916,17 +916,19 @@ class PolicyService:
         try:
             result = fn(*args)
         except Exception as exc:
-            self._store_failed(fn, exc)
+            self._store_failed(getattr(fn, "__name__", "?"), exc)
             return False, None
         self._store_worked()
         return True, result
 
-    def _store_failed(self, fn, exc: Exception) -> None:
+    def _store_failed(self, op: str, exc: Exception) -> None:
+        """Every failed store call, policy reads and writes and fleet leases alike: counted; one log line when
+        the store stops answering (each daemon then resolves on its own and keeps its writes)."""
         self.counters["store_errors"] += 1
         if self.store_ok:
             self.store_ok = False
             log.error("cache store unavailable; serving from memory, writes kept for later",
-                      extra={"op": getattr(fn, "__name__", "?"), "error": str(exc)})
+                      extra={"op": op, "error": str(exc)})
 
     def _store_worked(self) -> None:
         if not self.store_ok:
@@ -1009,3 +1011,16 @@ class PolicyService:
             fut.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+class _ServiceStoreHealth:
+    """The fleet's lease calls report to the service's one record of the store's health."""
+
+    def __init__(self, service: PolicyService) -> None:
+        self._service = service
+
+    def failed(self, op: str, exc: Exception) -> None:
+        self._service._store_failed(op, exc)
+
+    def worked(self) -> None:
+        self._service._store_worked()
