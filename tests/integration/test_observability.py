@@ -46,6 +46,7 @@ DAEMON_JOB, DAEMON_INSTANCE = "mxsec", "mx1.example:9461"
 RECEIVER_JOB, RECEIVER_INSTANCE = "mxsec-reports", "reports.example:443"
 COLLECTOR_JOB, COLLECTOR_INSTANCE = "mxsec-tlsrpt-collect", "mx1.example:9462"
 CHECK_JOB, CHECK_INSTANCE = "node", "monitor.example:9100"  # node_exporter's textfile collector
+SERVE_JOB, SERVE_INSTANCE = "mxsec-serve-policy", "mta-sts.example:9463"
 METRIC = re.compile(r"\bmxsec_[a-z0-9_]+\b")
 
 Samples = dict[str, list[dict[str, str]]]
@@ -163,9 +164,49 @@ def check_samples(tmp_path_factory: pytest.TempPathFactory) -> Samples:
 
 
 @pytest.fixture(scope="module")
+def serve_samples(tmp_path_factory: pytest.TempPathFactory) -> Samples:
+    """``mxsec serve-policy --acme-directory … --metrics-listen``: one host gets its certificate from Pebble,
+    one cannot (its name does not resolve), so every family has a series."""
+    from mxsec.testing.pebble import running_pebble
+
+    from .test_serve_policy import Serve
+
+    tmp = tmp_path_factory.mktemp("serve")
+    ip = "127.0.96.9"
+    world = FakeWorld(dns=("127.0.96.10", 0), https=("127.0.96.11", 443), state_dir=tmp / "world")
+    world.set_record("mta-sts.ok.test", "A", [ip])
+    thread = WorldThread(world)
+    thread.start()
+    port, mport = free_port(ip), free_port()
+    sites = tmp / "sites.toml"
+    sites.write_text('[policy]\nmode = "enforce"\nmax_age = 604800\n[domains."ok.test"]\nmx = ["mx.ok.test"]\n'
+                     '[domains."broken.test"]\nmx = ["mx.broken.test"]\n')
+    dns_host, dns_port = world.dns_address
+    try:
+        with running_pebble(tls_port=port, http_port=free_port(), dns_server=f"{dns_host}:{dns_port}") as pebble:
+            server = Serve(tmp, None, "--sites", str(sites), "--acme-directory", pebble.directory_url,
+                           "--acme-ca-bundle", str(pebble.ca_bundle), "--acme-state", str(tmp / "acme"),
+                           "--acme-retry", "1", "--metrics-listen", f"127.0.0.1:{mport}", listen=(f"{ip}:{port}",))
+            try:
+                server.start()
+                server.wait_for(lambda r: r.get("msg") == "certificate obtained", 60)
+                server.wait_for(lambda r: r.get("msg") == "certificate order failed; trying again later", 60)
+                text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+            finally:
+                server.kill()
+    finally:
+        thread.stop()
+    samples = parse_samples(text)
+    assert samples["mxsec_serve_policy_certificate_not_after_seconds"] == [{"host": "mta-sts.ok.test"}], text
+    assert {"host": "mta-sts.broken.test"} in samples["mxsec_serve_policy_acme_order_failures"], text
+    return samples
+
+
+@pytest.fixture(scope="module")
 def exported(daemon_samples: Samples, receiver_samples: Samples, collector_samples: Samples,
-             check_samples: Samples) -> set[str]:
-    return set(daemon_samples) | set(receiver_samples) | set(collector_samples) | set(check_samples)
+             check_samples: Samples, serve_samples: Samples) -> set[str]:
+    return set(daemon_samples) | set(receiver_samples) | set(collector_samples) | set(check_samples) | set(
+        serve_samples)
 
 
 # ---------------------------------------------------------------------------------------------- rules
@@ -205,13 +246,14 @@ class Series:
         raise AssertionError(f"{name}{labels} is not exported by the {self.job} scrape")
 
 
-def cases(daemon: Series, receiver: Series, collector: Series, checker: Series) -> dict[str, dict]:
+def cases(daemon: Series, receiver: Series, collector: Series, checker: Series, serve: Series) -> dict[str, dict]:
     """For each alert: the labels it must carry, an interval, an evaluation time, and a history where it fires
     and one where it does not."""
     d_labels = {"job": DAEMON_JOB, "instance": DAEMON_INSTANCE}
     r_labels = {"job": RECEIVER_JOB, "instance": RECEIVER_INSTANCE}
     c_labels = {"job": COLLECTOR_JOB, "instance": COLLECTOR_INSTANCE}
     k_labels = {"job": CHECK_JOB, "instance": CHECK_INSTANCE}
+    s_labels = {"job": SERVE_JOB, "instance": SERVE_INSTANCE}
     fetch_ok = daemon("mxsec_policy_fetches_total", outcome="ok")
     fetch_bad = daemon("mxsec_policy_fetches_total", lambda labels: labels["outcome"] != "ok")
     replies = {kind: daemon("mxsec_socketmap_replies_total", kind=kind) for kind in ("ok", "notfound", "temp", "perm")}
@@ -261,6 +303,14 @@ def cases(daemon: Series, receiver: Series, collector: Series, checker: Series) 
             interval="1m", at="3h",
             fire={checker("mxsec_check_certificate_not_after_seconds"): "20000x200"},
             quiet={checker("mxsec_check_certificate_not_after_seconds"): "99000000x200"}),
+        "MxsecPolicyHostCertificateExpiring": dict(
+            labels={**s_labels, "host": "mta-sts.ok.test"}, interval="1m", at="3h",
+            fire={serve("mxsec_serve_policy_certificate_not_after_seconds"): "20000x200"},
+            quiet={serve("mxsec_serve_policy_certificate_not_after_seconds"): "99000000x200"}),
+        "MxsecPolicyHostOrdersFailing": dict(
+            labels={**s_labels, "host": "mta-sts.broken.test"}, interval="1m", at="2h",
+            fire={serve("mxsec_serve_policy_acme_order_failures", host="mta-sts.broken.test"): "0 1 2 3+1x130"},
+            quiet={serve("mxsec_serve_policy_acme_order_failures", host="mta-sts.broken.test"): "0 1 2 3x30 0x100"}),
         "MxsecTlsrptCollectorWriteErrors": dict(
             labels=c_labels, interval="1m", at="40m",
             fire={collector("mxsec_tlsrpt_write_errors_total"): "0x10 0+1x50"},
@@ -302,12 +352,13 @@ def run_rule_tests(path: Path, doc: dict) -> subprocess.CompletedProcess:
 
 def test_every_alert_fires_and_stays_quiet_on_the_real_series(daemon_samples: Samples, receiver_samples: Samples,
                                                               collector_samples: Samples, check_samples: Samples,
-                                                              tmp_path: Path) -> None:
+                                                              serve_samples: Samples, tmp_path: Path) -> None:
     alerts = load_alerts()
     table = cases(Series(daemon_samples, DAEMON_JOB, DAEMON_INSTANCE),
                   Series(receiver_samples, RECEIVER_JOB, RECEIVER_INSTANCE),
                   Series(collector_samples, COLLECTOR_JOB, COLLECTOR_INSTANCE),
-                  Series(check_samples, CHECK_JOB, CHECK_INSTANCE))
+                  Series(check_samples, CHECK_JOB, CHECK_INSTANCE),
+                  Series(serve_samples, SERVE_JOB, SERVE_INSTANCE))
     assert set(table) == set(alerts), "each alert needs a firing and a quiet case"
     result = run_rule_tests(tmp_path / "mxsec-alerts.test.yml", rule_tests(alerts, table))
     assert result.returncode == 0, result.stdout + result.stderr

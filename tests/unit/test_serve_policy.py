@@ -464,3 +464,18 @@ def test_usage_errors_are_one_line(args: list[str], message: str | None) -> None
         assert lines[0] == message
     else:
         assert lines[0].startswith("mxsec: serve-policy: invalid value for '--connection-timeout'")
+
+
+def test_metrics_with_one_certificate_name_each_host_and_its_expiry(server) -> None:
+    from mxsec.serve_policy.metrics import ServePolicyCollector
+
+    server.responses[200] += 3
+    server.refused = 2
+    families = {f.name: f for f in ServePolicyCollector(server).collect()}
+    assert families["mxsec_serve_policy_hosts"].samples[0].value == 1
+    [expiry] = families["mxsec_serve_policy_certificate_not_after_seconds"].samples
+    assert expiry.labels == {"host": HOST} and expiry.value == server.certificate.not_after.timestamp()
+    assert [(s.labels, s.value) for s in families["mxsec_serve_policy_responses"].samples
+            if s.name.endswith("_total")] == [({"status": "200"}, 3)]
+    assert families["mxsec_serve_policy_refused_connections"].samples[0].value == 2
+    assert "mxsec_serve_policy_acme_orders" not in families  # no ACME, no ACME series

@@ -80,6 +80,8 @@ def _days(value: float | None) -> _dt.timedelta | None:
                    "certificate covers it.")
 @click.option("--connection-timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               metavar="SECONDS", help="Close any connection this long after its TLS handshake.")
+@click.option("--metrics-listen", metavar="HOST:PORT",
+              help="Serve Prometheus metrics on http://HOST:PORT/metrics (no authentication: bind it to loopback).")
 @click.option("--reuse-port", is_flag=True,
               help="Set SO_REUSEPORT on the listeners: a new serve-policy can start before the old one stops, and "
                    "another server on the wildcard address may share the port (same user only).")
@@ -95,7 +97,8 @@ def _days(value: float | None) -> _dt.timedelta | None:
 def serve_policy(policy_path, policy_dir, sites_path, cert_path, key_path, acme_directory, acme_email, acme_state,
                  acme_ca_bundle, http_listen, challenges, acme_renew_before, acme_retry, acme_eab_kid,
                  acme_eab_hmac_key_file, listen, domains,
-                 connection_timeout, handshake_timeout, reuse_port, max_connections, log_format, log_level):
+                 connection_timeout, handshake_timeout, metrics_listen, reuse_port, max_connections, log_format,
+                 log_level):
     """Serve MTA-STS policies over HTTPS without a web server.
 
     Answers GET/HEAD /.well-known/mta-sts.txt with the policy of the host asked for (200, text/plain); other
@@ -150,6 +153,7 @@ def serve_policy(policy_path, policy_dir, sites_path, cert_path, key_path, acme_
         connection_timeout=connection_timeout,
         handshake_timeout=handshake_timeout,
         reuse_port=reuse_port,
+        metrics_listen=metrics_listen,
         max_connections=max_connections,
         policy_dir=policy_dir,
         sites_path=sites_path,

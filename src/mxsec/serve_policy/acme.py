@@ -63,6 +63,7 @@ class AcmeManager:
     on_change: Callable[[str, LoadedCertificate], None] | None = None
     orders: int = 0
     failures: int = 0
+    obtained: int = 0
     _account: Any = None
     _wake: asyncio.Event | None = None
 
@@ -195,6 +196,7 @@ class AcmeManager:
         if self.renewals.get(host) is not renewal:  # dropped by a reload meanwhile
             return False
         self.certificates[host] = loaded
+        self.obtained += 1
         assert loaded.not_before is not None
         renewal.succeeded(loaded.not_before, loaded.not_after, renew_before=self.options.renew_before)
         log.info("certificate obtained", extra={

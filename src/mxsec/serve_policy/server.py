@@ -29,6 +29,7 @@ import logging
 import signal
 import socket
 import ssl
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,6 +158,7 @@ class _Handler(RequestHandler):
             log.error("internal error", extra={"error": _one_line(exc) if exc else message or str(status)})
         else:
             log.debug("bad request", extra={"error": _one_line(message or exc or status)})
+        self._mxsec_server.responses[status] += 1
         response = _plain(status, _REASONS.get(status, "bad request"))
         response.force_close()
         if status < 500:  # a request aiohttp could not parse: its stand-in request has no real method or path
@@ -219,6 +221,7 @@ class ServeSettings:
     acme: AcmeOptions | None = None  # obtain the certificates by ACME instead of --cert/--key
     http_listen: Sequence[str] = ()  # plain HTTP listeners, for ACME HTTP-01 answers only
     reuse_port: bool = False  # SO_REUSEPORT: share the port with another server (handover, a wildcard listener)
+    metrics_listen: str | None = None  # HOST:PORT for Prometheus (serve_policy/metrics.py)
 
 
 class _ChallengeAnswer(asyncio.Protocol):
@@ -250,6 +253,9 @@ class PolicyServer:
     _refused_logged_at: float = float("-inf")
     _refused_unlogged: int = 0  # connections refused at accept since the last log line about them
     _refused_flush: asyncio.TimerHandle | None = None
+    #: responses by status code (policy and challenge listeners alike), connections refused at the limit
+    responses: Counter[int] = field(default_factory=Counter)
+    refused: int = 0
 
     @property
     def policy(self) -> LoadedPolicy:
@@ -330,6 +336,7 @@ class PolicyServer:
                 continue
             if self.active + self.opening >= self.settings.max_connections:
                 conn.close()
+                self.refused += 1
                 self._refused_unlogged += 1
                 wait = self._refused_logged_at + REFUSAL_LOG_INTERVAL - loop.time()
                 if wait <= 0:  # a flood writes one line a second, saying how many
@@ -381,9 +388,14 @@ class PolicyServer:
 
     # ----------------------------------------------------------------- lifecycle
     def _web_server(self, handler: Any) -> _WebServer:
+        async def counted(request: web.BaseRequest) -> web.StreamResponse:
+            response = await handler(request)
+            self.responses[response.status] += 1
+            return response
+
         return _WebServer(
             self,
-            handler,
+            counted,
             handler_cancellation=True,
             access_log_class=_RequestLogger,
             access_log=logging.getLogger("mxsec.serve_policy.request"),
@@ -612,6 +624,16 @@ def _no_ipv6(exc: OSError) -> bool:
     return not socket.has_ipv6 or exc.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT)
 
 
+def _start_metrics(server: PolicyServer, addr: str) -> Any:
+    from mxsec.serve_policy.metrics import start_metrics
+
+    address = _listen_address(addr)
+    try:
+        return start_metrics(server, address.host, address.port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {addr} for metrics: {exc.strerror or exc}") from None
+
+
 def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     exc = context.get("exception")
     detail = f"{type(exc).__name__}: {_one_line(exc)}" if exc is not None else ""
@@ -623,7 +645,8 @@ def prepare(settings: ServeSettings) -> PolicyServer:
     """Load and check everything before anything listens; raises :class:`ConfigError` (one line)."""
     for domain in settings.domains:
         policy_host(domain)
-    for addr in (*settings.listen, *settings.http_listen):
+    metrics = [settings.metrics_listen] if settings.metrics_listen else []
+    for addr in (*settings.listen, *settings.http_listen, *metrics):
         _listen_address(addr)
     sites = load_sites(policy_path=settings.policy_path, policy_dir=settings.policy_dir,
                        sites_path=settings.sites_path, domains=settings.domains)
@@ -663,6 +686,7 @@ async def run(settings: ServeSettings) -> int:
     try:
         try:
             await server.start()
+            metrics = _start_metrics(server, settings.metrics_listen) if settings.metrics_listen else None
         except BaseException:
             await server.stop()
             raise
@@ -683,6 +707,8 @@ async def run(settings: ServeSettings) -> int:
         )
         await stopping.wait()
         log.info("stopping")
+        if metrics is not None:
+            metrics.shutdown()
         await server.stop()
         log.info("stopped")
         return 0
