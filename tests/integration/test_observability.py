@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
+import ssl
 import time
 import subprocess
 import urllib.request
@@ -191,6 +193,14 @@ def serve_samples(tmp_path_factory: pytest.TempPathFactory) -> Samples:
                 server.start()
                 server.wait_for(lambda r: r.get("msg") == "certificate obtained", 60)
                 server.wait_for(lambda r: r.get("msg") == "certificate order failed; trying again later", 60)
+                roots = tmp / "roots.pem"
+                roots.write_bytes(pebble.roots_pem())
+                ctx = ssl.create_default_context(cafile=str(roots))
+                with socket.create_connection((ip, port), timeout=5) as raw, \
+                        ctx.wrap_socket(raw, server_hostname="mta-sts.ok.test") as tls:
+                    tls.sendall(b"GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: mta-sts.ok.test\r\n"
+                                b"Connection: close\r\n\r\n")
+                    assert tls.recv(100).startswith(b"HTTP/1.1 200")
                 text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
             finally:
                 server.kill()
@@ -198,6 +208,7 @@ def serve_samples(tmp_path_factory: pytest.TempPathFactory) -> Samples:
         thread.stop()
     samples = parse_samples(text)
     assert samples["mxsec_serve_policy_certificate_not_after_seconds"] == [{"host": "mta-sts.ok.test"}], text
+    assert {"status": "200"} in samples["mxsec_serve_policy_responses_total"], text
     assert {"host": "mta-sts.broken.test"} in samples["mxsec_serve_policy_acme_order_failures"], text
     return samples
 
@@ -420,7 +431,7 @@ def test_dashboard_names_only_exported_metrics(exported: set[str]) -> None:
 
 def grafana_to_promql(expr: str) -> str:
     """A panel query with Grafana's variables replaced by what Grafana would put there."""
-    for variable in ("$instance", "$receiver", "$collector"):
+    for variable in ("$instance", "$receiver", "$collector", "$policyhost"):
         expr = expr.replace(variable, ".*")
     return expr.replace("$__rate_interval", "5m")
 
