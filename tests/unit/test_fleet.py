@@ -304,3 +304,25 @@ async def test_one_log_line_per_outage_whether_a_lease_or_a_write_noticed_it(cap
     assert lines.count("cache store available again") == 1
     assert not any("fleet leases" in line for line in lines)
     assert service.store_ok and service.counters["store_errors"] >= 2 and service.counters["fleet_store_errors"] == 1
+
+
+async def test_a_waiting_daemon_takes_the_policy_as_soon_as_the_holder_announces_it():
+    """The pauses between claims grow to 250 ms; the holder's announcement ends the pause at once, so a
+    follower answers right after the leader instead of at its next poll."""
+    services, store, dns, fetcher, _ = fleet(2)
+    for service in services:
+        service.start_listening()
+    fetcher.delay = 0.33  # the follower's polls would come at about 0.02, 0.06, 0.14, 0.30 and 0.55 s
+    loop = asyncio.get_running_loop()
+    done: dict[int, float] = {}
+
+    async def ask(i: int) -> None:
+        assert (await services[i].lookup("example.com")).mode == "enforce"
+        done[i] = loop.time()
+
+    leader = asyncio.ensure_future(ask(0))
+    await asyncio.sleep(0.01)
+    await asyncio.gather(leader, ask(1))
+    assert fetcher.calls == 1 and services[1].counters["fleet_follows"] == 1
+    assert done[1] - done[0] < 0.1, done  # woken, not polled at 0.55 s
+    assert services[1]._waiting == {}

@@ -238,6 +238,8 @@ class PolicyService:
         #: domains another daemon announced a new policy for, to read from the store, in order
         self._announcements: dict[str, None] = {}
         self._announcement_task: asyncio.Future | None = None
+        #: domains this daemon waits on another's lease for: an announcement ends the current pause at once
+        self._waiting: dict[str, asyncio.Event] = {}
 
     def _set_fleet(self, settings: ServiceSettings) -> None:
         """Leases on a shared store (Redis, PostgreSQL) when ``fleet_lease`` is on; a local store has none."""
@@ -600,6 +602,18 @@ class PolicyService:
         # A lease expires by itself, so a dead holder is replaced by the next claim (ours or another waiter's);
         # waiting is still bounded, in case the store keeps answering "busy".
         deadline = loop.time() + WAIT_LEASES * fleet.lease
+        waker = self._waiting[domain] = asyncio.Event()
+        try:
+            return await self._wait_in_fleet(fleet, domain, known, force_fetch, deadline, waker)
+        finally:
+            if self._waiting.get(domain) is waker:
+                del self._waiting[domain]
+
+    async def _wait_in_fleet(self, fleet: Fleet, domain: str, known: Cached | None, force_fetch: bool,
+                             deadline: float, waker: asyncio.Event) -> Verdict:
+        """Claim the lease until it is ours, an outcome or a stored policy is there to take, or ``deadline``;
+        the pauses between claims grow from 20 to 250 ms and end early when the holder announces its policy."""
+        loop = asyncio.get_running_loop()
         pause = FIRST_PAUSE
         while True:
             claim = await fleet.claim(domain)
@@ -631,7 +645,11 @@ class PolicyService:
             if loop.time() >= deadline:
                 self.counters["fleet_wait_timeouts"] += 1
                 break
-            await asyncio.sleep(pause)
+            try:  # the holder announcing the policy it stored ends the pause at once
+                await asyncio.wait_for(waker.wait(), pause)
+            except TimeoutError:
+                pass
+            waker.clear()
             pause = min(pause * 2, LONGEST_PAUSE)
             verdict = await self._adopt_stored(domain, known, force_fetch)
             if verdict is not None:
@@ -705,7 +723,12 @@ class PolicyService:
             self._stop_listening = self.fleet.listen(self._announced)
 
     def _announced(self, domain: str) -> None:
-        """Another daemon stored a new policy for ``domain``: read it now if this daemon serves the domain."""
+        """Another daemon stored a new policy for ``domain``: read it now if this daemon serves the domain (or
+        waits for it)."""
+        waker = self._waiting.get(domain)
+        if waker is not None:
+            waker.set()  # its wait loop reads the store itself
+            return
         if domain not in self.entries and domain not in self.negatives:
             return  # unknown here: the store is read at its first miss anyway
         changes = self._announcements
