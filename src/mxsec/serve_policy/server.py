@@ -484,16 +484,16 @@ class PolicyServer:
         if self._refused_flush is not None:
             self._refused_flush.cancel()
             self._refused_flush = None
+        tasks = list(self._tasks)  # accept loops first: a loop on a closed listener would only log errors
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
         for listener in self._listeners:
             listener.close()
         self._listeners.clear()
         for server in self._servers:
             server.close()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
         for webserver in (self._web, self._http_web):
             if webserver is None:
                 continue
