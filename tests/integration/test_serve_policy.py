@@ -225,6 +225,11 @@ async def test_our_fetcher_gets_the_policy(world: FakeWorld, files: dict[str, Pa
     assert outcome.address == SERVER_IP
     assert outcome.body == ENFORCE
     assert outcome.content_type == "text/plain; charset=utf-8" and media_type_ok(outcome.content_type)
+    # when the policy host's certificate expires, as read off the verified connection (mxsec check warns)
+    from cryptography import x509
+
+    leaf = x509.load_pem_x509_certificates(files["cert"].read_bytes())[0]
+    assert outcome.certificate_not_after == int(leaf.not_valid_after_utc.timestamp())
     policy = parse_policy(outcome.body)
     assert (policy.mode, policy.mx, policy.max_age) == ("enforce", ("mx1.example.test", "*.mx.example.test"), 604800)
     request = server.wait_for(lambda r: r.get("status") == 200)

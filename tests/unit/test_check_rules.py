@@ -858,3 +858,17 @@ def test_sts_e_11_each_mx_mismatch_has_its_tlsrpt_result_type() -> None:
     ]
     for f, code, result_type in cases:
         one(run(f), code, "error", result_type)
+
+
+
+def test_policy_host_certificate_expiring_soon_is_a_warning() -> None:  # STS-B-4
+    """The fetch records when the policy host's certificate expires; under 14 days left is a warning, since
+    senders cannot fetch the policy once it has expired."""
+    soon = FetchOutcome(policy_body(MX1).encode(), None, "HTTP 200", 200, "text/plain", "192.0.2.80",
+                        NOW.timestamp() + 5 * 86400 + 60)
+    f = one(run(facts(fetch=soon)), "sts-policy-certificate-expiring", "warning")
+    assert f"mta-sts.{DOMAIN}: the certificate expires in 5 day(s)" in f.message
+    later = FetchOutcome(policy_body(MX1).encode(), None, "HTTP 200", 200, "text/plain", "192.0.2.80",
+                         NOW.timestamp() + 60 * 86400)
+    assert "sts-policy-certificate-expiring" not in run(facts(fetch=later))
+    assert "sts-policy-certificate-expiring" not in run(facts())  # not known: no finding

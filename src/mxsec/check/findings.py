@@ -125,6 +125,9 @@ CATALOGUE: dict[str, Spec] = {
                                    "the policy host's certificate is not valid for mta-sts.DOMAIN",
                                    "Install a certificate from a public CA, unexpired, with mta-sts.DOMAIN in its "
                                    "subjectAltName (a wildcard for DOMAIN works)."),
+    "sts-policy-certificate-expiring": Spec(WARNING, None, "STS-B-4", "the policy host's certificate expires soon",
+                                            "Renew it (mxsec serve-policy --acme-directory renews by itself); "
+                                            "once it has expired, senders cannot fetch the policy."),
     "sts-policy-status": Spec(ERROR, _FETCH, "STS-B-8", "the policy URL does not answer 200",
                               "Serve the policy at https://mta-sts.DOMAIN/.well-known/mta-sts.txt with status 200."),
     "sts-policy-redirect": Spec(ERROR, _FETCH, "STS-B-9", "the policy URL redirects (senders never follow)",

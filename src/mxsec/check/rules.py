@@ -23,7 +23,7 @@ from mxsec.sts.match import matching_pattern, mx_matches
 
 __all__ = ["EXPIRY_WARNING_DAYS", "SHORT_MAX_AGE", "judge"]
 
-#: warn when an MX certificate expires within this many days
+#: warn when an MX's or the policy host's certificate expires within this many days
 EXPIRY_WARNING_DAYS = 14
 #: max_age below this is "short" (one week)
 SHORT_MAX_AGE = 604800
@@ -57,7 +57,7 @@ def judge(facts: DomainFacts, max_hosts: int = 10, now: _dt.datetime | None = No
     now = now or _dt.datetime.now(_dt.UTC)
     out: list[Finding] = []
     out += mx_rules(facts, max_hosts)
-    out += sts_rules(facts, max_hosts)
+    out += sts_rules(facts, max_hosts, now)
     out += dane_dns_rules(facts)
     out += smtp_rules(facts, now)
     out += tlsrpt_rules(facts)
@@ -151,7 +151,7 @@ def mx_rules(facts: DomainFacts, max_hosts: int) -> list[Finding]:
 # --- MTA-STS ---------------------------------------------------------------------------------------------------
 
 
-def sts_rules(facts: DomainFacts, max_hosts: int) -> list[Finding]:
+def sts_rules(facts: DomainFacts, max_hosts: int, now: _dt.datetime | None = None) -> list[Finding]:
     txt = facts.sts_txt
     out: list[Finding] = []
     if txt is None:
@@ -190,6 +190,13 @@ def sts_rules(facts: DomainFacts, max_hosts: int) -> list[Finding]:
     if fetch.problem is not None:
         code = _FETCH_CODES.get(str(fetch.problem), "sts-policy-connect")
         return out + [finding(code, f"https://mta-sts.{facts.domain}/.well-known/mta-sts.txt: {fetch.detail}")]
+    if fetch.certificate_not_after is not None:
+        left = fetch.certificate_not_after - (now or _dt.datetime.now(_dt.UTC)).timestamp()
+        if left < EXPIRY_WARNING_DAYS * 86400:
+            days = max(int(left // 86400), 0)
+            out.append(finding("sts-policy-certificate-expiring",
+                               f"mta-sts.{facts.domain}: the certificate expires in {days} day(s); once it has, "
+                               "senders cannot fetch the policy"))
     if facts.policy is None:
         return out + [finding("sts-policy-invalid", f"the policy does not parse: {facts.policy_error}")]
     policy = facts.policy

@@ -104,7 +104,7 @@ def build_ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
 class _Fetch:
     """What one fetch learned so far (for the deadline message and the outcome's address)."""
 
-    __slots__ = ("host", "stage", "allowed", "connected", "failure")
+    __slots__ = ("host", "stage", "allowed", "connected", "failure", "not_after")
 
     def __init__(self, host: str) -> None:
         self.host = host
@@ -112,6 +112,7 @@ class _Fetch:
         self.allowed: tuple[str, ...] = ()
         self.connected: str | None = None
         self.failure: _ResolveFailed | None = None
+        self.not_after: float | None = None  # when the policy host's certificate expires (unix time)
 
 
 _CURRENT: contextvars.ContextVar[_Fetch | None] = contextvars.ContextVar("mxsec_fetch", default=None)
@@ -196,6 +197,7 @@ class _Connector(aiohttp.TCPConnector):
             peer = transport.get_extra_info("peername") if transport is not None else None
             if isinstance(peer, tuple) and peer:
                 fetch.connected = str(peer[0])
+            fetch.not_after = _certificate_not_after(transport)
             where = f" ({fetch.connected})" if fetch.connected else ""
             fetch.stage = f"while waiting for the response from {fetch.host}{where}"
         return conn
@@ -384,10 +386,12 @@ class PolicyFetcher:
         headers = response.headers
         content_type = headers.get("Content-Type")
 
+        not_after = fetch.not_after
+
         def outcome(problem: FetchProblem | None, detail: str, body: bytes | None = None) -> FetchOutcome:
             if problem is not None:
                 response.close()  # drop the connection instead of reading what is left
-            return FetchOutcome(body, problem, detail, status, content_type, address)
+            return FetchOutcome(body, problem, detail, status, content_type, address, not_after)
 
         if 300 <= status < 400:
             location = headers.get("Location")
@@ -415,3 +419,13 @@ class PolicyFetcher:
             if len(body) > max_body:
                 return outcome(_P.TOO_LARGE, f"policy body exceeds {max_body} bytes (stopped reading)")
         return outcome(None, f"HTTP 200, {len(body)} bytes from {address or host}", body)
+
+
+def _certificate_not_after(transport: typing.Any) -> float | None:
+    """When the peer's (verified) certificate expires, as unix time; None when it cannot be read."""
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    try:
+        cert = ssl_object.getpeercert() if ssl_object is not None else None
+        return float(ssl.cert_time_to_seconds(cert["notAfter"])) if cert and "notAfter" in cert else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None

@@ -19,7 +19,7 @@ __all__ = ["FetchOutcome", "FetchProblem", "result_type_for"]
 class FetchOutcome:
     """``body`` when the fetch succeeded (``problem`` ``None``); else ``problem`` and ``detail`` say why.
     ``status``, ``content_type`` and ``address`` are the HTTP status, the media type and the address the
-    answer came from, when known."""
+    answer came from, and ``certificate_not_after`` when the policy host's certificate expires, when known."""
 
     body: bytes | None
     problem: FetchProblem | None
@@ -27,6 +27,8 @@ class FetchOutcome:
     status: int | None = None
     content_type: str | None = None
     address: str | None = None
+    #: when the policy host's certificate expires (unix time), when the answer came over verified TLS
+    certificate_not_after: float | None = None
 
     @property
     def ok(self) -> bool:
