@@ -23,7 +23,7 @@ import secrets
 import socket
 from dataclasses import dataclass
 from collections.abc import Callable
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, TypeVar
 
 from mxsec.results import ResultType
 from mxsec.storage.base import Claim, FleetStore, StoreError
@@ -31,7 +31,7 @@ from mxsec.storage.base import Claim, FleetStore, StoreError
 T = TypeVar("T")
 
 
-__all__ = ["Fleet", "Outcome", "StoreHealth", "owner_name"]
+__all__ = ["Fleet", "Outcome", "owner_name"]
 
 #: the pauses between two looks at a lease someone else holds
 FIRST_PAUSE = 0.02
@@ -82,33 +82,24 @@ class Outcome:
         return cls(kind, until, note, failure, policy_id)
 
 
-class StoreHealth(Protocol):
-    """Where store calls report how they went (the service: counters, one log line per change, replay)."""
-
-    def failed(self, op: str, exc: Exception) -> None: ...
-    def worked(self) -> None: ...
-
-
-class _NoHealth:
-    def failed(self, op: str, exc: Exception) -> None:
-        pass
-
-    def worked(self) -> None:
-        pass
+def _ignore(*_args: object) -> None:
+    pass
 
 
 class Fleet:
     """The leases of one daemon on its shared store; every call runs in a thread and never raises a store
-    error: the caller resolves on its own. Each call's outcome goes to ``health`` (the service's record of the
-    store, which logs one line when the store stops answering and one when it answers again, for every kind of
-    call alike)."""
+    error: the caller resolves on its own. Each call reports to ``on_failed(op, exc)`` or ``on_worked()`` (the
+    service's one record of the store, which logs one line when the store stops answering and one when it
+    answers again, for every kind of call alike)."""
 
     def __init__(self, store: FleetStore, *, lease: float, owner: str | None = None,
-                 health: StoreHealth | None = None) -> None:
+                 on_failed: Callable[[str, Exception], None] = _ignore,
+                 on_worked: Callable[[], None] = _ignore) -> None:
         self.store = store
         self.lease = lease
         self.owner = owner or owner_name()
-        self.health: StoreHealth = health or _NoHealth()
+        self.on_failed = on_failed
+        self.on_worked = on_worked
         #: lease operations asked of the store
         self.calls = 0
 
@@ -130,9 +121,9 @@ class Fleet:
         try:
             result = await asyncio.to_thread(fn, *args)
         except StoreError as exc:
-            self.health.failed(op, exc)
+            self.on_failed(op, exc)
             return None
-        self.health.worked()
+        self.on_worked()
         return result
 
     def listen(self, on_change: Callable[[str], None]) -> Callable[[], None]:

@@ -247,7 +247,8 @@ class PolicyService:
         if settings.fleet_lease <= 0 or not getattr(store, "remote", False) or not isinstance(store, FleetStore):
             self.fleet = None
         elif self.fleet is None:
-            self.fleet = Fleet(store, lease=settings.fleet_lease, health=_ServiceStoreHealth(self))
+            self.fleet = Fleet(store, lease=settings.fleet_lease, on_failed=self._store_failed,
+                               on_worked=self._store_worked)
         else:
             self.fleet.lease = settings.fleet_lease
 
@@ -1034,16 +1035,3 @@ class PolicyService:
             fut.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-
-
-class _ServiceStoreHealth:
-    """The fleet's lease calls report to the service's one record of the store's health."""
-
-    def __init__(self, service: PolicyService) -> None:
-        self._service = service
-
-    def failed(self, op: str, exc: Exception) -> None:
-        self._service._store_failed(op, exc)
-
-    def worked(self) -> None:
-        self._service._store_worked()
