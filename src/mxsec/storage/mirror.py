@@ -35,9 +35,13 @@ class MirroredStore:
         #: (a daemon waiting for another's fetch reads the same entry many times)
         self._copied: dict[str, tuple[float, float, str]] = {}
 
+    @staticmethod
+    def _version(entry: CacheEntry) -> tuple[float, float, str]:
+        return entry.fetched_at, entry.checked_at, entry.policy_id
+
     def _remember(self, entries: Iterable[CacheEntry]) -> None:
         for entry in entries:
-            self._copied[entry.domain] = (entry.fetched_at, entry.checked_at, entry.policy_id)
+            self._copied[entry.domain] = self._version(entry)
 
     def load_all(self) -> list[CacheEntry]:
         try:
@@ -54,7 +58,7 @@ class MirroredStore:
     def get(self, domain: str) -> CacheEntry | None:
         entry = self.shared.get(domain)
         # a policy another daemon stored, which this daemon may now serve: into the copy, once per version
-        if entry is not None and self._copied.get(domain) != (entry.fetched_at, entry.checked_at, entry.policy_id):
+        if entry is not None and self._copied.get(domain) != self._version(entry):
             self.copy.put(entry)
             self._remember([entry])
         return entry

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, TypeVar
 
 from ..errors import ConfigError, one_line
 from ..extras import require
+from .announcements import LISTEN_POLL, deliver, listen_in_thread, message
 from .base import CacheEntry, Claim, StoreError
 from .migrations import migrate
 from .policy_tables import COLUMNS, POLICY_SCHEMA
@@ -51,11 +52,8 @@ _CLAIM = (
 )
 #: leases and outcomes past their time are deleted at most this often (seconds) by each store object
 LEASE_SWEEP_INTERVAL = 60.0
-#: NOTIFY channel of announcements (payload ``"<owner> <domain>"``); a listener looks whether it should stop
-#: every LISTEN_POLL seconds, and connects again LISTEN_RETRY seconds after a failure
+#: NOTIFY channel of announcements (payload: announcements.message)
 CHANNEL = "mxsec_policy_changes"
-LISTEN_POLL = 1.0
-LISTEN_RETRY = 2.0
 
 # Defaults added to the URL's parameters unless it sets them.
 _DEFAULT_PARAMS = {
@@ -240,33 +238,19 @@ class PostgresStore:
         self._sweep_leases()
 
     def announce(self, domain: str, owner: str) -> None:
-        self._run("announce", lambda conn: conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{owner} {domain}")))
+        self._run("announce", lambda conn: conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, message(owner, domain))))
 
     def listen(self, on_change: Callable[[str, str], None]) -> Callable[[], None]:
-        stop = threading.Event()
         psycopg = self._psycopg
 
-        def run() -> None:
-            while not stop.is_set():
-                try:
-                    with psycopg.connect(autocommit=True, **self._params) as conn:
-                        conn.execute(f"LISTEN {CHANNEL}")
-                        while not stop.is_set():
-                            for note in conn.notifies(timeout=LISTEN_POLL, stop_after=1):
-                                owner, _, domain = note.payload.partition(" ")
-                                if domain:
-                                    on_change(domain, owner)
-                except psycopg.Error:
-                    stop.wait(LISTEN_RETRY)  # the server is away: try again
+        def session(stop: threading.Event) -> None:
+            with psycopg.connect(autocommit=True, **self._params) as conn:
+                conn.execute(f"LISTEN {CHANNEL}")
+                while not stop.is_set():
+                    for note in conn.notifies(timeout=LISTEN_POLL, stop_after=1):
+                        deliver(note.payload, on_change)
 
-        thread = threading.Thread(target=run, name="mxsec-postgres-listen", daemon=True)
-        thread.start()
-
-        def close() -> None:
-            stop.set()
-            thread.join(LISTEN_POLL + LISTEN_RETRY + CONNECT_TIMEOUT + 2)
-
-        return close
+        return listen_in_thread("mxsec-postgres-listen", session, (psycopg.Error,), connect_timeout=CONNECT_TIMEOUT)
 
     def _sweep_leases(self) -> None:
         now = time.monotonic()

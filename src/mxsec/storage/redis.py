@@ -34,6 +34,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ..errors import ConfigError, one_line
 from ..extras import require
+from .announcements import LISTEN_POLL, deliver, listen_in_thread, message
 from .base import CacheEntry, Claim, StoreError
 from .urls import redact
 
@@ -86,10 +87,6 @@ return 0
 _LEASE_SUFFIX = b"\x00lease"
 #: the pub/sub channel of announcements is ``<prefix>\0changes``: messages ``"<owner> <domain>"``
 _CHANGES_SUFFIX = b"\x00changes"
-#: seconds a listener waits for a message before it looks whether it should stop; after a failure, before it
-#: connects again
-LISTEN_POLL = 1.0
-LISTEN_RETRY = 2.0
 
 
 def _glob_escape(text: str) -> str:
@@ -355,40 +352,26 @@ class RedisStore:
     def announce(self, domain: str, owner: str) -> None:
         self._check_open()
         try:
-            self._client.publish(self._channel(), f"{owner} {domain}".encode("utf-8"))
+            self._client.publish(self._channel(), message(owner, domain).encode("utf-8"))
         except self._errors() as exc:
             raise self._fail("announce", exc) from exc
 
     def listen(self, on_change: Callable[[str, str], None]) -> Callable[[], None]:
-        stop = threading.Event()
-
-        def run() -> None:
-            while not stop.is_set():
-                pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        def session(stop: threading.Event) -> None:
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self._channel())
+                while not stop.is_set():
+                    received = pubsub.get_message(timeout=LISTEN_POLL)
+                    if received is not None and isinstance(received.get("data"), bytes):
+                        deliver(received["data"].decode("utf-8", "replace"), on_change)
+            finally:
                 try:
-                    pubsub.subscribe(self._channel())
-                    while not stop.is_set():
-                        message = pubsub.get_message(timeout=LISTEN_POLL)
-                        if message is not None and isinstance(message.get("data"), bytes):
-                            owner, _, domain = message["data"].decode("utf-8", "replace").partition(" ")
-                            if domain:
-                                on_change(domain, owner)
+                    pubsub.close()
                 except self._errors():
-                    stop.wait(LISTEN_RETRY)  # the server is away: try again
-                finally:
-                    try:
-                        pubsub.close()
-                    except self._errors():
-                        pass
+                    pass
 
-        thread = threading.Thread(target=run, name="mxsec-redis-listen", daemon=True)
-        thread.start()
-
-        def close() -> None:
-            stop.set()
-            thread.join(LISTEN_POLL + LISTEN_RETRY + 2)
-
-        return close
+        return listen_in_thread("mxsec-redis-listen", session, self._errors())
 
     # -- extras ------------------------------------------------------------------------------------------
 
