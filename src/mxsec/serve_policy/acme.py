@@ -207,21 +207,6 @@ class AcmeManager:
             self.on_change(host, loaded)
         return True
 
-    def status(self) -> list[dict[str, Any]]:
-        """One row per host, for logs and tests."""
-        rows = []
-        for host, renewal in self.renewals.items():
-            loaded = self.certificates.get(host)
-            rows.append({
-                "host": host,
-                "not_after": _when(loaded.not_after) if loaded else None,
-                "renew_at": _when(renewal.due) if renewal.due else None,
-                "failures": renewal.failures,
-                "next_attempt": _when(renewal.next_attempt) if renewal.next_attempt else None,
-                "last_error": renewal.last_error,
-            })
-        return rows
-
 
 async def _in_thread(function: Callable[..., T], *args: Any) -> T:
     """Run ``function`` in a daemon thread (never joined at exit, unlike the default executor's threads)."""

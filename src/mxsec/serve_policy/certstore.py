@@ -56,6 +56,11 @@ def _write_private(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def _policy_domains(host: str) -> list[str]:
+    """The policy domain whose ``mta-sts.`` host ``host`` is, for the certificate check ([] for another name)."""
+    return [host[len("mta-sts.") :]] if host.startswith("mta-sts.") else []
+
+
 def context_from_pem(
     cert_pem: bytes, key_pem: bytes, scratch: str | os.PathLike[str], *, alpn: list[str] | None = None
 ) -> ssl.SSLContext:
@@ -137,8 +142,7 @@ class CertStore:
         if not path.exists():
             return None
         try:
-            return load_certificate(path, path, [host[len("mta-sts.") :]] if host.startswith("mta-sts.") else [],
-                                    now=now)
+            return load_certificate(path, path, _policy_domains(host), now=now)
         except ConfigError:
             return None
 
@@ -161,8 +165,7 @@ class CertStore:
         candidate = path.with_name(f".{path.name}.new")
         _write_private(candidate, key_pem.rstrip(b"\n") + b"\n" + chain_pem)
         try:
-            domain = host[len("mta-sts.") :] if host.startswith("mta-sts.") else None
-            loaded = load_certificate(candidate, candidate, [domain] if domain else [])
+            loaded = load_certificate(candidate, candidate, _policy_domains(host))
         except ConfigError:
             with contextlib.suppress(OSError):
                 candidate.unlink()

@@ -108,11 +108,8 @@ class _RequestLogger(AbstractAccessLogger):
 
 def _peer(request: web.BaseRequest) -> str:
     transport = request.transport
-    peer = transport.get_extra_info("peername") if transport is not None else None
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        host, port = peer[0], peer[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return request.remote or "-"
+    peer = _peer_of(transport) if transport is not None else "-"
+    return peer if peer != "-" else request.remote or "-"
 
 
 class _Handler(RequestHandler):
@@ -160,7 +157,6 @@ class _Handler(RequestHandler):
             log.debug("bad request", extra={"error": _one_line(message or exc or status)})
         self._mxsec_server.responses[status] += 1
         response = _plain(status, _REASONS.get(status, "bad request"))
-        response.force_close()
         if status < 500:  # a request aiohttp could not parse: its stand-in request has no real method or path
             response._mxsec_bad_request = True  # type: ignore[attr-defined]  # our own mark, read by the access log
         return response
@@ -196,11 +192,14 @@ _REASONS = {
 
 
 def _plain(status: int, text: str) -> web.Response:
-    return web.Response(
+    """An error reply: one line of text, and the connection closed after it."""
+    response = web.Response(
         status=status,
         body=(text + "\n").encode("ascii"),
         headers={"Content-Type": CONTENT_TYPE, "Server": SERVER_HEADER, "Cache-Control": "no-store"},
     )
+    response.force_close()
+    return response
 
 
 # --------------------------------------------------------------------------- the server
@@ -276,19 +275,14 @@ class PolicyServer:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.rel_url.raw_path != POLICY_PATH:
-            response = _plain(404, "not found")
-            response.force_close()
-            return response
+            return _plain(404, "not found")
         if request.method not in ("GET", "HEAD"):
             response = _plain(405, "method not allowed")
             response.headers["Allow"] = "GET, HEAD"
-            response.force_close()
             return response
         site = self._site(request)  # one snapshot per request: a reload never mixes two files
         if site is None:
-            response = _plain(404, "not found")
-            response.force_close()
-            return response
+            return _plain(404, "not found")
         return web.Response(
             status=200,
             body=site.policy.body,
@@ -304,9 +298,7 @@ class PolicyServer:
         """The plain HTTP listener: ACME HTTP-01 answers, nothing else (policies are served over HTTPS only)."""
         answer = self.acme.pending.http01_answer(request.rel_url.raw_path) if self.acme is not None else None
         if answer is None or request.method not in ("GET", "HEAD"):
-            response = _plain(404, "not found")
-            response.force_close()
-            return response
+            return _plain(404, "not found")
         log.info("HTTP-01 challenge answered", extra={"path": request.rel_url.raw_path, "peer": _peer(request)})
         return web.Response(status=200, body=answer.encode("ascii"),
                             headers={"Content-Type": "application/octet-stream", "Server": SERVER_HEADER})
@@ -510,14 +502,15 @@ class PolicyServer:
         self._servers.clear()
 
 
+def _every_site(sites: SiteSet) -> dict[str, Site]:
+    """The sites by host, the one served for every host included (under "")."""
+    return {**sites.sites, **({"": sites.any_host} if sites.any_host is not None else {})}
+
+
 def _changed_sites(before: SiteSet, after: SiteSet) -> list[Site]:
-    old = dict(before.sites)
-    if before.any_host is not None:
-        old[""] = before.any_host
-    new = dict(after.sites)
-    if after.any_host is not None:
-        new[""] = after.any_host
-    return [site for key, site in new.items() if key not in old or old[key].policy.body != site.policy.body]
+    old = _every_site(before)
+    return [site for key, site in _every_site(after).items()
+            if key not in old or old[key].policy.body != site.policy.body]
 
 
 async def _wait_readable(conn: socket.socket) -> None:
@@ -671,7 +664,7 @@ def prepare(settings: ServeSettings) -> PolicyServer:
 async def run(settings: ServeSettings) -> int:
     """Serve until SIGTERM or SIGINT; SIGHUP reloads. Returns the exit status (0)."""
     server = prepare(settings)
-    for site in [*server.sites.sites.values(), *([server.sites.any_host] if server.sites.any_host else [])]:
+    for site in _every_site(server.sites).values():
         for warning in site.policy.warnings:
             log.warning(warning, extra={"policy": site.policy.path})
     if server.certificate is not None:
