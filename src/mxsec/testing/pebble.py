@@ -53,6 +53,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from mxsec.testing.pki import TestCA, write_pem
 from mxsec.testing.servers import HOST, START_TIMEOUT, _tail, free_port, stop_process
@@ -240,21 +241,10 @@ class PebbleServer:
 
 
 @contextlib.contextmanager
-def running_pebble(
-    *,
-    http_port: int = DEFAULT_HTTP_PORT,
-    tls_port: int = DEFAULT_TLS_PORT,
-    dns_server: str | None = None,
-    nonce_reject: int = 0,
-    validity_seconds: int | None = None,
-    env: Mapping[str, str] | None = None,
-    eab_keys: Mapping[str, str] | None = None,
-) -> Iterator[PebbleServer]:
-    """A started :class:`PebbleServer`, stopped and its work directory removed afterwards."""
-    server = PebbleServer(
-        http_port=http_port, tls_port=tls_port, dns_server=dns_server, nonce_reject=nonce_reject,
-        validity_seconds=validity_seconds, env=env, eab_keys=eab_keys,
-    )
+def running_pebble(**options: Any) -> Iterator[PebbleServer]:
+    """A started :class:`PebbleServer` (``options`` are its keyword arguments), stopped and its work directory
+    removed afterwards."""
+    server = PebbleServer(**options)
     try:
         yield server.start()
     finally:
