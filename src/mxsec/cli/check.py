@@ -19,7 +19,15 @@ import time
 import click
 
 from mxsec.cli.advise import ADVICE_WINDOW_OPTIONS, advice_options, check_window
-from mxsec.cli.common import OneLineCommand, _fail, _guarded, _load, network_options, smtp_probe_options
+from mxsec.cli.common import (
+    OneLineCommand,
+    _fail,
+    _guarded,
+    _load,
+    network_options,
+    refuse_without,
+    smtp_probe_options,
+)
 
 #: domain names read from --from-file at most
 MAX_DOMAINS = 100_000
@@ -67,11 +75,8 @@ def check(domains, as_json, no_smtp, html_file, metrics_file, from_file, concurr
         except DomainError as exc:
             _fail(f"{where} is not a domain name: {exc}")
     targets = list(dict.fromkeys(targets))
-    if db_url is None:
-        ctx = click.get_current_context()
-        for param in ADVICE_WINDOW_OPTIONS:
-            if ctx.get_parameter_source(param) is click.core.ParameterSource.COMMANDLINE:
-                _fail(f"--{param.replace('_', '-')} needs --reports-db (or MXSEC_REPORTS_DB)")
+    if db_url is None:  # check takes the database from its command line only (not MXSEC_REPORTS_DB)
+        refuse_without(click.get_current_context(), ADVICE_WINDOW_OPTIONS, "--reports-db")
     else:
         check_window(days, min_days)
     if html_file:

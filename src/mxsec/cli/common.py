@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import importlib
 import sys
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any, NoReturn, overload
 
 import click
@@ -151,6 +151,15 @@ def one_line_usage(ctx: click.Context, exc: click.UsageError) -> OneLineUsageErr
     message = exc.format_message().rstrip(".")
     message = message[:1].lower() + message[1:]
     return OneLineUsageError(f"{' '.join(reversed(names))}: {message} (see --help)", ctx)
+
+
+def refuse_without(ctx: click.Context, params: Iterable[str], needed: str) -> None:
+    """A one-line usage error for the first of ``params`` given on the command line (``--x needs NEEDED``):
+    options that mean something only with another one."""
+    options = {param.name: param.opts[0] for param in ctx.command.params}
+    for param in params:
+        if ctx.get_parameter_source(param) is click.core.ParameterSource.COMMANDLINE:
+            raise one_line_usage(ctx, click.UsageError(f"{options[param]} needs {needed}"))
 
 
 class OneLineCommand(click.Command):

@@ -19,7 +19,7 @@ import signal
 
 import click
 
-from mxsec.cli.common import OneLineCommand, _guarded, one_line_usage
+from mxsec.cli.common import OneLineCommand, _guarded, one_line_usage, refuse_without
 
 __all__ = ["serve_policy"]
 
@@ -138,12 +138,8 @@ def serve_policy(policy_path, policy_dir, sites_path, cert_path, key_path, acme_
             eab_hmac_key=eab_key,
         )
     else:
-        given = [name for name, value in (("--acme-email", acme_email), ("--acme-state", acme_state),
-                                          ("--acme-ca-bundle", acme_ca_bundle), ("--acme-http-listen", http_listen),
-                                          ("--acme-challenge", challenges), ("--acme-eab-kid", acme_eab_kid),
-                                          ("--acme-renew-before", acme_renew_before)) if value]
-        if given:
-            raise one_line_usage(ctx, click.UsageError(f"{given[0]} needs --acme-directory"))
+        refuse_without(ctx, ("acme_email", "acme_state", "acme_ca_bundle", "http_listen", "challenges",
+                             "acme_eab_kid", "acme_renew_before"), "--acme-directory")
     settings = ServeSettings(
         policy_path=policy_path,
         cert_path=cert_path,
