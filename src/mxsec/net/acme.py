@@ -170,15 +170,15 @@ class AcmeAccount:
             try:
                 return self._order(self._connect(), host, board, challenge_types)
             except messages.Error as exc:
-                if exc.code not in ("accountDoesNotExist", "unauthorized") or self._client is None:
+                # only an account the server forgot (a test server restarted) is registered anew, once; any other
+                # refusal ("unauthorized" for a name the CA will not issue for, too) must not make new accounts
+                if exc.code != "accountDoesNotExist" or self._client is None:
                     raise
-                # the server forgot us (a test server restarted, an account deactivated): register anew, once
                 log.warning("ACME account unknown to the server; registering again", extra={"error": str(exc)})
                 return self._order(self._connect(fresh_account=True), host, board, challenge_types)
-        except BaseException as exc:
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            self._client = None if isinstance(exc, requests.exceptions.RequestException) else self._client
+        except Exception as exc:
+            if isinstance(exc, requests.exceptions.RequestException):
+                self._client = None  # connect afresh next time
             raise _problem(exc) from None
 
     def _order(self, acme: client.ClientV2, host: str, board: ChallengeBoard,
